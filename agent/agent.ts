@@ -1,0 +1,394 @@
+// The agent process: keeps a content store, dials its coordinator over libp2p, advertises its
+// capabilities and holdings, and runs the attempts it is given. Inputs it lacks are fetched
+// directly from the agents that hold them. Results wait in an outbox while the coordinator is
+// unreachable and are delivered after the agent reconnects.
+
+import '../src/util/polyfill.js'
+import { mkdir, rm } from 'node:fs/promises'
+import { hostname, loadavg, cpus } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Libp2p } from '@libp2p/interface'
+import type { Logger } from 'pino'
+import { PipemeshError, toWireError } from '../src/errors.js'
+import { createNode } from '../src/net/node.js'
+import { loadOrCreatePrivateKey } from '../src/net/identity.js'
+import { openChannel, type MessageChannel } from '../src/protocol/channel.js'
+import { fetchArtifact, serveArtifacts, transferStats, type TransferStats } from '../src/net/transfer.js'
+import {
+  CONTROL_PROTOCOL, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema,
+  type AgentMessage, type CoordinatorMessage, type PeerAddress, type WireCapabilities
+} from '../src/protocol/messages.js'
+import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
+import { ContentStore } from '../src/store/content-store.js'
+import type { ArtifactRef, Digest } from '../src/store/types.js'
+import { detectCapabilities, type ResourceOverrides } from './capabilities.js'
+import { EnvironmentManager } from './environments.js'
+import { runAttempt } from './attempt.js'
+import { killAllRunning, reapOrphans } from './process.js'
+
+export const AGENT_VERSION = '0.1.0'
+
+export interface AgentOptions {
+  dataDir: string
+  /** The coordinator's multiaddr, including /p2p/<peer id>. */
+  coordinator: string
+  logger: Logger
+  name?: string
+  listen?: string[]
+  resources?: ResourceOverrides
+  labels?: Record<string, string>
+  /** Keep attempt working directories (debugging). */
+  keepWorkdirs?: boolean
+}
+
+interface Running {
+  task: Task
+  controller: AbortController
+  done: Promise<void>
+}
+
+export class Agent {
+  readonly store: ContentStore
+  readonly transfers: TransferStats
+  private readonly node: Libp2p
+  private readonly options: AgentOptions
+  private readonly log: Logger
+  private readonly environments: EnvironmentManager
+  private readonly capabilities: WireCapabilities
+  private readonly running = new Map<string, Running>()
+  /** Messages that must reach the coordinator (results), kept until a connection takes them. */
+  private readonly outbox: AgentMessage[] = []
+  private channel: MessageChannel<CoordinatorMessage, AgentMessage> | undefined
+  private readonly stopping = new AbortController()
+  private connectLoop: Promise<void> | undefined
+  private heartbeat: NodeJS.Timeout | undefined
+  private connectedWaiters: Array<() => void> = []
+
+  private constructor (init: { node: Libp2p, store: ContentStore, transfers: TransferStats, environments: EnvironmentManager, capabilities: WireCapabilities, options: AgentOptions }) {
+    this.node = init.node
+    this.store = init.store
+    this.transfers = init.transfers
+    this.environments = init.environments
+    this.capabilities = init.capabilities
+    this.options = init.options
+    this.log = init.options.logger
+  }
+
+  static async start (options: AgentOptions): Promise<Agent> {
+    await mkdir(options.dataDir, { recursive: true })
+    const detectOptions: Parameters<typeof detectCapabilities>[0] = { dataDir: options.dataDir }
+    if (options.resources !== undefined) detectOptions.overrides = options.resources
+    if (options.labels !== undefined) detectOptions.labels = options.labels
+    const [capabilities, privateKey, store] = await Promise.all([
+      detectCapabilities(detectOptions),
+      loadOrCreatePrivateKey(options.dataDir),
+      ContentStore.open(join(options.dataDir, 'store'))
+    ])
+    const coordinatorId = multiaddr(options.coordinator).getComponents().find(c => c.name === 'p2p')?.value
+    if (coordinatorId === undefined) {
+      await store.close()
+      throw new PipemeshError('INVALID_ARGUMENT', `coordinator address ${options.coordinator} has no /p2p/<peer id> part`, { hint: 'copy the address the coordinator printed at start' })
+    }
+    const nodeOptions: Parameters<typeof createNode>[0] = { privateKey }
+    if (options.listen !== undefined) nodeOptions.listen = options.listen
+    let node: Libp2p
+    try {
+      node = await createNode(nodeOptions)
+    } catch (err) {
+      await store.close()
+      throw err
+    }
+    await serveArtifacts(node, store, {})
+    const transfers = transferStats(node)
+    // Steps left running by an agent that was killed (kill -9) are found by their pid files and
+    // ended before anything new starts; their working directories go too.
+    const reaped = await reapOrphans(join(options.dataDir, 'pids')).catch(() => 0)
+    if (reaped > 0) options.logger.warn({ reaped }, 'killed step processes left by a previous agent run')
+    await rm(join(options.dataDir, 'work'), { recursive: true, force: true }).catch(() => {})
+    const environments = new EnvironmentManager({ dir: join(options.dataDir, 'envs'), store })
+    const agent = new Agent({ node, store, transfers, environments, capabilities: { ...capabilities, labels: capabilities.labels }, options })
+    agent.connectLoop = agent.keepConnected()
+    return agent
+  }
+
+  get peerId (): string {
+    return this.node.peerId.toString()
+  }
+
+  get name (): string {
+    return this.options.name ?? hostname()
+  }
+
+  multiaddrs (): string[] {
+    return this.node.getMultiaddrs().map(a => a.toString())
+  }
+
+  /** Resolves when the agent is connected to its coordinator and has sent its holdings. */
+  async connected (options: { signal?: AbortSignal } = {}): Promise<void> {
+    if (this.channel !== undefined) return
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => { reject(new PipemeshError('CANCELLED', 'stopped waiting for the agent to connect')) }
+      options.signal?.addEventListener('abort', onAbort, { once: true })
+      this.connectedWaiters.push(() => { options.signal?.removeEventListener('abort', onAbort); resolve() })
+    })
+  }
+
+  /** Tells the coordinator about artifacts added to the store outside of a step (uploads). */
+  announce (refs: ArtifactRef[]): void {
+    for (let i = 0; i < refs.length; i += HOLDINGS_BATCH) {
+      this.sendNow({ type: 'holdings', add: refs.slice(i, i + HOLDINGS_BATCH), remove: [] })
+    }
+  }
+
+  /**
+   * Stops the agent. Running attempts get `graceMs` to finish; the rest are cancelled and handed
+   * back to the coordinator, which runs them elsewhere.
+   */
+  async stop (options: { graceMs?: number } = {}): Promise<void> {
+    if (this.stopping.signal.aborted) return
+    const grace = options.graceMs ?? 10_000
+    const all = [...this.running.values()]
+    if (all.length > 0) {
+      this.log.info({ running: all.length, graceMs: grace }, 'waiting for running steps before stopping')
+      const timer = setTimeout(() => { for (const r of all) r.controller.abort(new PipemeshError('CANCELLED', 'agent is shutting down')) }, grace)
+      await Promise.all(all.map(async r => { await r.done }))
+      clearTimeout(timer)
+      await this.flushOutbox()
+    }
+    this.stopping.abort()
+    killAllRunning()
+    if (this.heartbeat !== undefined) clearInterval(this.heartbeat)
+    this.channel?.abort(new PipemeshError('CANCELLED', 'agent stopping'))
+    await this.connectLoop?.catch(() => {})
+    await this.node.stop()
+    await this.store.close()
+  }
+
+  // --- connection to the coordinator ---
+
+  private async keepConnected (): Promise<void> {
+    let backoff = 100
+    const signal = this.stopping.signal
+    while (!signal.aborted) {
+      try {
+        await this.session(signal)
+        backoff = 100
+      } catch (err) {
+        if (signal.aborted) return
+        this.log.warn({ err: (err as Error).message, retryInMs: backoff }, 'cannot reach the coordinator; retrying')
+      }
+      if (signal.aborted) return
+      await sleep(backoff, undefined, { signal }).catch(() => {})
+      backoff = Math.min(backoff * 2, 5_000)
+    }
+  }
+
+  private async session (signal: AbortSignal): Promise<void> {
+    const stream = await this.node.dialProtocol(multiaddr(this.options.coordinator), CONTROL_PROTOCOL, { signal: AbortSignal.any([signal, AbortSignal.timeout(10_000)]) })
+    const channel = openChannel<CoordinatorMessage, AgentMessage>(stream, { inSchema: coordinatorMessageSchema, maxMessageBytes: MAX_CONTROL_MESSAGE_BYTES })
+    const pendingResults = this.outbox.filter(m => m.type === 'finished').map(m => (m as Extract<AgentMessage, { type: 'finished' }>).result.attemptId)
+    await channel.send({
+      type: 'hello',
+      name: this.name,
+      version: AGENT_VERSION,
+      capabilities: this.capabilities,
+      addrs: this.multiaddrs(),
+      running: [...this.running.keys(), ...pendingResults]
+    })
+    let welcomed = false
+    try {
+      for await (const msg of channel) {
+        if (!welcomed) {
+          if (msg.type !== 'welcome') throw new PipemeshError('PROTOCOL', `expected welcome, got ${msg.type}`)
+          welcomed = true
+          this.channel = channel
+          await this.sendHoldings(channel)
+          await this.flushOutbox()
+          this.startHeartbeat(msg.heartbeatMs)
+          this.log.info({ coordinator: msg.coordinator }, 'connected to coordinator')
+          for (const resolve of this.connectedWaiters.splice(0)) resolve()
+          continue
+        }
+        this.onMessage(msg)
+      }
+    } finally {
+      if (this.channel === channel) this.channel = undefined
+      if (this.heartbeat !== undefined) clearInterval(this.heartbeat)
+    }
+  }
+
+  private async sendHoldings (channel: MessageChannel<CoordinatorMessage, AgentMessage>): Promise<void> {
+    let batch: ArtifactRef[] = []
+    for await (const ref of this.store.roots()) {
+      batch.push(ref)
+      if (batch.length === HOLDINGS_BATCH) { await channel.send({ type: 'holdings', add: batch, remove: [] }); batch = [] }
+    }
+    await channel.send({ type: 'holdings', add: batch, remove: [], done: true })
+  }
+
+  private startHeartbeat (intervalMs: number): void {
+    if (this.heartbeat !== undefined) clearInterval(this.heartbeat)
+    this.heartbeat = setInterval(() => {
+      const load = (loadavg()[0] ?? 0) / Math.max(1, cpus().length)
+      this.sendNow({
+        type: 'heartbeat',
+        load,
+        running: [...this.running.keys()],
+        diskFree: this.capabilities.diskFree,
+        transfers: { bytesServed: this.transfers.bytesServed, bytesFetched: this.transfers.bytesFetched }
+      })
+    }, intervalMs)
+    this.heartbeat.unref()
+  }
+
+  private onMessage (msg: CoordinatorMessage): void {
+    switch (msg.type) {
+      case 'welcome':
+        break
+      case 'task':
+        this.startTask(msg.task, msg.sources)
+        break
+      case 'cancel':
+        this.running.get(msg.attemptId)?.controller.abort(new PipemeshError('CANCELLED', msg.reason))
+        break
+      case 'fetch':
+        void this.pullUpload(msg.requestId, msg.digests, msg.from)
+        break
+      case 'forget':
+        for (const id of msg.attemptIds) {
+          this.running.get(id)?.controller.abort(new PipemeshError('CANCELLED', 'the coordinator no longer wants this attempt'))
+          const i = this.outbox.findIndex(m => m.type === 'finished' && m.result.attemptId === id)
+          if (i >= 0) this.outbox.splice(i, 1)
+        }
+        break
+    }
+  }
+
+  /** Pulls a client's upload from its node, as the coordinator asked, and reports what it holds. */
+  private async pullUpload (requestId: string, digests: Digest[], from: PeerAddress[]): Promise<void> {
+    const refs: ArtifactRef[] = []
+    try {
+      for (const digest of digests) {
+        if (!await this.store.has(digest)) await fetchArtifact(this.node, this.store, digest, from, { signal: this.stopping.signal })
+        const ref = await this.store.stat(digest)
+        if (ref !== undefined) refs.push(ref)
+      }
+      this.sendNow({ type: 'fetched', requestId, refs })
+    } catch (err) {
+      this.log.warn({ err, requestId }, 'pulling an upload failed')
+      this.sendNow({ type: 'fetched', requestId, refs, error: toWireError(err) })
+    }
+  }
+
+  /** Sends now if connected; drops when not (heartbeats, logs, holdings are re-sent on reconnect). */
+  private sendNow (msg: AgentMessage): void {
+    const channel = this.channel
+    if (channel === undefined) return
+    channel.send(msg).catch((err: unknown) => { this.log.debug({ err }, 'send to coordinator failed') })
+  }
+
+  /** Queues a message that must arrive; it is sent now or after the next reconnect. */
+  private deliver (msg: AgentMessage): void {
+    this.outbox.push(msg)
+    void this.flushOutbox()
+  }
+
+  private async flushOutbox (): Promise<void> {
+    const channel = this.channel
+    while (channel !== undefined && this.channel === channel && this.outbox.length > 0) {
+      const msg = this.outbox[0]!
+      try {
+        await channel.send(msg)
+        if (this.outbox[0] === msg) this.outbox.shift()
+      } catch {
+        return
+      }
+    }
+  }
+
+  // --- running attempts ---
+
+  private startTask (task: Task, sources: Record<string, PeerAddress[]>): void {
+    if (this.running.has(task.attemptId)) return
+    const controller = new AbortController()
+    const log = this.log.child({ runId: task.runId, step: task.stepId, attempt: task.attempt })
+    const entry: Running = { task, controller, done: Promise.resolve() }
+    this.running.set(task.attemptId, entry)
+    entry.done = this.execute(task, sources, controller.signal, log)
+      .then(result => {
+        this.running.delete(task.attemptId)
+        const produced = Object.values(result.outputs)
+        if (result.log !== undefined) produced.push(result.log)
+        if (produced.length > 0) this.sendNow({ type: 'holdings', add: produced, remove: [] })
+        this.deliver({ type: 'finished', result })
+        log.debug({ status: result.status, exitCode: result.exitCode }, 'attempt finished')
+      })
+  }
+
+  private async execute (task: Task, sources: Record<string, PeerAddress[]>, signal: AbortSignal, log: Logger): Promise<AttemptResult> {
+    const startedAt = Date.now()
+    try {
+      await this.ensureContent(task, sources, signal, log)
+    } catch (err) {
+      const cancelled = signal.aborted
+      return { attemptId: task.attemptId, status: cancelled ? 'cancelled' : 'failed', exitCode: null, outputs: {}, error: toWireError(err), startedAt, finishedAt: Date.now() }
+    }
+    const lines = new LogBatcher(batch => { this.sendNow({ type: 'log', attemptId: task.attemptId, lines: batch }) })
+    try {
+      return await runAttempt(task, {
+        store: this.store,
+        environments: this.environments,
+        workRoot: join(this.options.dataDir, 'work'),
+        signal,
+        onLine: line => { lines.push(line) },
+        onStart: pid => { this.sendNow({ type: 'started', attemptId: task.attemptId, pid }) },
+        keepWorkdir: this.options.keepWorkdirs === true,
+        trackDir: join(this.options.dataDir, 'pids')
+      })
+    } finally {
+      lines.flush()
+    }
+  }
+
+  /** Fetches the code, environment files and inputs this agent does not hold yet. */
+  private async ensureContent (task: Task, sources: Record<string, PeerAddress[]>, signal: AbortSignal, log: Logger): Promise<void> {
+    const wanted: Array<{ name: string, digest: Digest }> = []
+    if (task.code !== undefined) wanted.push({ name: '.code', digest: task.code })
+    if (task.environment !== undefined) wanted.push({ name: '.env', digest: task.environment.files })
+    for (const [name, ref] of Object.entries(task.inputs)) wanted.push({ name, digest: ref.digest })
+    const fetched: ArtifactRef[] = []
+    for (const { name, digest } of wanted) {
+      if (await this.store.has(digest)) continue
+      const holders = sources[name] ?? []
+      if (holders.length === 0) throw new PipemeshError('MISSING_CONTENT', `input ${name} (${digest}) is not in this agent's store and no other agent holds it`, { retryable: true })
+      log.debug({ input: name, digest, holders: holders.length }, 'fetching input from peers')
+      await fetchArtifact(this.node, this.store, digest, holders, { signal })
+      const ref = await this.store.stat(digest)
+      if (ref !== undefined) fetched.push(ref)
+    }
+    if (fetched.length > 0) this.sendNow({ type: 'holdings', add: fetched, remove: [] })
+  }
+}
+
+/** Groups log lines into messages: at most every 50 ms or 500 lines, so chatty steps stay cheap. */
+class LogBatcher {
+  private lines: LogLine[] = []
+  private timer: NodeJS.Timeout | undefined
+  constructor (private readonly send: (lines: LogLine[]) => void) {}
+
+  push (line: LogLine): void {
+    this.lines.push(line)
+    if (this.lines.length >= 500) this.flush()
+    else this.timer ??= setTimeout(() => { this.flush() }, 50)
+  }
+
+  flush (): void {
+    if (this.timer !== undefined) { clearTimeout(this.timer); this.timer = undefined }
+    if (this.lines.length === 0) return
+    const batch = this.lines
+    this.lines = []
+    this.send(batch)
+  }
+}

@@ -1,0 +1,318 @@
+// Runs one attempt of a step on this agent: a fresh working directory with the code snapshot,
+// read-only inputs and an empty outputs/, the environment prepared, the process run, declared
+// outputs and the log stored. Step failures come back as an AttemptResult, never as a throw.
+
+import { existsSync, mkdirSync } from 'node:fs'
+import { chmod, lstat, readdir, realpath, rmdir, unlink } from 'node:fs/promises'
+import { join, relative, sep } from 'node:path'
+import { PipemeshError, toWireError, type WireError } from '../src/errors.js'
+import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
+import type { ArtifactRef, Digest } from '../src/store/types.js'
+import { removeTree, type EnvironmentManager } from './environments.js'
+import { inheritedEnv, runProcess } from './process.js'
+
+/** What the executor needs of the content store (src/store/content-store.ts implements it). */
+export interface ContentStoreLike {
+  ingest: (path: string, options?: { signal?: AbortSignal, label?: string }) => Promise<ArtifactRef>
+  /** `dest` must not exist; nothing is left there on failure. */
+  materialize: (digest: Digest, dest: string, options?: { signal?: AbortSignal, readOnly?: boolean }) => Promise<void>
+}
+
+export interface AttemptDeps {
+  store: ContentStoreLike
+  environments: EnvironmentManager
+  /** Attempts run in `<workRoot>/<runId>/<stepId>/<attemptId>`. */
+  workRoot: string
+  signal?: AbortSignal
+  onLine?: (line: LogLine) => void
+  /** Called with the step process's pid once it started. */
+  onStart?: (pid: number) => void
+  /** Leave the working directory (and its log) in place, for debugging. */
+  keepWorkdir?: boolean
+  maxLogBytes?: number
+  killGraceMs?: number
+  /** The agent's variables a step sees. Default: inheritedEnv() (PATH, HOME, locale, proxies...). */
+  baseEnv?: Record<string, string>
+  /** Where pid records go so that a restarted agent can reap what a crashed one left (reapOrphans). */
+  trackDir?: string
+}
+
+/** Top-level names of the working directory that the code snapshot may not use. */
+const RESERVED = ['inputs', 'outputs']
+
+/**
+ * The step's environment, later entries winning: the agent's allow-listed variables; TMPDIR in a
+ * per-attempt directory removed afterwards; the step's `env`; its secrets; then what pipemesh
+ * sets. GPUs: CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES list the assigned devices; a step
+ * given none sees none (CUDA_VISIBLE_DEVICES='', NVIDIA_VISIBLE_DEVICES='none'), so that a
+ * `gpu: 0` step cannot take memory on a GPU that the scheduler gave to another step.
+ */
+function stepEnv (task: Task, base: Record<string, string>, workdir: string, tmpDir: string): Record<string, string> {
+  const gpus = task.gpus.join(',')
+  return {
+    ...base,
+    TMPDIR: tmpDir,
+    ...task.env,
+    ...(task.secrets ?? {}),
+    PIPEMESH_RUN_ID: task.runId,
+    PIPEMESH_STEP: task.stepId,
+    PIPEMESH_ATTEMPT: String(task.attempt),
+    PIPEMESH_ATTEMPT_ID: task.attemptId,
+    PIPEMESH_WORKDIR: workdir,
+    CUDA_VISIBLE_DEVICES: gpus,
+    NVIDIA_VISIBLE_DEVICES: task.gpus.length > 0 ? gpus : 'none'
+  }
+}
+
+export async function runAttempt (task: Task, deps: AttemptDeps): Promise<AttemptResult> {
+  const startedAt = Date.now()
+  const step = `step "${task.stepId}"`
+  const finish = (status: AttemptResult['status'], extra: Partial<AttemptResult> = {}): AttemptResult =>
+    ({ attemptId: task.attemptId, status, exitCode: null, outputs: {}, startedAt, finishedAt: Date.now(), ...extra })
+  const failure = (err: unknown): AttemptResult => {
+    const wire = toWireError(err)
+    const cancelled = deps.signal?.aborted === true || wire.code === 'CANCELLED'
+    return finish(cancelled ? 'cancelled' : 'failed', { error: cancelled ? cancelledError(task) : wire })
+  }
+  if (deps.signal?.aborted === true) return finish('cancelled', { error: cancelledError(task) })
+
+  const unsafe = unsafeNames(task)
+  if (unsafe !== undefined) return finish('failed', { error: toWireError(new PipemeshError('INVALID_ARGUMENT', `${step}: ${unsafe}`)) })
+  const stepDir = join(deps.workRoot, task.runId, task.stepId)
+  const workdir = join(stepDir, task.attemptId)
+  const tmpDir = `${workdir}.tmp`
+  const logFile = `${workdir}.log`
+  let logWritten = false
+  let linkedModules = false
+  const cleanup = async (): Promise<void> => {
+    if (deps.keepWorkdir === true) return
+    if (logWritten) await unlink(logFile).catch(() => {})
+    const known = [...(task.outputs.length > 0 ? ['outputs'] : []), ...(linkedModules ? ['node_modules'] : [])]
+    await Promise.all([removeWorkdir(workdir, known), removeWorkdir(tmpDir, [])])
+    // Empty parents go too (another attempt creating them meanwhile retries: see prepareWorkdir).
+    await rmdir(stepDir).then(async () => { await rmdir(join(deps.workRoot, task.runId)) }).catch(() => {})
+  }
+
+  let env: Record<string, string>
+  let inputsBefore: Map<string, string> | undefined
+  try {
+    await prepareWorkdir(task, deps, stepDir, workdir)
+    mkdirSync(tmpDir, { recursive: true })
+    if (Object.keys(task.inputs).length > 0) inputsBefore = await snapshotTree(join(workdir, 'inputs'))
+    env = stepEnv(task, deps.baseEnv ?? inheritedEnv(), workdir, tmpDir)
+    if (task.environment !== undefined) {
+      const prepared = await deps.environments.prepare(task.environment, { ...signalOpt(deps.signal), ...(deps.onLine !== undefined ? { onLine: deps.onLine } : {}) })
+      env = await deps.environments.apply(prepared, workdir, env)
+      linkedModules = prepared.nodeModules !== undefined
+    }
+  } catch (err) {
+    await cleanup()
+    return failure(err)
+  }
+
+  const secrets = Object.values(task.secrets ?? {})
+  let r
+  try {
+    r = await runProcess({
+      command: task.command,
+      cwd: workdir,
+      env,
+      logFile,
+      ...(secrets.length > 0 ? { redact: secrets } : {}),
+      ...(task.timeoutMs !== undefined ? { timeoutMs: task.timeoutMs } : {}),
+      ...(deps.killGraceMs !== undefined ? { killGraceMs: deps.killGraceMs } : {}),
+      ...(deps.maxLogBytes !== undefined ? { maxLogBytes: deps.maxLogBytes } : {}),
+      ...(deps.onLine !== undefined ? { onLine: deps.onLine } : {}),
+      ...(deps.onStart !== undefined ? { onStart: deps.onStart } : {}),
+      ...(deps.trackDir !== undefined ? { trackDir: deps.trackDir } : {}),
+      ...signalOpt(deps.signal)
+    })
+  } catch (err) {
+    await cleanup()
+    return failure(err)
+  }
+
+  const base: Partial<AttemptResult> = { exitCode: r.exitCode, ...(r.signal !== null ? { signal: r.signal } : {}) }
+  // The log is kept whatever happened: it is what explains a failure.
+  logWritten = r.logWritten
+  if (r.logWritten) {
+    try {
+      base.log = await deps.store.ingest(logFile, { label: `log of ${task.runId}/${task.stepId} attempt ${task.attempt}` })
+    } catch { /* a log that cannot be stored (a full disk) must not change the step's outcome */ }
+  }
+
+  let result: AttemptResult
+  if (r.cancelled) {
+    result = finish('cancelled', { ...base, error: cancelledError(task) })
+  } else if (r.timedOut) {
+    result = finish('failed', { ...base, error: wire('TIMEOUT', `${step} exceeded its timeout of ${formatTimeout(task.timeoutMs ?? 0)}; its process tree was killed`) })
+  } else if (r.spawnError !== undefined) {
+    result = finish('failed', { ...base, error: wire('STEP_FAILED', `${step} ${r.spawnError}`) })
+  } else if (r.exitCode !== 0) {
+    const how = r.exitCode !== null ? `exited with code ${r.exitCode}` : `was killed by signal ${r.signal ?? 'unknown'}`
+    const tail = r.stderrTail.length > 0 ? `; last lines of stderr:\n${r.stderrTail.map(l => `  ${l}`).join('\n')}` : ' (nothing on stderr)'
+    const hint = r.signal === 'SIGKILL' ? 'SIGKILL from outside pipemesh is often the out-of-memory killer' : undefined
+    result = finish('failed', { ...base, error: wire('STEP_FAILED', `${step} ${how}${tail}`, hint) })
+  } else {
+    result = await collect(task, deps, workdir, inputsBefore, base, finish)
+  }
+  await cleanup()
+  return result
+}
+
+/**
+ * Creates the working directory: the code snapshot materialized as the directory itself, then
+ * inputs/ (when the step has inputs) and outputs/ (when it declares outputs). The mkdirs are
+ * synchronous: ~40 µs each, less than a trip through the thread pool costs the event loop, and
+ * the agent runs hundreds of short steps a second.
+ */
+async function prepareWorkdir (task: Task, deps: AttemptDeps, stepDir: string, workdir: string): Promise<void> {
+  for (let tries = 0; ; tries++) {
+    try {
+      // A finishing attempt of the run may remove these empty parents at any moment: retried below.
+      mkdirSync(stepDir, { recursive: true })
+      if (task.code !== undefined) await deps.store.materialize(task.code, workdir, signalOpt(deps.signal))
+      else mkdirSync(workdir)
+      break
+    } catch (err) {
+      if (tries >= 3) throw err
+      // A re-delivered attempt (an agent restart) finds its old directory: start afresh.
+      if (existsSync(workdir)) { await removeTree(workdir); continue }
+      if (!existsSync(stepDir)) continue
+      throw err
+    }
+  }
+  if (task.code !== undefined) {
+    for (const name of RESERVED) {
+      if (existsSync(join(workdir, name))) {
+        throw new PipemeshError('INVALID_ARGUMENT', `step "${task.stepId}": its code has "${name}" at the top level, a name reserved for the step's ${name}; rename or move it`)
+      }
+    }
+  }
+  if (task.outputs.length > 0) mkdirSync(join(workdir, 'outputs'))
+  const names = Object.keys(task.inputs)
+  if (names.length === 0) return
+  const inputs = join(workdir, 'inputs')
+  mkdirSync(inputs)
+  for (const name of names) {
+    await deps.store.materialize((task.inputs[name] as ArtifactRef).digest, join(inputs, name), { ...signalOpt(deps.signal), readOnly: true })
+  }
+  await chmod(inputs, 0o555)
+}
+
+/**
+ * Removes an attempt's directory: entry by entry when the step left it as it was made (the
+ * `known` entries, empty), else recursively. Never synchronous: rmdir takes ~0.15 ms on ext4,
+ * better spent in the thread pool than on the agent's event loop.
+ */
+async function removeWorkdir (dir: string, known: string[]): Promise<void> {
+  try {
+    await Promise.all(known.map(async (sub) => { await (sub === 'node_modules' ? unlink(join(dir, sub)) : rmdir(join(dir, sub))) }))
+    await rmdir(dir)
+  } catch {
+    await removeTree(dir).catch(() => {})
+  }
+}
+
+type Finish = (status: AttemptResult['status'], extra?: Partial<AttemptResult>) => AttemptResult
+
+/** After exit 0: checks the inputs were left alone, then stores each declared output. */
+async function collect (task: Task, deps: AttemptDeps, workdir: string, inputsBefore: Map<string, string> | undefined, base: Partial<AttemptResult>, finish: Finish): Promise<AttemptResult> {
+  const step = `step "${task.stepId}"`
+  if (inputsBefore !== undefined) {
+    // Permission bits do not stop a step running as root (or one that chmods): compare instead.
+    const changed = diffTrees(inputsBefore, await snapshotTree(join(workdir, 'inputs')))
+    if (changed.length > 0) {
+      return finish('failed', { ...base, error: wire('STEP_FAILED', `${step} modified its read-only inputs (${changed.slice(0, 5).map(p => `inputs/${p}`).join(', ')}${changed.length > 5 ? ', …' : ''}); write results to outputs/ instead`) })
+    }
+  }
+  const missing: string[] = []
+  const found: Array<{ name: string, path: string }> = []
+  for (const name of task.outputs) {
+    const path = join(workdir, 'outputs', name)
+    const st = await lstat(path).catch(() => undefined)
+    if (st === undefined) { missing.push(name); continue }
+    if (!st.isSymbolicLink()) { found.push({ name, path }); continue }
+    // A link to something the step wrote elsewhere in its workdir is stored as that content.
+    const target = await realpath(path).catch(() => undefined)
+    const root = await realpath(workdir)
+    if (target === undefined) { missing.push(name); continue }
+    if (target !== root && !target.startsWith(root + sep)) {
+      return finish('failed', { ...base, error: wire('UNSAFE_PATH', `${step}: output "${name}" is a link to ${target}, outside the step's working directory`) })
+    }
+    found.push({ name, path: target })
+  }
+  if (missing.length > 0) {
+    const list = missing.map(n => `"${n}" (expected at outputs/${n})`).join(', ')
+    return finish('failed', { ...base, error: wire('MISSING_OUTPUT', `${step} exited 0 but did not write its declared output${missing.length > 1 ? 's' : ''} ${list}`) })
+  }
+  const outputs: Record<string, ArtifactRef> = {}
+  try {
+    for (const { name, path } of found) {
+      outputs[name] = await deps.store.ingest(path, { ...signalOpt(deps.signal), label: `${task.runId}/${task.stepId}/${name}` })
+    }
+  } catch (err) {
+    if (deps.signal?.aborted === true) return finish('cancelled', { ...base, error: cancelledError(task) })
+    const w = toWireError(err)
+    return finish('failed', { ...base, error: { ...w, message: `${step}: storing its outputs failed: ${w.message}` } })
+  }
+  return finish('succeeded', { ...base, outputs })
+}
+
+/** Every entry under `dir` with what changes when it is written, replaced, added or removed. */
+async function snapshotTree (dir: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>()
+  const walk = async (abs: string): Promise<void> => {
+    for (const d of await readdir(abs, { withFileTypes: true })) {
+      const p = join(abs, d.name)
+      const st = await lstat(p, { bigint: true })
+      out.set(relative(dir, p), `${st.mode}:${st.size}:${st.mtimeNs}:${st.ino}`)
+      if (st.isDirectory()) await walk(p)
+    }
+  }
+  await walk(dir)
+  return out
+}
+
+function diffTrees (before: Map<string, string>, after: Map<string, string>): string[] {
+  const changed: string[] = []
+  for (const [p, v] of before) if (after.get(p) !== v) changed.push(p)
+  for (const p of after.keys()) if (!before.has(p)) changed.push(p)
+  return changed.sort()
+}
+
+function unsafeNames (task: Task): string | undefined {
+  const checks: Array<[string, string]> = [['run id', task.runId], ['step id', task.stepId], ['attempt id', task.attemptId]]
+  for (const n of Object.keys(task.inputs)) checks.push(['input name', n])
+  for (const n of task.outputs) checks.push(['output name', n])
+  for (const [what, value] of checks) {
+    if (value === '' || value === '.' || value === '..' || /[/\\\0]/.test(value)) {
+      return `${what} ${JSON.stringify(value)} cannot be used as a file name`
+    }
+  }
+  return undefined
+}
+
+function cancelledError (task: Task): WireError {
+  return wire('CANCELLED', `step "${task.stepId}" attempt ${task.attempt} was cancelled; its process tree was killed`)
+}
+
+function wire (code: WireError['code'], message: string, hint?: string): WireError {
+  return toWireError(new PipemeshError(code, message, hint === undefined ? {} : { hint }))
+}
+
+function signalOpt (signal: AbortSignal | undefined): { signal?: AbortSignal } {
+  return signal === undefined ? {} : { signal }
+}
+
+/** `10m`, `1h30m`, `45s`, `1500ms`: the way a timeout is written in a pipeline file. */
+export function formatTimeout (ms: number): string {
+  if (ms % 1000 !== 0) return `${ms}ms`
+  let s = ms / 1000
+  const parts: string[] = []
+  for (const [unit, size] of [['d', 86400], ['h', 3600], ['m', 60]] as const) {
+    if (s >= size) { parts.push(`${Math.floor(s / size)}${unit}`); s %= size }
+  }
+  if (s > 0 || parts.length === 0) parts.push(`${s}s`)
+  return parts.join('')
+}

@@ -1,0 +1,255 @@
+// Turns a step's stdout/stderr byte streams into timestamped, redacted lines for the live view
+// (onLine) and the log file that is stored as the step's log. Memory stays bounded whatever the
+// step prints: lines are capped, the file is capped, and every drop is announced by a note line.
+
+import { createWriteStream, type WriteStream } from 'node:fs'
+import type { Readable } from 'node:stream'
+import type { LogLine } from '../src/protocol/task.js'
+
+export interface LogCaptureOptions {
+  /** Where the log goes, one `ISO-time stream text` line per captured line; created on the first line. */
+  logFile?: string
+  onLine?: (line: LogLine) => void
+  /** Secret strings replaced by `***` before a line is written, shown or kept in the tail. */
+  redact?: string[]
+  /** Bytes of log (file and onLine) after which lines are dropped, with a note. Default 64 MiB. */
+  maxLogBytes?: number
+  /** Longer lines are cut, with a marker. Default 64 KiB. */
+  maxLineBytes?: number
+  /** How many of the last stderr lines to keep for error messages. Default 20. */
+  tailLines?: number
+}
+
+export const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024
+export const DEFAULT_MAX_LINE_BYTES = 64 * 1024
+const TAIL_LINE_CHARS = 1000
+const NOTE_PREFIX = '[pipemesh]'
+
+/** One log file line: `2024-05-01T12:00:00.000Z stdout text`. Lines never contain \n or \r. */
+export function formatLogLine (line: LogLine): string {
+  return `${new Date(line.t).toISOString()} ${line.stream} ${line.line}\n`
+}
+
+const LOG_LINE = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (stdout|stderr) (.*)$/s
+
+/** Inverse of formatLogLine (without the newline); undefined for a line not in that shape. */
+export function parseLogLine (text: string): LogLine | undefined {
+  const m = LOG_LINE.exec(text)
+  if (m === null) return undefined
+  return { t: Date.parse(m[1] as string), stream: m[2] as LogLine['stream'], line: m[3] as string }
+}
+
+/** Replaces every occurrence of each secret; longer secrets first so a secret containing another is hidden whole. */
+export function makeRedactor (secrets: readonly string[] | undefined): ((text: string) => string) | undefined {
+  if (secrets === undefined) return undefined
+  const all = new Set<string>()
+  for (const s of secrets) {
+    if (s === '') continue
+    all.add(s)
+    // Output is split into lines, so a multi-line secret (a PEM key) is matched line by line too.
+    if (/[\r\n]/.test(s)) for (const part of s.split(/\r?\n|\r/)) if (part.trim().length >= 4) all.add(part)
+  }
+  if (all.size === 0) return undefined
+  const list = [...all].sort((a, b) => b.length - a.length)
+  return (text) => {
+    let out = text
+    for (const s of list) if (out.includes(s)) out = out.split(s).join('***')
+    return out
+  }
+}
+
+interface StreamState {
+  parts: Buffer[]
+  length: number
+  /** Inside an over-long line whose start was already emitted: drop bytes until the line ends. */
+  skipping: boolean
+  /** The previous chunk ended with \r: a \n starting the next one belongs to that break. */
+  afterCR: boolean
+}
+
+export class LogCapture {
+  readonly stderrTail: string[] = []
+  /** Bytes of log lines delivered (file and onLine), notes included. */
+  bytesLogged = 0
+  linesDropped = 0
+  /** Set when the log file could not be written (a full disk); capture goes on for onLine. */
+  writeError: Error | undefined
+
+  private readonly opts: LogCaptureOptions
+  private readonly redact: ((text: string) => string) | undefined
+  private readonly maxLog: number
+  private readonly maxLine: number
+  private readonly tailMax: number
+  private file: WriteStream | undefined
+  private capped = false
+  private bytesDropped = 0
+  private readonly sources: Readable[] = []
+  private waitingDrain = false
+
+  constructor (options: LogCaptureOptions = {}) {
+    this.opts = options
+    this.redact = makeRedactor(options.redact)
+    this.maxLog = options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES
+    this.maxLine = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES
+    this.tailMax = options.tailLines ?? 20
+  }
+
+  /** True once at least one line went to the log file. */
+  get wroteFile (): boolean { return this.file !== undefined && this.writeError === undefined }
+
+  attach (source: Readable, stream: LogLine['stream']): void {
+    const state: StreamState = { parts: [], length: 0, skipping: false, afterCR: false }
+    this.sources.push(source)
+    source.on('data', (chunk: Buffer) => { this.onData(state, stream, chunk) })
+    const flush = (): void => { this.flushPartial(state, stream, Date.now()) }
+    // 'close' too: a pipe destroyed while a process outside the group still held it never ends.
+    source.once('end', flush)
+    source.once('close', flush)
+  }
+
+  /** A line from pipemesh itself (not the step), marked so that readers can tell. */
+  note (text: string, stream: LogLine['stream'] = 'stderr'): void {
+    this.deliver({ t: Date.now(), stream, line: `${NOTE_PREFIX} ${text}` }, true)
+  }
+
+  /** Ends capture: announces dropped output and closes the file. Call after the sources ended. */
+  async close (): Promise<void> {
+    if (this.linesDropped > 0) {
+      this.note(`log cap of ${this.maxLog} bytes reached: ${this.linesDropped} line(s), ${this.bytesDropped} bytes of output were dropped`)
+    }
+    const file = this.file
+    if (file === undefined) return
+    await new Promise<void>((resolve) => {
+      if (file.destroyed) { resolve(); return }
+      file.end(() => { resolve() })
+      file.once('error', () => { resolve() })
+    })
+  }
+
+  private onData (state: StreamState, stream: LogLine['stream'], chunk: Buffer): void {
+    const t = Date.now()
+    let start = 0
+    if (state.afterCR) {
+      state.afterCR = false
+      if (chunk[0] === 10) start = 1
+    }
+    const n = chunk.length
+    let nextLF = chunk.indexOf(10, start)
+    let nextCR = chunk.indexOf(13, start)
+    while (nextLF !== -1 || nextCR !== -1) {
+      const isCR = nextCR !== -1 && (nextLF === -1 || nextCR < nextLF)
+      const at = isCR ? nextCR : nextLF
+      this.endLine(state, stream, chunk.subarray(start, at), t, !isCR)
+      start = at + 1
+      if (isCR) {
+        if (start === n) { state.afterCR = true; break }
+        if (chunk[start] === 10) start++ // \r\n is one break
+        nextCR = chunk.indexOf(13, start)
+        if (nextLF !== -1 && nextLF < start) nextLF = chunk.indexOf(10, start)
+      } else {
+        nextLF = chunk.indexOf(10, start)
+        if (nextCR !== -1 && nextCR < start) nextCR = chunk.indexOf(13, start)
+      }
+    }
+    if (start < n) this.addPartial(state, stream, chunk.subarray(start), t)
+  }
+
+  private endLine (state: StreamState, stream: LogLine['stream'], piece: Buffer, t: number, lineFeed: boolean): void {
+    if (state.skipping) {
+      state.skipping = false
+      return
+    }
+    let bytes = piece
+    if (state.length > 0) {
+      state.parts.push(piece)
+      bytes = Buffer.concat(state.parts, state.length + piece.length)
+      state.parts = []
+      state.length = 0
+    }
+    // A bare \r with nothing before it is a progress bar redrawing, not an empty line.
+    if (bytes.length === 0 && !lineFeed) return
+    if (bytes.length > this.maxLine) {
+      this.emit(stream, truncated(bytes, this.maxLine), t)
+    } else {
+      this.emit(stream, bytes.toString('utf8'), t)
+    }
+  }
+
+  private addPartial (state: StreamState, stream: LogLine['stream'], rest: Buffer, t: number): void {
+    if (state.skipping) return
+    state.parts.push(rest)
+    state.length += rest.length
+    if (state.length > this.maxLine) {
+      const bytes = Buffer.concat(state.parts, state.length)
+      state.parts = []
+      state.length = 0
+      state.skipping = true
+      this.emit(stream, truncated(bytes, this.maxLine), t)
+    }
+  }
+
+  private flushPartial (state: StreamState, stream: LogLine['stream'], t: number): void {
+    if (state.length > 0 && !state.skipping) {
+      const bytes = Buffer.concat(state.parts, state.length)
+      this.emit(stream, bytes.toString('utf8'), t)
+    }
+    state.parts = []
+    state.length = 0
+    state.skipping = false
+  }
+
+  private emit (stream: LogLine['stream'], text: string, t: number): void {
+    const line = this.redact === undefined ? text : this.redact(text)
+    if (stream === 'stderr') {
+      this.stderrTail.push(line.length > TAIL_LINE_CHARS ? `${line.slice(0, TAIL_LINE_CHARS)}…` : line)
+      if (this.stderrTail.length > this.tailMax) this.stderrTail.shift()
+    }
+    this.deliver({ t, stream, line }, false)
+  }
+
+  private deliver (entry: LogLine, isNote: boolean): void {
+    const text = formatLogLine(entry)
+    const size = Buffer.byteLength(text)
+    if (!isNote) {
+      if (this.capped || this.bytesLogged + size > this.maxLog) {
+        this.linesDropped++
+        this.bytesDropped += Buffer.byteLength(entry.line)
+        if (!this.capped) {
+          this.capped = true
+          this.note(`log cap of ${this.maxLog} bytes reached: further output of this step is dropped from the log`)
+        }
+        return
+      }
+    }
+    this.bytesLogged += size
+    this.opts.onLine?.(entry)
+    this.write(text)
+  }
+
+  private write (text: string): void {
+    if (this.opts.logFile === undefined || this.writeError !== undefined) return
+    if (this.file === undefined) {
+      this.file = createWriteStream(this.opts.logFile, { flags: 'w' })
+      this.file.on('error', (err) => {
+        this.writeError = err
+        this.resumeSources()
+      })
+    }
+    if (!this.file.write(text) && !this.waitingDrain) {
+      // The disk is slower than the step: pause the pipes so the child blocks instead of us buffering.
+      this.waitingDrain = true
+      for (const s of this.sources) s.pause()
+      this.file.once('drain', () => { this.resumeSources() })
+    }
+  }
+
+  private resumeSources (): void {
+    if (!this.waitingDrain) return
+    this.waitingDrain = false
+    for (const s of this.sources) s.resume()
+  }
+}
+
+function truncated (bytes: Buffer, max: number): string {
+  return `${bytes.subarray(0, max).toString('utf8')} ${NOTE_PREFIX} [line cut at ${max} bytes]`
+}

@@ -1,0 +1,294 @@
+// Runs one step process in its own process group so that a timeout, a cancel or the agent's
+// shutdown can kill the whole tree it started, and captures its output as log lines.
+// node:child_process rather than execa: execa took ~1.2 ms more of the agent's CPU per spawn of
+// `true` (~2.8 vs ~1.6 ms, measured here), a third of a step's budget at 500 steps/s, and none of
+// its features (buffering, its own kill, rejecting) fit: we kill groups and stream lines ourselves.
+// Leftovers: processes a step leaves behind when it exits are killed with it; children of an
+// agent that dies are killed by the agent's exit handler, or (after kill -9) by reapOrphans().
+
+import { spawn } from 'node:child_process'
+import { readdirSync, readFileSync } from 'node:fs'
+import { mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { PipemeshError, throwIfAborted } from '../src/errors.js'
+import type { LogLine } from '../src/protocol/task.js'
+import { LogCapture } from './log-capture.js'
+
+export interface RunProcessOptions {
+  /** A string runs under `/bin/sh -c`; an array is argv, run without a shell. */
+  command: string | string[]
+  cwd: string
+  /** The complete environment of the child: nothing of the agent's own is added. */
+  env: Record<string, string>
+  timeoutMs?: number
+  /** Time between SIGTERM and SIGKILL on timeout or cancel. Default 5000. */
+  killGraceMs?: number
+  signal?: AbortSignal
+  onLine?: (line: LogLine) => void
+  logFile?: string
+  /** Secret values replaced by `***` in captured lines. */
+  redact?: string[]
+  maxLogBytes?: number
+  /** Called once the process has started, with its pid (also its process group id). */
+  onStart?: (pid: number) => void
+  /** Directory of pid records, so that a restarted agent can kill what a crashed one left running. */
+  trackDir?: string
+}
+
+export interface RunProcessResult {
+  /** Null when killed by a signal or never started. */
+  exitCode: number | null
+  signal: string | null
+  timedOut: boolean
+  cancelled: boolean
+  /** 0 when the process could not be started. */
+  pid: number
+  durationMs: number
+  /** Last lines of stderr, redacted. */
+  stderrTail: string[]
+  /** Why the process could not be started (a missing program, a missing cwd). */
+  spawnError?: string
+  /** True when the log file got at least one line. */
+  logWritten: boolean
+}
+
+const running = new Set<number>()
+/** How long output is still read after the step's main process exited. */
+const PIPE_LINGER_MS = 2000
+let exitHookInstalled = false
+
+/**
+ * SIGKILLs every process group this module started that is still running. Synchronous, so it is
+ * safe in a process 'exit' handler; the agent also calls it from its shutdown path.
+ */
+export function killAllRunning (): number {
+  let n = 0
+  for (const pgid of running) {
+    if (signalGroup(pgid, 'SIGKILL')) n++
+  }
+  running.clear()
+  return n
+}
+
+function installExitHook (): void {
+  if (exitHookInstalled) return
+  exitHookInstalled = true
+  // 'exit' runs on process.exit() and on normal end; signal handlers belong to the agent, which
+  // calls killAllRunning() when it shuts down on SIGINT/SIGTERM.
+  process.once('exit', () => { killAllRunning() })
+}
+
+function signalGroup (pgid: number, sig: NodeJS.Signals | 0): boolean {
+  try {
+    process.kill(-pgid, sig)
+    return true
+  } catch {
+    return false
+  }
+}
+
+export async function runProcess (options: RunProcessOptions): Promise<RunProcessResult> {
+  throwIfAborted(options.signal)
+  const { file, args } = splitCommand(options.command)
+  const grace = options.killGraceMs ?? 5000
+  const capture = new LogCapture({
+    ...(options.logFile !== undefined ? { logFile: options.logFile } : {}),
+    ...(options.onLine !== undefined ? { onLine: options.onLine } : {}),
+    ...(options.redact !== undefined ? { redact: options.redact } : {}),
+    ...(options.maxLogBytes !== undefined ? { maxLogBytes: options.maxLogBytes } : {})
+  })
+  installExitHook()
+  const started = performance.now()
+  const child = spawn(file, args, {
+    cwd: options.cwd,
+    env: options.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Own process group: the child's pid is the group id that kills the tree.
+    detached: true
+  })
+  const pid = child.pid ?? 0
+  if (child.stdout !== null) capture.attach(child.stdout, 'stdout')
+  if (child.stderr !== null) capture.attach(child.stderr, 'stderr')
+  const ended = new Promise<{ code: number | null, signal: NodeJS.Signals | null, error?: Error }>((resolve) => {
+    let error: Error | undefined
+    child.once('error', (err) => {
+      error = err
+      // A process that never started emits no 'close' on every Node version.
+      if (child.pid === undefined) resolve({ code: null, signal: null, error })
+    })
+    child.once('close', (code, signal) => { resolve(error === undefined ? { code, signal } : { code, signal, error }) })
+  })
+
+  let killing: 'timeout' | 'cancel' | undefined
+  let graceTimer: NodeJS.Timeout | undefined
+  let timeoutTimer: NodeJS.Timeout | undefined
+  let killDeadline = 0
+  const startKill = (why: 'timeout' | 'cancel'): void => {
+    if (killing !== undefined || pid === 0) return
+    killing = why
+    killDeadline = Date.now() + grace
+    signalGroup(pid, 'SIGTERM')
+    graceTimer = setTimeout(() => { signalGroup(pid, 'SIGKILL') }, grace)
+  }
+  const onAbort = (): void => { startKill('cancel') }
+  let recording: Promise<void> | undefined
+
+  if (pid !== 0) {
+    running.add(pid)
+    if (options.trackDir !== undefined) recording = recordPid(options.trackDir, pid)
+    // Whatever the step left behind (a background job holding our pipes) ends with it.
+    child.once('exit', () => {
+      if (killing === undefined) signalGroup(pid, 'SIGKILL')
+      // A process that left the group (setsid) may hold our pipes forever: stop waiting for it.
+      setTimeout(() => { child.stdout?.destroy(); child.stderr?.destroy() }, PIPE_LINGER_MS).unref()
+    })
+    if (options.timeoutMs !== undefined && options.timeoutMs > 0) {
+      timeoutTimer = setTimeout(() => { startKill('timeout') }, options.timeoutMs)
+    }
+    options.signal?.addEventListener('abort', onAbort, { once: true })
+    options.onStart?.(pid)
+  }
+
+  const result = await ended
+  if (timeoutTimer !== undefined) clearTimeout(timeoutTimer)
+  options.signal?.removeEventListener('abort', onAbort)
+  if (killing !== undefined) {
+    // The leader is gone; members that trapped SIGTERM get the rest of the grace period.
+    await waitGroupGone(pid, killDeadline)
+    if (groupAlive(pid)) {
+      signalGroup(pid, 'SIGKILL')
+      await waitGroupGone(pid, Date.now() + 2000)
+    }
+  }
+  if (graceTimer !== undefined) clearTimeout(graceTimer)
+  running.delete(pid)
+  if (recording !== undefined && options.trackDir !== undefined) {
+    const record = join(options.trackDir, String(pid))
+    void recording.then(async () => { await unlink(record) }).catch(() => {})
+  }
+  await capture.close()
+
+  const out: RunProcessResult = {
+    exitCode: result.code,
+    signal: result.signal,
+    timedOut: killing === 'timeout',
+    cancelled: killing === 'cancel',
+    pid,
+    durationMs: performance.now() - started,
+    stderrTail: capture.stderrTail,
+    logWritten: capture.wroteFile
+  }
+  if (pid === 0 || (result.error !== undefined && result.code === null && result.signal === null)) {
+    out.spawnError = `could not start ${file}: ${result.error?.message ?? 'unknown error'}`
+  }
+  return out
+}
+
+function splitCommand (command: string | string[]): { file: string, args: string[] } {
+  if (typeof command === 'string') return { file: '/bin/sh', args: ['-c', command] }
+  const [file, ...args] = command
+  if (file === undefined || file === '') throw new PipemeshError('INVALID_ARGUMENT', 'command is an empty argv array')
+  return { file, args }
+}
+
+/**
+ * True while a process of the group is alive. Zombies do not count: where PID 1 does not reap
+ * orphans (some containers and VMs), a killed grandchild stays a zombie for good.
+ */
+function groupAlive (pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0)
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+  let entries: string[]
+  try {
+    entries = readdirSync('/proc')
+  } catch {
+    return true // no /proc: trust kill(0)
+  }
+  for (const name of entries) {
+    const c = name.charCodeAt(0)
+    if (c < 48 || c > 57) continue
+    const stat = readStat(name)
+    if (stat !== undefined && stat.pgrp === pgid && stat.state !== 'Z' && stat.state !== 'X') return true
+  }
+  return false
+}
+
+function readStat (pid: string): { state: string, pgrp: number, startTime: string } | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
+    return { state: fields[0] ?? '', pgrp: Number(fields[2]), startTime: fields[19] ?? '' }
+  } catch {
+    return undefined
+  }
+}
+
+/** The kernel's start time of a process (Linux), telling it from a later process with the same pid. */
+export function processStartTime (pid: number): string | undefined {
+  const t = readStat(String(pid))?.startTime
+  return t === undefined || t === '' ? undefined : t
+}
+
+async function waitGroupGone (pgid: number, deadline: number): Promise<void> {
+  while (groupAlive(pgid) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+async function recordPid (dir: string, pid: number): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true })
+    // The start time tells a recorded process from an unrelated one that got the same pid later.
+    await writeFile(join(dir, String(pid)), readStat(String(pid))?.startTime ?? '')
+  } catch { /* best effort: only used to clean up after a crash */ }
+}
+
+/**
+ * Kills the process groups recorded in trackDir by a previous agent process that died without
+ * cleaning up (kill -9, power loss). Call it when the agent starts, before it runs steps.
+ * Returns how many groups were signalled.
+ */
+export async function reapOrphans (trackDir: string): Promise<number> {
+  let names: string[]
+  try {
+    names = await readdir(trackDir)
+  } catch {
+    return 0
+  }
+  let n = 0
+  for (const name of names) {
+    const pgid = Number(name)
+    if (!Number.isInteger(pgid) || pgid <= 1) continue
+    const recorded = await readFile(join(trackDir, name), 'utf8').catch(() => '')
+    const leader = readStat(name)
+    // A live leader must be the recorded process (same start time) and still lead its group; a
+    // leaderless group with this id can only be what remains of ours.
+    const ours = leader === undefined || ((recorded === '' || leader.startTime === recorded) && leader.pgrp === pgid)
+    if (ours && signalGroup(pgid, 'SIGKILL')) n++
+    await unlink(join(trackDir, name)).catch(() => {})
+  }
+  return n
+}
+
+/** Agent environment variables a step inherits; the rest stays private to the agent. */
+export const INHERITED_ENV = [
+  'PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'LANG', 'LANGUAGE', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR',
+  'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy',
+  'SSL_CERT_FILE', 'SSL_CERT_DIR', 'NODE_EXTRA_CA_CERTS', 'LD_LIBRARY_PATH', 'CUDA_HOME', 'CUDA_PATH',
+  'PYENV_ROOT', 'PYENV_VERSION'
+]
+
+/** The listed variables of the agent's own environment that are set. */
+export function inheritedEnv (names: readonly string[] = INHERITED_ENV): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const name of names) {
+    const value = process.env[name]
+    if (value !== undefined) env[name] = value
+  }
+  if (env.PATH === undefined) env.PATH = '/usr/local/bin:/usr/bin:/bin'
+  return env
+}

@@ -1,0 +1,27 @@
+// Child process of S1 (see store.ts): `STOREDIR FILE DEST` ingests FILE into a fresh content
+// store and materializes it back to DEST, then prints the timings and this process's peak RSS,
+// which is why it runs apart from the benchmark driver.
+
+import { ContentStore } from '../src/store/content-store.js'
+
+export interface StoreReport { ingestMs: number, materializeMs: number, size: number, digest: string, maxRssBytes: number }
+
+const [storeDir, file, dest] = process.argv.slice(2)
+if (storeDir === undefined || file === undefined || dest === undefined) {
+  process.stderr.write('usage: store-child STOREDIR FILE DEST\n')
+  process.exit(2)
+}
+
+const store = await ContentStore.open(storeDir)
+try {
+  let t = performance.now()
+  const ref = await store.ingest(file)
+  const ingestMs = performance.now() - t
+  t = performance.now()
+  await store.materialize(ref.digest, dest)
+  const materializeMs = performance.now() - t
+  const out: StoreReport = { ingestMs, materializeMs, size: ref.size, digest: ref.digest, maxRssBytes: process.resourceUsage().maxRSS * 1024 }
+  process.stdout.write(JSON.stringify(out) + '\n')
+} finally {
+  await store.close()
+}

@@ -1,0 +1,104 @@
+// S1: ingest a large file into a fresh content store and materialize it back, against `cp` of
+// the same file in the same run. The store runs in a child process (store-child.ts) so that its
+// peak RSS is the store's own. The source stays in the page cache (dropping caches needs root),
+// for cp and the store alike; `sync` runs between measurements so writeback does not spill over.
+
+import { createHash, randomFill } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { mkdtemp, open, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { runCp, sync } from './baselines.js'
+import { ensureOk, lastJsonLine, timed } from './exec.js'
+import type { Row } from './stats.js'
+import type { StoreReport } from './store-child.js'
+
+const CHILD = fileURLToPath(new URL('./store-child.js', import.meta.url))
+const MIB = 1024 * 1024
+const fillRandom = promisify(randomFill)
+
+export interface StoreBench { rows: Row[], failures: string[] }
+
+/** Distinct random bytes throughout (a repeated block would be deduplicated by the store). */
+async function writeRandomFile (file: string, bytes: number): Promise<string> {
+  const hash = createHash('sha256')
+  const handle = await open(file, 'w')
+  try {
+    const block = Buffer.alloc(4 * MIB)
+    for (let done = 0; done < bytes;) {
+      const n = Math.min(block.length, bytes - done)
+      const part = block.subarray(0, n)
+      await fillRandom(part)
+      hash.update(part)
+      await handle.write(part, 0, n)
+      done += n
+    }
+  } finally {
+    await handle.close()
+  }
+  return hash.digest('hex')
+}
+
+async function sha256File (file: string): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of createReadStream(file, { highWaterMark: 4 * MIB })) hash.update(chunk as Buffer)
+  return hash.digest('hex')
+}
+
+export async function benchStore (scratch: string, reps: number, bytes: number, log: (line: string) => void): Promise<StoreBench> {
+  const dir = await mkdtemp(join(scratch, 's1-'))
+  const workload = 'S1 store'
+  const cp: number[] = []
+  const ingest: number[] = []
+  const materialize: number[] = []
+  const rss: number[] = []
+  const failures: string[] = []
+  try {
+    const src = join(dir, 'source.bin')
+    log(`S1: writing ${bytes / MIB} MiB of random bytes`)
+    const srcHash = await writeRandomFile(src, bytes)
+    const mib = bytes / MIB
+    // Untimed: the first copy of a freshly written file runs several times slower here than the
+    // next ones, which would penalise whichever side goes first in rep 1.
+    await runCp(src, join(dir, 'warmup.bin'))
+    await rm(join(dir, 'warmup.bin'), { force: true })
+    for (let rep = 1; rep <= reps; rep++) {
+      const copy = join(dir, 'copy.bin')
+      await sync()
+      cp.push(mib / (await runCp(src, copy) / 1000))
+      await rm(copy, { force: true })
+      await sync()
+      const storeDir = join(dir, `store-${rep}`)
+      const dest = join(dir, 'materialized.bin')
+      const result = await timed(process.execPath, [CHILD, storeDir, src, dest], { timeoutMs: 600_000 })
+      try {
+        const report = lastJsonLine<StoreReport>('S1 store child', ensureOk('S1 store child', result).stdout)
+        ingest.push(mib / (report.ingestMs / 1000))
+        materialize.push(mib / (report.materializeMs / 1000))
+        rss.push(report.maxRssBytes / 1e6)
+        const size = (await stat(dest)).size
+        if (report.size !== bytes || size !== bytes) failures.push(`rep ${rep}: size ingested ${report.size}, materialized ${size}, expected ${bytes}`)
+        else if (rep === 1 && await sha256File(dest) !== srcHash) failures.push('rep 1: materialized bytes differ from the source')
+      } catch (err) {
+        failures.push(`rep ${rep}: ${(err as Error).message}`)
+      }
+      await rm(dest, { force: true })
+      await rm(storeDir, { recursive: true, force: true })
+      log(`S1 rep ${rep}/${reps}: cp ${cp.at(-1)?.toFixed(0) ?? '-'} MiB/s, ingest ${ingest.at(-1)?.toFixed(0) ?? '-'} MiB/s, materialize ${materialize.at(-1)?.toFixed(0) ?? '-'} MiB/s, peak RSS ${rss.at(-1)?.toFixed(0) ?? '-'} MB`)
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+  const check = failures.length === 0 ? `ok ${reps}/${reps}, bytes identical` : `FAIL ${failures.length}/${reps}: ${failures[0] ?? ''}`
+  const note = 'page cache warm'
+  return {
+    failures,
+    rows: [
+      { workload, system: 'cp', metric: 'copy', unit: 'MiB/s', better: 'higher', samples: cp, note },
+      { workload, system: 'pipemesh', metric: 'ingest', unit: 'MiB/s', better: 'higher', samples: ingest, vs: 'cp', vsMetric: 'copy', check },
+      { workload, system: 'pipemesh', metric: 'materialize', unit: 'MiB/s', better: 'higher', samples: materialize, vs: 'cp', vsMetric: 'copy' },
+      { workload, system: 'pipemesh', metric: 'peak RSS', unit: 'MB', better: 'lower', samples: rss, note: 'store child process, ingest + materialize' }
+    ]
+  }
+}

@@ -1,0 +1,259 @@
+// W0–W6 of shared/bench-workloads.md as pipemesh pipelines and equivalent Makefiles, each rep
+// measured for pipemesh (through a PipemeshVariant) and then GNU make -j2 under the same
+// conditions. Every run is checked: which steps executed and which were reused.
+
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { stringify } from 'yaml'
+import { runMake } from './baselines.js'
+import { checkRun, type PipemeshRun, type PipemeshVariant } from './runner.js'
+import type { Row } from './stats.js'
+
+export interface WorkloadContext {
+  scratch: string
+  reps: number
+  variant: PipemeshVariant
+  log: (line: string) => void
+}
+
+export type WorkloadId = 'W0' | 'W1' | 'W2' | 'W3' | 'W4' | 'W5' | 'W6'
+
+/** Per-rep check results of one row: "ok 5/5", or the count and first failure. */
+class Checks {
+  private readonly failures: string[] = []
+  private count = 0
+  add (rep: number, failure: string | undefined): void {
+    this.count++
+    if (failure !== undefined) this.failures.push(`rep ${rep}: ${failure}`)
+  }
+
+  get ok (): boolean { return this.failures.length === 0 && this.count > 0 }
+  get all (): readonly string[] { return this.failures }
+  toString (): string {
+    return this.failures.length === 0 ? `ok ${this.count}/${this.count}` : `FAIL ${this.failures.length}/${this.count}: ${this.failures[0] ?? ''}`
+  }
+}
+
+export interface WorkloadResult { rows: Row[], failures: string[], checksOk: Partial<Record<WorkloadId, boolean>> }
+
+function wallRows (workload: string, variant: PipemeshVariant, pm: number[], make: number[], check: Checks, makeCheck: Checks, makeNote?: string): Row[] {
+  return [
+    { workload, system: variant.label, metric: 'wall', unit: 's', better: 'lower', samples: pm, vs: 'make -j2', check: check.toString() },
+    { workload, system: 'make -j2', metric: 'wall', unit: 's', better: 'lower', samples: make, check: makeCheck.toString(), ...makeNote === undefined ? {} : { note: makeNote } }
+  ]
+}
+
+function pushIfRan (samples: number[], run: PipemeshRun, value: number): void {
+  if (run.exitCode === 0) samples.push(value)
+}
+
+// ---- W0, W1, W2: order-only graphs of `true` steps ------------------------------------------------
+
+interface TrueGraph { name: string, steps: Array<{ id: string, after: string[], gpu?: boolean }>, target: string }
+
+function fanout (n: number, gpuEvery: number | undefined): TrueGraph {
+  const steps = Array.from({ length: n }, (_, i) => ({ id: `s${i + 1}`, after: [] as string[], ...gpuEvery !== undefined && (i + 1) % gpuEvery === 0 ? { gpu: true } : {} }))
+  return { name: 'bench-w1-fanout', steps: [...steps, { id: 'join', after: steps.map(s => s.id) }], target: 'join' }
+}
+
+function chain (n: number): TrueGraph {
+  const steps = Array.from({ length: n }, (_, i) => ({ id: `s${i + 1}`, after: i === 0 ? [] : [`s${i}`] }))
+  return { name: 'bench-w2-chain', steps, target: `s${n}` }
+}
+
+function pipelineYaml (graph: TrueGraph): string {
+  const steps: Record<string, unknown> = {}
+  for (const s of graph.steps) {
+    // cache: false, as in make's phony targets: these steps are all alike (same command, no inputs),
+    // so with reuse on, every step after the first would be reused instead of run.
+    steps[s.id] = { command: 'true', cache: false, ...s.after.length > 0 ? { after: s.after } : {}, ...s.gpu === true ? { resources: { gpu: 1 } } : {} }
+  }
+  return stringify({ name: graph.name, steps }, { lineWidth: 0 })
+}
+
+function makefile (graph: TrueGraph): string {
+  const phony = graph.steps.map(s => s.id).join(' ')
+  const rules = graph.steps.map(s => `${s.id}:${s.after.length > 0 ? ' ' + s.after.join(' ') : ''}\n\ttrue\n`)
+  return `.PHONY: ${phony}\n${rules.join('')}`
+}
+
+async function benchTrueGraph (ctx: WorkloadContext, workload: string, graph: TrueGraph, perStep: 'steps/s' | 'ms/step'): Promise<WorkloadResult> {
+  const dir = await mkdtemp(join(ctx.scratch, 'graph-'))
+  const file = join(dir, 'pipeline.yaml')
+  await writeFile(file, pipelineYaml(graph))
+  await writeFile(join(dir, 'Makefile'), makefile(graph))
+  const n = graph.steps.length
+  const pm: number[] = []
+  const make: number[] = []
+  const check = new Checks()
+  const makeCheck = new Checks()
+  try {
+    for (let rep = 1; rep <= ctx.reps; rep++) {
+      const session = await ctx.variant.session(ctx.scratch)
+      let run: PipemeshRun
+      try {
+        run = await session.run(file)
+      } finally {
+        await session.close()
+      }
+      check.add(rep, checkRun(run, () => 'succeeded', n))
+      pushIfRan(pm, run, run.ms)
+      const m = await runMake(dir, graph.target)
+      const ran = m.recipes.filter(r => r === 'true').length
+      makeCheck.add(rep, ran === n ? undefined : `make ran ${ran} recipes, expected ${n}`)
+      make.push(m.ms)
+      ctx.log(`${workload} rep ${rep}/${ctx.reps}: ${ctx.variant.label} ${(run.ms / 1000).toFixed(3)} s${run.error === undefined ? '' : ` (${run.error})`}, make ${(m.ms / 1000).toFixed(3)} s`)
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+  const derive = (ms: number): number => perStep === 'steps/s' ? n / (ms / 1000) : ms / n
+  const better = perStep === 'steps/s' ? 'higher' : 'lower'
+  const rows: Row[] = [
+    ...wallRows(workload, ctx.variant, pm.map(ms => ms / 1000), make.map(ms => ms / 1000), check, makeCheck),
+    { workload, system: ctx.variant.label, metric: perStep, unit: '', better, samples: pm.map(derive), vs: 'make -j2' },
+    { workload, system: 'make -j2', metric: perStep, unit: '', better, samples: make.map(derive) }
+  ]
+  const id = workload.slice(0, 2) as WorkloadId
+  return { rows, failures: [...check.all, ...makeCheck.all].map(f => `${workload}: ${f}`), checksOk: { [id]: check.ok } }
+}
+
+export async function benchStartup (ctx: WorkloadContext): Promise<WorkloadResult> {
+  const result = await benchTrueGraph(ctx, 'W0 one step', { name: 'bench-w0-one', steps: [{ id: 's1', after: [] }], target: 's1' }, 'ms/step')
+  // A single step: its ms/step is its wall time again; keep only the wall rows, as the fixed cost.
+  result.rows = result.rows.filter(r => r.metric === 'wall').map(r => r.system === 'make -j2' ? r : { ...r, note: 'fixed cost of one CLI invocation' })
+  return result
+}
+
+export async function benchFanout (ctx: WorkloadContext): Promise<WorkloadResult> {
+  return await benchTrueGraph(ctx, 'W1 fanout', fanout(500, ctx.variant.gpuSteps ? 10 : undefined), 'steps/s')
+}
+
+export async function benchChain (ctx: WorkloadContext): Promise<WorkloadResult> {
+  return await benchTrueGraph(ctx, 'W2 chain', chain(100), 'ms/step')
+}
+
+// ---- W3–W6: the diamond, then three reruns in the same state ------------------------------------
+
+const DATA_BYTES = 64 * 1024 * 1024
+const MIDS = ['mid_1', 'mid_2', 'mid_3', 'mid_4'] as const
+const DIAMOND_STEPS = ['prep', ...MIDS, 'join']
+
+function midScript (id: string, label: string): string {
+  return `# ${id}: sha256 of the data, labelled\nh=$(sha256sum "$1" | cut -c1-64)\nprintf '%s %s\\n' '${label}' "$h" > "$2"\n`
+}
+
+const DIAMOND_SCRIPTS: Record<string, string> = {
+  'prep.sh': `head -c ${DATA_BYTES} /dev/urandom > "$1"\n`,
+  'join.sh': 'out=$1\nshift\ncat "$@" > "$out"\n',
+  ...Object.fromEntries(MIDS.map(id => [`${id}.sh`, midScript(id, id)]))
+}
+
+function diamondPipeline (): string {
+  const steps: Record<string, unknown> = {
+    prep: { command: 'sh prep.sh ${{outputs.data}}', code: ['prep.sh'], outputs: ['data'] }
+  }
+  for (const id of MIDS) {
+    steps[id] = { command: `sh ${id}.sh \${{inputs.data}} \${{outputs.hash}}`, code: [`${id}.sh`], inputs: { data: '${{steps.prep.outputs.data}}' }, outputs: ['hash'] }
+  }
+  steps.join = {
+    command: `sh join.sh \${{outputs.all}} ${MIDS.map((_, i) => `\${{inputs.h${i + 1}}}`).join(' ')}`,
+    code: ['join.sh'],
+    inputs: Object.fromEntries(MIDS.map((id, i) => [`h${i + 1}`, `\${{steps.${id}.outputs.hash}}`])),
+    outputs: ['all']
+  }
+  return stringify({ name: 'bench-diamond', steps }, { lineWidth: 0 })
+}
+
+function diamondMakefile (): string {
+  const mids = MIDS.map(id => `${id}.txt: data.bin ${id}.sh\n\tsh ${id}.sh data.bin ${id}.txt\n`).join('')
+  const txts = MIDS.map(id => `${id}.txt`).join(' ')
+  return `all: join.txt\ndata.bin: prep.sh\n\tsh prep.sh data.bin\n${mids}join.txt: ${txts} join.sh\n\tsh join.sh join.txt ${txts}\n`
+}
+
+async function writeDiamond (dir: string, withMakefile: boolean): Promise<void> {
+  for (const [name, text] of Object.entries(DIAMOND_SCRIPTS)) await writeFile(join(dir, name), text)
+  if (withMakefile) await writeFile(join(dir, 'Makefile'), diamondMakefile())
+  else await writeFile(join(dir, 'pipeline.yaml'), diamondPipeline())
+}
+
+/** W5's edit changes what mid_2 writes; W6's adds a comment only. */
+async function editMid2 (dir: string, kind: 'output' | 'comment'): Promise<void> {
+  const file = join(dir, 'mid_2.sh')
+  if (kind === 'output') await writeFile(file, midScript('mid_2', 'mid_2 (edited)'))
+  else await writeFile(file, (await readFile(file, 'utf8')) + '# a comment: the output stays the same\n')
+}
+
+/** Which step ids make executed, from the recipe lines it echoed ("sh mid_2.sh …"). */
+function makeSteps (recipes: readonly string[]): string[] {
+  return recipes.map(r => /^sh (\w+)\.sh /.exec(r)?.[1]).filter((s): s is string => s !== undefined).sort()
+}
+
+function expectSteps (what: string, got: readonly string[], want: readonly string[]): string | undefined {
+  const a = [...got].sort().join(',')
+  const b = [...want].sort().join(',')
+  return a === b ? undefined : `${what} executed [${a}], expected [${b}]`
+}
+
+interface Phase { id: WorkloadId, name: string, pmExecuted: string[], makeExecuted: string[], edit?: 'output' | 'comment', makeNote?: string }
+
+const PHASES: Phase[] = [
+  { id: 'W3', name: 'W3 diamond-data', pmExecuted: DIAMOND_STEPS, makeExecuted: DIAMOND_STEPS },
+  { id: 'W4', name: 'W4 rerun-nochange', pmExecuted: [], makeExecuted: [] },
+  { id: 'W5', name: 'W5 rerun-one-changed', pmExecuted: ['mid_2', 'join'], makeExecuted: ['mid_2', 'join'], edit: 'output' },
+  { id: 'W6', name: 'W6 rerun-same-output', pmExecuted: ['mid_2'], makeExecuted: ['mid_2', 'join'], edit: 'comment', makeNote: 'make cannot cut off: it reruns join too (2 steps)' }
+]
+
+/** W3 then W4, W5, W6 in the same state, per rep; `only` picks the rows reported (W3 always runs). */
+export async function benchDiamond (ctx: WorkloadContext, only: ReadonlySet<WorkloadId>): Promise<WorkloadResult> {
+  const phases = PHASES.filter(p => p.id === 'W3' || only.has(p.id))
+  const last = Math.max(...phases.map(p => PHASES.indexOf(p)))
+  const run = PHASES.slice(0, last + 1)
+  const pm = new Map(run.map(p => [p.id, [] as number[]]))
+  const make = new Map(run.map(p => [p.id, [] as number[]]))
+  const checks = new Map(run.map(p => [p.id, new Checks()]))
+  const makeChecks = new Map(run.map(p => [p.id, new Checks()]))
+  for (let rep = 1; rep <= ctx.reps; rep++) {
+    const pmDir = await mkdtemp(join(ctx.scratch, 'diamond-'))
+    const makeDir = await mkdtemp(join(ctx.scratch, 'diamond-make-'))
+    const session = await ctx.variant.session(ctx.scratch)
+    try {
+      await writeDiamond(pmDir, false)
+      await writeDiamond(makeDir, true)
+      let broken: string | undefined
+      for (const phase of run) {
+        if (phase.edit !== undefined) await editMid2(pmDir, phase.edit)
+        if (broken !== undefined) {
+          checks.get(phase.id)!.add(rep, `not run: ${broken}`)
+        } else {
+          const r = await session.run(join(pmDir, 'pipeline.yaml'))
+          const want = new Set(phase.pmExecuted)
+          const failure = checkRun(r, id => want.has(id) ? 'succeeded' : 'reused', DIAMOND_STEPS.length)
+          checks.get(phase.id)!.add(rep, failure)
+          pushIfRan(pm.get(phase.id)!, r, r.ms / 1000)
+          if (r.exitCode !== 0) broken = `${phase.id} failed`
+          ctx.log(`${phase.name} rep ${rep}/${ctx.reps}: ${ctx.variant.label} ${(r.ms / 1000).toFixed(3)} s${failure === undefined ? '' : ` (${failure})`}`)
+        }
+      }
+      for (const phase of run) {
+        if (phase.edit !== undefined) await editMid2(makeDir, phase.edit)
+        const m = await runMake(makeDir)
+        make.get(phase.id)!.push(m.ms / 1000)
+        makeChecks.get(phase.id)!.add(rep, expectSteps('make', makeSteps(m.recipes), phase.makeExecuted))
+      }
+    } finally {
+      await session.close()
+      await rm(pmDir, { recursive: true, force: true })
+      await rm(makeDir, { recursive: true, force: true })
+    }
+  }
+  const result: WorkloadResult = { rows: [], failures: [], checksOk: {} }
+  for (const phase of phases) {
+    const check = checks.get(phase.id)!
+    const makeCheck = makeChecks.get(phase.id)!
+    result.rows.push(...wallRows(phase.name, ctx.variant, pm.get(phase.id)!, make.get(phase.id)!, check, makeCheck, phase.makeNote))
+    result.failures.push(...[...check.all, ...makeCheck.all].map(f => `${phase.name}: ${f}`))
+    result.checksOk[phase.id] = check.ok
+  }
+  return result
+}

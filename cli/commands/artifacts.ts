@@ -1,0 +1,78 @@
+// `pipemesh artifacts get`: copies an artifact (a step's output by run/step/output, or any digest)
+// to a local path. From a remote mesh it is fetched peer to peer from the agents holding it, with
+// a progress bar; locally it comes from the embedded agent's store.
+
+import { join } from 'node:path'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import cliProgress from 'cli-progress'
+import prettyBytes from 'pretty-bytes'
+import { PipemeshError } from '../../src/errors.js'
+import type { CoordinatorApi } from '../../src/client/api.js'
+import { ContentStore } from '../../src/store/content-store.js'
+import { isDigest, type Digest } from '../../src/store/types.js'
+
+export interface GetResult { digest: Digest, dest: string, bytes: number, fetchedBytes: number }
+
+/** Resolves `run/step/output` (or a digest) to a digest using the run's record. */
+export async function resolveArtifact (api: CoordinatorApi, spec: string): Promise<Digest> {
+  if (isDigest(spec)) return spec
+  const parts = spec.split('/')
+  if (parts.length !== 3 || parts.some(p => p === '')) {
+    throw new PipemeshError('INVALID_ARGUMENT', `"${spec}" is neither a digest (sha256:…) nor <run>/<step>/<output>`)
+  }
+  const [runId, stepId, output] = parts as [string, string, string]
+  const run = await api.getRun(runId)
+  const step = run.steps.find(s => s.id === stepId)
+  if (step === undefined) throw new PipemeshError('NOT_FOUND', `run ${runId} has no step ${stepId} (steps: ${run.steps.map(s => s.id).join(', ')})`)
+  const digest = step.outputs[output]
+  if (digest === undefined) {
+    const have = Object.keys(step.outputs)
+    throw new PipemeshError('NOT_FOUND', `step ${stepId} of run ${runId} has no output ${output}${have.length === 0 ? ` (it is ${step.status})` : ` (outputs: ${have.join(', ')})`}`)
+  }
+  return digest
+}
+
+export async function getArtifact (api: CoordinatorApi, spec: string, dest: string, options: { dataDir: string, remote: boolean, progress: boolean }): Promise<GetResult> {
+  const digest = await resolveArtifact(api, spec)
+  const store = await ContentStore.open(join(options.dataDir, options.remote ? 'client' : 'agent', 'store'))
+  try {
+    let fetchedBytes = 0
+    if (!await store.has(digest)) {
+      if (!options.remote) throw new PipemeshError('MISSING_CONTENT', `artifact ${digest} is not in the local store`, { hint: 'it may have been garbage-collected; rerun the pipeline' })
+      const holders = await api.locate(digest)
+      if (holders.length === 0) throw new PipemeshError('MISSING_CONTENT', `no connected agent holds ${digest}`, { hint: 'the agents that made it may be offline; rerun the pipeline to rebuild it' })
+      const [{ createNode }, { fetchArtifact }] = await Promise.all([import('../../src/net/node.js'), import('../../src/net/transfer.js')])
+      const node = await createNode({ privateKey: await generateKeyPair('Ed25519') })
+      const bar = options.progress && process.stderr.isTTY === true
+        ? new cliProgress.SingleBar({
+          format: 'fetching {bar} {percentage}% | {done} of {all} | {rate}/s',
+          stream: process.stderr
+        }, cliProgress.Presets.shades_classic)
+        : undefined
+      const started = Date.now()
+      try {
+        bar?.start(1, 0, { done: '0 B', all: '?', rate: '0 B' })
+        const result = await fetchArtifact(node, store, digest, holders, {
+          onProgress: ({ bytes, totalBytes }: { bytes: number, totalBytes: number }) => {
+            const secs = Math.max((Date.now() - started) / 1000, 0.001)
+            bar?.setTotal(Math.max(totalBytes, 1))
+            bar?.update(bytes, { done: prettyBytes(bytes), all: prettyBytes(totalBytes), rate: prettyBytes(bytes / secs) })
+          }
+        })
+        fetchedBytes = result.bytes
+      } finally {
+        bar?.stop()
+        await node.stop()
+      }
+      if (options.progress && bar === undefined) {
+        const secs = Math.max((Date.now() - started) / 1000, 0.001)
+        process.stderr.write(`fetched ${prettyBytes(fetchedBytes)} in ${secs.toFixed(1)} s (${prettyBytes(fetchedBytes / secs)}/s)\n`)
+      }
+    }
+    await store.materialize(digest, dest)
+    const ref = await store.stat(digest)
+    return { digest, dest, bytes: ref?.size ?? 0, fetchedBytes }
+  } finally {
+    await store.close()
+  }
+}

@@ -1,0 +1,74 @@
+// `pipemesh coordinator` and `pipemesh agent`: long-running daemons that stop cleanly on SIGINT
+// and SIGTERM (an agent first lets its running steps finish or hands them back).
+
+import { hostname } from 'node:os'
+import { PipemeshError } from '../../src/errors.js'
+import { parseDuration } from '../../src/util/units.js'
+import { createLogger } from '../logger.js'
+
+export async function runCoordinatorDaemon (options: { dataDir: string, listen: string, api: string, lease: string, logLevel?: string | undefined }): Promise<void> {
+  const logger = createLogger(options.logLevel, 'info')
+  const [host, portText] = splitHostPort(options.api)
+  const { Coordinator } = await import('../../coordinator/coordinator.js')
+  const { startApiServer } = await import('../../coordinator/api.js')
+  const coordinator = await Coordinator.start({ dataDir: options.dataDir, listen: [options.listen], logger, leaseMs: parseDuration(options.lease) })
+  const { server, url } = await startApiServer({
+    api: coordinator, host, port: Number(portText), logger,
+    health: () => ({ peerId: coordinator.peerId, multiaddrs: coordinator.multiaddrs() })
+  })
+  const addrs = coordinator.multiaddrs()
+  process.stdout.write([
+    `pipemesh coordinator ${coordinator.peerId}`,
+    `  data:      ${options.dataDir}`,
+    `  libp2p:    ${addrs.join(' ')}`,
+    `  http api:  ${url}`,
+    '',
+    'start an agent against it with:',
+    `  pipemesh agent --coordinator ${addrs[0] ?? ''} --data <agent data dir>`,
+    'and point the CLI at it with:',
+    `  export PIPEMESH_COORDINATOR=${url}`,
+    ''
+  ].join('\n'))
+  await waitForStop(async () => {
+    await server.close()
+    await coordinator.stop()
+  })
+}
+
+export async function runAgentDaemon (options: { dataDir: string, coordinator: string, listen: string, name?: string, resources?: string, label: string[], logLevel?: string | undefined }): Promise<void> {
+  const logger = createLogger(options.logLevel, 'info')
+  const { parseResourceOverrides, parseLabels } = await import('../../agent/capabilities.js')
+  const { Agent } = await import('../../agent/agent.js')
+  const agentOptions: Parameters<typeof Agent.start>[0] = {
+    dataDir: options.dataDir,
+    coordinator: options.coordinator,
+    listen: [options.listen],
+    logger,
+    name: options.name ?? hostname(),
+    labels: parseLabels(options.label)
+  }
+  if (options.resources !== undefined) agentOptions.resources = parseResourceOverrides(options.resources)
+  const agent = await Agent.start(agentOptions)
+  process.stdout.write(`pipemesh agent ${agent.peerId} (${agent.name})\n  data:   ${options.dataDir}\n  libp2p: ${agent.multiaddrs().join(' ')}\n`)
+  await waitForStop(async () => { await agent.stop() })
+}
+
+function splitHostPort (value: string): [string, string] {
+  const i = value.lastIndexOf(':')
+  if (i <= 0 || !/^\d+$/.test(value.slice(i + 1))) throw new PipemeshError('INVALID_ARGUMENT', `--api "${value}" must look like host:port, e.g. 127.0.0.1:7070 (port 0 picks a free one)`)
+  return [value.slice(0, i), value.slice(i + 1)]
+}
+
+/** Resolves after SIGINT/SIGTERM once `stop` has run; a second signal exits at once. */
+async function waitForStop (stop: () => Promise<void>): Promise<void> {
+  await new Promise<void>((resolve) => {
+    let stopping = false
+    const onSignal = (): void => {
+      if (stopping) process.exit(130)
+      stopping = true
+      void stop().finally(resolve)
+    }
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
+  })
+}

@@ -1,0 +1,96 @@
+// `pipemesh run` and `pipemesh demo`: validate a pipeline, put its content in the mesh, submit it
+// and follow it to the end. Without --coordinator, a coordinator and an agent start in process.
+
+import { readFile, mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Logger } from 'pino'
+import { loadPipeline } from '../../src/spec/parse.js'
+import { PipemeshError } from '../../src/errors.js'
+import type { CoordinatorApi } from '../../src/client/api.js'
+import type { SubmitRequest } from '../../src/client/submit-request.js'
+import type { RunSummary } from '../../src/run/types.js'
+import { LiveView } from '../live-view.js'
+import { EXIT_FAILED, EXIT_OK } from '../errors.js'
+import { startEmbedded, type Embedded } from '../embedded.js'
+
+export interface RunOptions {
+  params: Record<string, string>
+  json: boolean
+  detach: boolean
+  dataDir: string
+  coordinator?: string
+  logger: Logger
+  /** Called with the embedded mesh after the run ends, before it stops (the demo reads outputs). */
+  afterRun?: (embedded: Embedded, summary: RunSummary) => Promise<void>
+  quiet?: boolean
+}
+
+export async function runPipeline (file: string, options: RunOptions): Promise<{ code: number, summary: RunSummary }> {
+  const pipeline = await loadPipeline(file, { params: options.params })
+  const text = await readFile(pipeline.file!, 'utf8')
+  const interrupt = new AbortController()
+  const base = { pipeline: { text, file: pipeline.file!, baseDir: pipeline.baseDir }, params: options.params }
+  if (options.coordinator !== undefined) {
+    const { HttpCoordinatorClient } = await import('../../src/client/http.js')
+    const api = new HttpCoordinatorClient(options.coordinator)
+    const { uploadSubmission } = await import('../upload.js')
+    const artifacts = await uploadSubmission(pipeline, api, { dataDir: options.dataDir, signal: interrupt.signal, progress: !options.json })
+    const started = await api.submit({ ...base, artifacts })
+    if (options.detach) return { code: EXIT_OK, summary: started }
+    const summary = await follow(api, started, options, interrupt)
+    return { code: summary.status === 'succeeded' ? EXIT_OK : EXIT_FAILED, summary }
+  }
+  if (options.detach) throw new PipemeshError('INVALID_ARGUMENT', '--detach needs --coordinator: an embedded run ends with the command')
+  const embedded = await startEmbedded(options.dataDir, options.logger, { signal: interrupt.signal })
+  try {
+    const { prepareSubmission } = await import('../../src/client/prepare.js')
+    const submission = await prepareSubmission(pipeline, embedded.agent.store, { signal: interrupt.signal })
+    const request: SubmitRequest = { ...base, artifacts: submission.artifacts, uploadedTo: embedded.agent.peerId }
+    const api: CoordinatorApi = embedded.coordinator
+    const started = await api.submit(request)
+    const summary = await follow(api, started, options, interrupt)
+    if (options.afterRun !== undefined) await options.afterRun(embedded, summary)
+    return { code: summary.status === 'succeeded' ? EXIT_OK : EXIT_FAILED, summary }
+  } finally {
+    await embedded.close()
+  }
+}
+
+/** Follows a run's events to its end, drawing the live view; Ctrl-C cancels the run. */
+async function follow (api: CoordinatorApi, started: RunSummary, options: RunOptions, interrupt: AbortController): Promise<RunSummary> {
+  const view = options.json || options.quiet === true ? undefined : new LiveView(`run ${started.runId} of ${started.pipeline}`)
+  let cancelling = false
+  const onSignal = (): void => {
+    if (cancelling) { interrupt.abort(); return }
+    cancelling = true
+    process.stderr.write('\ncancelling the run (Ctrl-C again to stop waiting)\n')
+    void api.cancel(started.runId).catch(() => {})
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  try {
+    for await (const event of api.events(started.runId, { signal: interrupt.signal })) view?.update(event)
+  } catch (err) {
+    if (!interrupt.signal.aborted) throw err
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    view?.done()
+  }
+  return await api.getRun(started.runId)
+}
+
+/** Reads a small output file of a finished step from the embedded agent's store. */
+export async function readOutputFile (embedded: Embedded, summary: RunSummary, stepId: string, output: string, inner?: string): Promise<string> {
+  const digest = summary.steps.find(s => s.id === stepId)?.outputs[output]
+  if (digest === undefined) throw new PipemeshError('NOT_FOUND', `step ${stepId} has no output ${output}`)
+  const dir = await mkdtemp(join(tmpdir(), 'pipemesh-out-'))
+  try {
+    const dest = join(dir, 'out')
+    await embedded.agent.store.materialize(digest, dest)
+    return await readFile(inner === undefined ? dest : join(dest, inner), 'utf8')
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}

@@ -1,0 +1,67 @@
+// Plain-text renderings of API results for people; --json prints the objects themselves.
+
+import type { RunSummary } from '../src/run/types.js'
+import type { Explanation } from '../src/run/explain.js'
+import type { AgentListEntry, RunListEntry } from '../src/client/api.js'
+import { formatBytes, formatDuration } from '../src/util/units.js'
+
+export function table (rows: string[][]): string {
+  const widths: number[] = []
+  for (const row of rows) row.forEach((cell, i) => { widths[i] = Math.max(widths[i] ?? 0, cell.length) })
+  return rows.map(row => row.map((cell, i) => i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)).join('  ')).join('\n')
+}
+
+export function formatRun (run: RunSummary): string {
+  const took = run.finishedAt === undefined ? '' : ` in ${formatDuration(run.finishedAt - run.createdAt)}`
+  const head = `run ${run.runId} of ${run.pipeline}: ${run.status}${took}`
+  const rows = [['STEP', 'STATUS', 'ATTEMPTS', 'AGENT', 'EXIT', 'DETAIL']]
+  for (const s of run.steps) {
+    rows.push([s.id, s.status, String(s.attempts), s.agent ?? '-', s.exitCode === null ? '-' : String(s.exitCode), (s.reason ?? '').split('\n')[0] ?? ''])
+  }
+  const counts = new Map<string, number>()
+  for (const s of run.steps) counts.set(s.status, (counts.get(s.status) ?? 0) + 1)
+  const tally = [...counts].map(([k, v]) => `${v} ${k}`).join(', ')
+  return `${head}\n${table(rows)}\n${tally}${run.error === undefined ? '' : `\nerror: ${run.error}`}`
+}
+
+export function formatRuns (runs: RunListEntry[]): string {
+  if (runs.length === 0) return 'no runs yet'
+  const rows = [['RUN', 'PIPELINE', 'STATUS', 'STEPS', 'STARTED']]
+  for (const r of runs) rows.push([r.runId, r.pipeline, r.status, String(r.steps), new Date(r.createdAt).toISOString()])
+  return table(rows)
+}
+
+export function formatAgents (agents: AgentListEntry[]): string {
+  if (agents.length === 0) return 'no agents connected'
+  const rows = [['AGENT', 'NAME', 'STATE', 'CPU', 'MEMORY', 'GPUS', 'RUNNING', 'LABELS']]
+  for (const a of agents) {
+    const cap = a.capabilities.capacity
+    rows.push([
+      a.id.slice(-12),
+      a.name,
+      a.connected ? (a.draining ? 'draining' : 'connected') : 'disconnected',
+      `${a.allocated.cpu}/${cap.cpu}`,
+      `${formatBytes(a.allocated.memory)}/${formatBytes(cap.memory)}`,
+      cap.gpus.length === 0 ? '-' : `${a.allocated.gpus.length}/${cap.gpus.length} ${cap.gpus.map(g => g.model).join(',')}`,
+      String(a.running),
+      Object.entries(a.capabilities.labels).map(([k, v]) => `${k}=${v}`).join(',')
+    ])
+  }
+  return table(rows)
+}
+
+export function formatExplanation (e: Explanation): string {
+  const lines = [`${e.stepId} in run ${e.runId}: ${e.summary}`]
+  for (const change of e.changes) lines.push(`  - ${change}`)
+  if (e.fingerprint !== null) lines.push(`fingerprint: ${e.fingerprint}`)
+  if (e.comparedWith !== undefined) lines.push(`compared with: run ${e.comparedWith.runId} (${new Date(e.comparedWith.at).toISOString()})`)
+  if (e.placement !== undefined) {
+    lines.push(`placed on ${e.placement.agentName}: ${e.placement.reason}`)
+    for (const c of e.placement.candidates) if (c.verdict !== 'chosen') lines.push(`  - ${c.name}: ${c.verdict}, ${c.reason}`)
+  }
+  for (const a of e.attempts) {
+    const took = a.finishedAt === undefined ? 'running' : formatDuration(a.finishedAt - a.startedAt)
+    lines.push(`attempt ${a.number} on ${a.agentName}: ${a.state}, exit ${a.exitCode ?? '-'}, ${took}${a.error === undefined ? '' : ` (${a.error.message.split('\n')[0] ?? ''})`}`)
+  }
+  return lines.join('\n')
+}

@@ -1,0 +1,77 @@
+// Shows a run as it moves: on a terminal, one redrawn line per step with its state and elapsed
+// time; elsewhere (pipes, CI logs), one printed line per state change.
+
+import logUpdate from 'log-update'
+import type { RunEvent, StepStatus, StepSummary } from '../src/run/types.js'
+import { formatDuration } from '../src/util/units.js'
+
+const SYMBOL: Record<StepStatus, string> = {
+  pending: '·',
+  queued: '…',
+  running: '▶',
+  succeeded: '✔',
+  reused: '♻',
+  failed: '✖',
+  skipped: '-',
+  cancelled: '■'
+}
+
+export class LiveView {
+  private readonly steps = new Map<string, StepSummary>()
+  private readonly tty: boolean
+  private timer: NodeJS.Timeout | undefined
+  private runStatus = 'running'
+
+  constructor (private readonly title: string, options: { tty?: boolean } = {}) {
+    this.tty = options.tty ?? process.stdout.isTTY === true
+    if (this.tty) {
+      this.timer = setInterval(() => { this.render() }, 200)
+      this.timer.unref()
+    } else {
+      process.stdout.write(`${title}\n`)
+    }
+  }
+
+  update (event: RunEvent): void {
+    if (event.type === 'log') return
+    if (event.type === 'run') {
+      this.runStatus = event.status
+      if (this.tty) this.render()
+      return
+    }
+    const before = this.steps.get(event.step.id)
+    this.steps.set(event.step.id, event.step)
+    if (this.tty) return
+    if (before?.status === event.step.status && before.reason === event.step.reason) return
+    process.stdout.write(`${new Date(event.at).toISOString().slice(11, 19)} ${this.describe(event.step)}\n`)
+  }
+
+  /** Stops redrawing and leaves the final state on screen. */
+  done (): void {
+    if (this.timer !== undefined) clearInterval(this.timer)
+    if (this.tty) { this.render(); logUpdate.done() }
+  }
+
+  private render (): void {
+    const lines = [`${this.title}  [${this.runStatus}]`]
+    for (const step of this.steps.values()) lines.push(`  ${this.describe(step)}`)
+    logUpdate(lines.join('\n'))
+  }
+
+  private describe (step: StepSummary): string {
+    let text = `${SYMBOL[step.status]} ${step.id} ${step.status}`
+    if (step.status === 'running' && step.startedAt !== undefined) text += ` ${formatDuration(Date.now() - step.startedAt)}`
+    else if ((step.status === 'succeeded' || step.status === 'failed') && step.startedAt !== undefined && step.finishedAt !== undefined) text += ` in ${formatDuration(step.finishedAt - step.startedAt)}`
+    if (step.agent !== null && (step.status === 'running' || step.status === 'succeeded' || step.status === 'failed')) text += ` on ${step.agent}`
+    if (step.attempts > 1) text += ` (attempt ${step.attempts})`
+    if (step.status === 'queued' || step.status === 'failed' || step.status === 'skipped') {
+      if (step.reason !== undefined) text += `: ${firstLine(step.reason)}`
+    }
+    return text
+  }
+}
+
+function firstLine (text: string): string {
+  const line = text.split('\n')[0] ?? ''
+  return line.length > 200 ? `${line.slice(0, 197)}...` : line
+}

@@ -1,0 +1,277 @@
+#!/usr/bin/env node
+// The `pipemesh` command. Parses arguments (commander), builds the API client the command needs
+// (HTTP for a remote coordinator, or an in-process one on the local data dir) and turns errors
+// into messages and exit codes. Heavy modules (libp2p, LevelDB) load only for commands that use
+// them, so status queries start fast.
+
+import '../src/util/polyfill.js'
+import { Command, Option } from 'commander'
+import { dirname, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { CoordinatorApi } from '../src/client/api.js'
+import { PipemeshError } from '../src/errors.js'
+import { EXIT_INVALID, reportError } from './errors.js'
+import { createLogger } from './logger.js'
+import { formatAgents, formatExplanation, formatRun, formatRuns } from './format.js'
+
+const program = new Command()
+program
+  .name('pipemesh')
+  .description('Run machine-learning pipelines on a peer-to-peer mesh of agents, reusing every step whose inputs did not change.')
+  .version('0.1.0')
+  .option('--data <dir>', 'state directory (default ~/.pipemesh or $PIPEMESH_HOME)')
+  .option('--log-level <level>', 'log level on stderr: error, warn, info, debug (default warn, or $PIPEMESH_LOG_LEVEL)')
+  .showHelpAfterError()
+  .exitOverride()
+
+interface Global { data?: string, logLevel?: string }
+const globals = (): Global => program.opts<Global>()
+let jsonMode = false
+
+function coordinatorOption (): Option {
+  return new Option('--coordinator <url>', 'HTTP address of a running coordinator').env('PIPEMESH_COORDINATOR')
+}
+
+function collectParam (value: string, previous: Record<string, string>): Record<string, string> {
+  const eq = value.indexOf('=')
+  if (eq <= 0) throw new PipemeshError('INVALID_ARGUMENT', `--param "${value}" must look like name=value`)
+  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) }
+}
+
+async function dataDir (): Promise<string> {
+  const { defaultDataDir } = await import('./embedded.js')
+  return defaultDataDir(globals().data)
+}
+
+/** The API a query command talks to: a remote coordinator, or the local state read in process. */
+async function withApi<T> (url: string | undefined, fn: (api: CoordinatorApi) => Promise<T>): Promise<T> {
+  if (url !== undefined) {
+    const { HttpCoordinatorClient } = await import('../src/client/http.js')
+    return await fn(new HttpCoordinatorClient(url))
+  }
+  const { openOffline } = await import('./embedded.js')
+  const coordinator = await openOffline(await dataDir(), createLogger(globals().logLevel))
+  try {
+    return await fn(coordinator)
+  } finally {
+    await coordinator.stop()
+  }
+}
+
+function print (json: boolean, value: unknown, text: () => string): void {
+  process.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : text() + '\n')
+}
+
+program.command('run')
+  .description('validate a pipeline, run it, and follow it live (exit 0 succeeded, 1 failed, 2 invalid input)')
+  .argument('<pipeline>', 'pipeline YAML file')
+  .option('--param <name=value>', 'override a pipeline parameter (repeatable)', collectParam, {})
+  .option('--json', 'print the run summary as JSON instead of the live view')
+  .option('--detach', 'submit and return at once (remote coordinator only)')
+  .addOption(coordinatorOption())
+  .action(async (file: string, opts: { param: Record<string, string>, json?: boolean, detach?: boolean, coordinator?: string }) => {
+    jsonMode = opts.json === true
+    const { runPipeline } = await import('./commands/run.js')
+    const runOptions: Parameters<typeof runPipeline>[1] = {
+      params: opts.param,
+      json: jsonMode,
+      detach: opts.detach === true,
+      dataDir: await dataDir(),
+      logger: createLogger(globals().logLevel)
+    }
+    if (opts.coordinator !== undefined) runOptions.coordinator = opts.coordinator
+    const { code, summary } = await runPipeline(file, runOptions)
+    print(jsonMode, summary, () => formatRun(summary))
+    process.exitCode = code
+  })
+
+program.command('demo')
+  .description('run the bundled iris pipeline, print its metrics, then run it again to show every step reused')
+  .option('--json', 'print both run summaries and the metrics as JSON')
+  .action(async (opts: { json?: boolean }) => {
+    jsonMode = opts.json === true
+    const { runDemo } = await import('./commands/demo.js')
+    process.exitCode = await runDemo({ json: jsonMode, dataDir: await dataDir(), logger: createLogger(globals().logLevel), examples: examplesDir() })
+  })
+
+program.command('schema')
+  .description('print the JSON Schema of pipeline files (for editors)')
+  .action(async () => {
+    const { pipelineJsonSchema } = await import('../src/spec/schema.js')
+    process.stdout.write(JSON.stringify(pipelineJsonSchema(), null, 2) + '\n')
+  })
+
+program.command('validate')
+  .description('check a pipeline file and report every problem (exit 2 when invalid)')
+  .argument('<pipeline>', 'pipeline YAML file')
+  .option('--param <name=value>', 'override a pipeline parameter (repeatable)', collectParam, {})
+  .option('--json', 'print the result as JSON')
+  .action(async (file: string, opts: { param: Record<string, string>, json?: boolean }) => {
+    jsonMode = opts.json === true
+    const { loadPipeline } = await import('../src/spec/parse.js')
+    const pipeline = await loadPipeline(file, { params: opts.param })
+    print(jsonMode, { valid: true, name: pipeline.name, steps: Object.keys(pipeline.steps) }, () => `${file}: valid pipeline ${pipeline.name} with ${Object.keys(pipeline.steps).length} steps`)
+  })
+
+program.command('runs')
+  .description('list runs, newest first')
+  .option('--limit <n>', 'how many', '20')
+  .option('--json', 'print JSON')
+  .addOption(coordinatorOption())
+  .action(async (opts: { limit: string, json?: boolean, coordinator?: string }) => {
+    jsonMode = opts.json === true
+    const runs = await withApi(opts.coordinator, async api => await api.listRuns({ limit: Number(opts.limit) }))
+    print(jsonMode, runs, () => formatRuns(runs))
+  })
+
+program.command('status')
+  .description('show a run and its steps')
+  .argument('<run>', 'run id')
+  .option('--json', 'print JSON')
+  .addOption(coordinatorOption())
+  .action(async (runId: string, opts: { json?: boolean, coordinator?: string }) => {
+    jsonMode = opts.json === true
+    const run = await withApi(opts.coordinator, async api => await api.getRun(runId))
+    print(jsonMode, run, () => formatRun(run))
+  })
+
+program.command('explain')
+  .description('say why a step ran or was reused, and where it ran')
+  .argument('<run>', 'run id')
+  .argument('<step>', 'step id')
+  .option('--json', 'print JSON')
+  .addOption(coordinatorOption())
+  .action(async (runId: string, stepId: string, opts: { json?: boolean, coordinator?: string }) => {
+    jsonMode = opts.json === true
+    const explanation = await withApi(opts.coordinator, async api => await api.explain(runId, stepId))
+    print(jsonMode, explanation, () => formatExplanation(explanation))
+  })
+
+program.command('logs')
+  .description("print a step's output (stdout and stderr, timestamped)")
+  .argument('<run>', 'run id')
+  .argument('<step>', 'step id')
+  .option('-f, --follow', 'keep printing until the step ends')
+  .option('--attempt <n>', 'which attempt (default the last)')
+  .option('--json', 'print one JSON object per line')
+  .addOption(coordinatorOption())
+  .action(async (runId: string, stepId: string, opts: { follow?: boolean, attempt?: string, json?: boolean, coordinator?: string }) => {
+    jsonMode = opts.json === true
+    await withApi(opts.coordinator, async api => {
+      const logOpts: { follow: boolean, attempt?: number } = { follow: opts.follow === true }
+      if (opts.attempt !== undefined) logOpts.attempt = Number(opts.attempt)
+      for await (const line of api.logs(runId, stepId, logOpts)) {
+        process.stdout.write(jsonMode ? JSON.stringify(line) + '\n' : `${new Date(line.t).toISOString()} ${line.stream === 'stderr' ? 'E' : 'O'} ${line.line}\n`)
+      }
+    })
+  })
+
+program.command('cancel')
+  .description('cancel a run: running steps are stopped on every agent')
+  .argument('<run>', 'run id')
+  .option('--json', 'print JSON')
+  .addOption(coordinatorOption())
+  .action(async (runId: string, opts: { json?: boolean, coordinator?: string }) => {
+    jsonMode = opts.json === true
+    const run = await withApi(opts.coordinator, async api => await api.cancel(runId))
+    print(jsonMode, run, () => formatRun(run))
+  })
+
+program.command('agents')
+  .description('list agents with their capabilities and current allocations')
+  .option('--json', 'print JSON')
+  .addOption(coordinatorOption())
+  .action(async (opts: { json?: boolean, coordinator?: string }) => {
+    jsonMode = opts.json === true
+    const agents = await withApi(opts.coordinator, async api => await api.agents())
+    print(jsonMode, agents, () => formatAgents(agents))
+  })
+
+const artifacts = program.command('artifacts').description('artifacts in the mesh')
+artifacts.command('get')
+  .description('copy an artifact to a local path (fetched from the agents that hold it)')
+  .argument('<artifact>', '<run>/<step>/<output>, or a digest sha256:…')
+  .argument('<dest>', 'where to write it (must not exist)')
+  .option('--json', 'print JSON')
+  .addOption(coordinatorOption())
+  .action(async (spec: string, dest: string, opts: { json?: boolean, coordinator?: string }) => {
+    jsonMode = opts.json === true
+    const { getArtifact } = await import('./commands/artifacts.js')
+    const dir = await dataDir()
+    const result = await withApi(opts.coordinator, async api => await getArtifact(api, spec, resolve(dest), { dataDir: dir, remote: opts.coordinator !== undefined, progress: !jsonMode }))
+    print(jsonMode, result, () => `${result.digest} -> ${result.dest} (${result.bytes} bytes)`)
+  })
+
+const store = program.command('store').description("inspect and maintain the local agent's content store")
+store.command('stats')
+  .option('--json', 'print JSON')
+  .action(async (opts: { json?: boolean }) => {
+    jsonMode = opts.json === true
+    const { storeStats } = await import('./commands/store.js')
+    const stats = await storeStats(await dataDir())
+    print(jsonMode, stats, () => Object.entries(stats).map(([k, v]) => `${k}: ${String(v)}`).join('\n'))
+  })
+store.command('verify')
+  .description('rehash every stored chunk; corrupt ones are quarantined')
+  .option('--json', 'print JSON')
+  .action(async (opts: { json?: boolean }) => {
+    jsonMode = opts.json === true
+    const { storeVerify } = await import('./commands/store.js')
+    const report = await storeVerify(await dataDir())
+    print(jsonMode, report, () => `checked ${report.chunksChecked} chunks; corrupt: ${report.corrupt.length}; missing: ${report.missing.length}`)
+    if (report.corrupt.length > 0 || report.missing.length > 0) process.exitCode = 1
+  })
+store.command('gc')
+  .description('remove what no kept run and no reuse entry references')
+  .option('--keep-runs <n>', 'runs of each pipeline whose records and artifacts are kept', '10')
+  .option('--json', 'print JSON')
+  .action(async (opts: { keepRuns: string, json?: boolean }) => {
+    jsonMode = opts.json === true
+    const keep = Number(opts.keepRuns)
+    if (!Number.isInteger(keep) || keep < 0) throw new PipemeshError('INVALID_ARGUMENT', `--keep-runs must be a whole number >= 0, got "${opts.keepRuns}"`)
+    const { storeGc } = await import('./commands/store.js')
+    const report = await storeGc(await dataDir(), keep, createLogger(globals().logLevel))
+    print(jsonMode, report, () => `removed ${report.removedRuns} old runs, ${report.removedArtifacts} artifacts and ${report.removedChunks} chunks (${report.freedBytes} bytes freed)`)
+  })
+
+program.command('coordinator')
+  .description('run a coordinator daemon (agents dial it; the CLI talks to its HTTP API)')
+  .option('--listen <multiaddr>', 'libp2p listen address', '/ip4/127.0.0.1/tcp/0')
+  .option('--api <host:port>', 'HTTP API address', '127.0.0.1:7070')
+  .option('--lease <duration>', 'how long a silent agent keeps its steps', '15s')
+  .action(async (opts: { listen: string, api: string, lease: string }) => {
+    const { runCoordinatorDaemon } = await import('./commands/daemons.js')
+    await runCoordinatorDaemon({ dataDir: await dataDir(), listen: opts.listen, api: opts.api, lease: opts.lease, logLevel: globals().logLevel })
+  })
+
+program.command('agent')
+  .description('run an agent daemon that executes steps for a coordinator')
+  .requiredOption('--coordinator <multiaddr>', "the coordinator's libp2p address (printed when it starts)")
+  .option('--listen <multiaddr>', 'libp2p listen address', '/ip4/127.0.0.1/tcp/0')
+  .option('--name <name>', 'agent name (default the hostname)')
+  .option('--resources <list>', 'declare or override resources, e.g. gpu=2,cpu=8,memory=16GiB')
+  .option('--label <key=value>', 'a label steps can require (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .action(async (opts: { coordinator: string, listen: string, name?: string, resources?: string, label: string[] }) => {
+    const { runAgentDaemon } = await import('./commands/daemons.js')
+    await runAgentDaemon({ dataDir: await dataDir(), ...opts, logLevel: globals().logLevel })
+  })
+
+function examplesDir (): string {
+  // dist/cli/main.js -> package root
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples')
+}
+
+async function main (): Promise<void> {
+  try {
+    await program.parseAsync(process.argv)
+  } catch (err) {
+    const code = (err as { code?: string }).code
+    if (typeof code === 'string' && code.startsWith('commander.')) {
+      process.exitCode = code === 'commander.helpDisplayed' || code === 'commander.version' ? 0 : EXIT_INVALID
+      return
+    }
+    process.exitCode = reportError(err, jsonMode)
+  }
+}
+
+void main()

@@ -1,0 +1,130 @@
+// The coordinator's HTTP API: the client API (src/client/api.ts) over fastify. JSON in and out;
+// a step's log streams as NDJSON, run events as server-sent events. Errors carry their code and
+// a message meant for the person at the other end.
+
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
+import type { Logger } from 'pino'
+import { PipemeshError, toWireError, type ErrorCode } from '../src/errors.js'
+import type { CoordinatorApi } from '../src/client/api.js'
+import type { SubmitRequest } from '../src/client/submit-request.js'
+import type { ArtifactRef, Digest } from '../src/store/types.js'
+import { z } from 'zod'
+
+const digestSchema = z.string().regex(/^sha256:[0-9a-f]{64}$/)
+const missingSchema = z.object({ digests: z.array(digestSchema).max(100_000) })
+const uploadSchema = z.object({
+  refs: z.array(z.object({ digest: digestSchema, kind: z.enum(['file', 'tree']), size: z.number().int().nonnegative() })).max(100_000),
+  from: z.object({ peerId: z.string().max(128), addrs: z.array(z.string().max(512)).min(1).max(32) })
+})
+
+export interface ApiServerOptions {
+  api: CoordinatorApi
+  host: string
+  port: number
+  logger: Logger
+  /** Largest request body, bytes. */
+  bodyLimit?: number
+  /** Extra information served by GET /v1/health (peer id, multiaddrs). */
+  health?: () => Record<string, unknown>
+}
+
+const STATUS: Partial<Record<ErrorCode, number>> = {
+  NOT_FOUND: 404,
+  INVALID_ARGUMENT: 400,
+  INVALID_PIPELINE: 400,
+  UNAUTHORIZED: 401,
+  CONFLICT: 409,
+  LIMIT_EXCEEDED: 413,
+  UNSCHEDULABLE: 422
+}
+
+export async function startApiServer (options: ApiServerOptions): Promise<{ server: FastifyInstance, url: string }> {
+  const { api } = options
+  const server = Fastify({ bodyLimit: options.bodyLimit ?? 16 * 1024 * 1024, logger: false })
+
+  server.setErrorHandler((err, _request, reply) => {
+    if (err instanceof PipemeshError) {
+      const body: Record<string, unknown> = { error: toWireError(err) }
+      if ('issues' in err) body.issues = (err as PipemeshError & { issues: unknown }).issues
+      void reply.code(STATUS[err.code] ?? 500).send(body)
+      return
+    }
+    const status = typeof (err as { statusCode?: number }).statusCode === 'number' ? (err as { statusCode: number }).statusCode : 500
+    if (status >= 500) options.logger.error({ err }, 'API request failed')
+    void reply.code(status).send({ error: { code: status === 413 ? 'LIMIT_EXCEEDED' : status < 500 ? 'INVALID_ARGUMENT' : 'INTERNAL', message: (err as Error).message } })
+  })
+
+  server.get('/v1/health', async () => ({ ok: true, ...(options.health?.() ?? {}) }))
+  server.post<{ Body: SubmitRequest }>('/v1/runs', async (request, reply) => {
+    const run = await api.submit(request.body)
+    return await reply.code(201).send(run)
+  })
+  server.get<{ Querystring: { limit?: string } }>('/v1/runs', async (request) => {
+    const limit = request.query.limit === undefined ? undefined : Number(request.query.limit)
+    return await api.listRuns(limit === undefined || !Number.isFinite(limit) ? {} : { limit })
+  })
+  server.get<{ Params: { run: string } }>('/v1/runs/:run', async (request) => await api.getRun(request.params.run))
+  server.post<{ Params: { run: string } }>('/v1/runs/:run/cancel', async (request) => await api.cancel(request.params.run))
+  server.get<{ Params: { run: string, step: string } }>('/v1/runs/:run/steps/:step/explain', async (request) => await api.explain(request.params.run, request.params.step))
+  server.get('/v1/agents', async () => await api.agents())
+  server.post<{ Body: unknown }>('/v1/artifacts/missing', async (request) => {
+    const body = missingSchema.safeParse(request.body)
+    if (!body.success) throw new PipemeshError('INVALID_ARGUMENT', `expected {digests: [sha256:…]}: ${body.error.issues[0]?.message ?? ''}`)
+    return { missing: await api.missingArtifacts(body.data.digests as Digest[]) }
+  })
+  server.get<{ Params: { digest: string } }>('/v1/artifacts/:digest/holders', async (request) => {
+    if (!digestSchema.safeParse(request.params.digest).success) throw new PipemeshError('INVALID_ARGUMENT', `"${request.params.digest}" is not a digest (sha256:<64 hex>)`)
+    return await api.locate(request.params.digest as Digest)
+  })
+  server.post<{ Body: unknown }>('/v1/uploads', async (request, reply) => {
+    const body = uploadSchema.safeParse(request.body)
+    if (!body.success) throw new PipemeshError('INVALID_ARGUMENT', `expected {refs, from: {peerId, addrs}}: ${body.error.issues[0]?.message ?? ''}`)
+    const controller = abortOnClose(reply)
+    return await api.upload(body.data.refs as ArtifactRef[], body.data.from, { signal: controller.signal })
+  })
+
+  server.get<{ Params: { run: string, step: string }, Querystring: { follow?: string, attempt?: string } }>('/v1/runs/:run/steps/:step/logs', async (request, reply) => {
+    const controller = abortOnClose(reply)
+    const opts: { follow: boolean, signal: AbortSignal, attempt?: number } = { follow: request.query.follow === 'true' || request.query.follow === '1', signal: controller.signal }
+    if (request.query.attempt !== undefined) opts.attempt = Number(request.query.attempt)
+    const iterator = api.logs(request.params.run, request.params.step, opts)[Symbol.asyncIterator]()
+    // Errors before the first line (unknown run) become a proper HTTP error.
+    const first = await iterator.next()
+    reply.hijack()
+    reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' })
+    try {
+      if (first.done !== true) reply.raw.write(JSON.stringify(first.value) + '\n')
+      for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) {
+        if (!reply.raw.write(JSON.stringify(next.value) + '\n')) await new Promise(resolve => reply.raw.once('drain', resolve))
+      }
+    } catch (err) {
+      if (!controller.signal.aborted) reply.raw.write(JSON.stringify({ error: toWireError(err) }) + '\n')
+    }
+    reply.raw.end()
+  })
+
+  server.get<{ Params: { run: string } }>('/v1/runs/:run/events', async (request, reply) => {
+    const controller = abortOnClose(reply)
+    const iterator = api.events(request.params.run, { signal: controller.signal })[Symbol.asyncIterator]()
+    const first = await iterator.next()
+    reply.hijack()
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })
+    const write = (value: unknown): void => { reply.raw.write(`data: ${JSON.stringify(value)}\n\n`) }
+    try {
+      if (first.done !== true) write(first.value)
+      for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) write(next.value)
+    } catch (err) {
+      if (!controller.signal.aborted) reply.raw.write(`event: error\ndata: ${JSON.stringify(toWireError(err))}\n\n`)
+    }
+    reply.raw.end()
+  })
+
+  const address = await server.listen({ host: options.host, port: options.port })
+  return { server, url: address }
+}
+
+function abortOnClose (reply: FastifyReply): AbortController {
+  const controller = new AbortController()
+  reply.raw.on('close', () => { controller.abort() })
+  return controller
+}

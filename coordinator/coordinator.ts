@@ -1,0 +1,395 @@
+// The coordinator process: owns run state (LevelDB), the mesh registry and the control protocol
+// that agents dial into, and implements the client API (served over HTTP by api.ts, or called in
+// process by an embedded CLI). It never carries artifact bytes: agents fetch from each other.
+
+import '../src/util/polyfill.js'
+import { on } from 'node:events'
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Libp2p, Stream, Connection } from '@libp2p/interface'
+import type { Logger } from 'pino'
+import { PipemeshError } from '../src/errors.js'
+import { createNode } from '../src/net/node.js'
+import { loadOrCreatePrivateKey } from '../src/net/identity.js'
+import { openChannel, type MessageChannel } from '../src/protocol/channel.js'
+import {
+  CONTROL_PROTOCOL, MAX_CONTROL_MESSAGE_BYTES, agentMessageSchema,
+  type AgentMessage, type CoordinatorMessage, type PeerAddress
+} from '../src/protocol/messages.js'
+import { explainStep, type Explanation } from '../src/run/explain.js'
+import { TERMINAL_STEP_STATUSES, type RunEvent, type RunSummary, type Submission } from '../src/run/types.js'
+import { submitRequestSchema, type SubmitRequest } from '../src/client/submit-request.js'
+import { parsePipeline } from '../src/spec/parse.js'
+import type { AgentListEntry, CoordinatorApi, LogEntry, RunListEntry } from '../src/client/api.js'
+import type { ArtifactRef, Digest } from '../src/store/types.js'
+import { CoordinatorDb } from './db.js'
+import { AgentRegistry } from './agents.js'
+import { RunManager } from './runs.js'
+import { UploadBroker } from './uploads.js'
+
+export interface CoordinatorOptions {
+  dataDir: string
+  /** Multiaddrs for agents to dial; default a random loopback TCP port. */
+  listen?: string[]
+  logger: Logger
+  /** How long an agent may be silent or disconnected before its steps are rescheduled. */
+  leaseMs?: number
+  /** How often agents send heartbeats. */
+  heartbeatMs?: number
+  /** False opens only the database (offline queries: runs, explain, gc planning). */
+  network?: boolean
+}
+
+export class Coordinator implements CoordinatorApi {
+  readonly runs: RunManager
+  readonly registry = new AgentRegistry()
+  readonly uploads: UploadBroker
+  private readonly db: CoordinatorDb
+  private readonly node: Libp2p | undefined
+  private readonly log: Logger
+  private readonly leaseMs: number
+  private readonly heartbeatMs: number
+  private readonly leases = new Map<string, NodeJS.Timeout>()
+  private readonly channels = new Map<string, MessageChannel<AgentMessage, CoordinatorMessage>>()
+  private watchdog: NodeJS.Timeout | undefined
+  private stopped = false
+
+  private constructor (db: CoordinatorDb, node: Libp2p | undefined, options: CoordinatorOptions) {
+    this.db = db
+    this.node = node
+    this.log = options.logger
+    this.leaseMs = options.leaseMs ?? 15_000
+    this.heartbeatMs = options.heartbeatMs ?? Math.max(250, Math.floor(this.leaseMs / 5))
+    this.runs = new RunManager({ db, agents: this.registry, logger: this.log })
+    this.uploads = new UploadBroker(this.registry, this.log)
+  }
+
+  static async start (options: CoordinatorOptions): Promise<Coordinator> {
+    await mkdir(options.dataDir, { recursive: true })
+    const db = await CoordinatorDb.open(join(options.dataDir, 'db'))
+    let node: Libp2p | undefined
+    try {
+      if (options.network !== false) {
+        const privateKey = await loadOrCreatePrivateKey(options.dataDir)
+        const init: Parameters<typeof createNode>[0] = { privateKey }
+        if (options.listen !== undefined) init.listen = options.listen
+        node = await createNode(init)
+      }
+    } catch (err) {
+      await db.close()
+      throw err
+    }
+    const coordinator = new Coordinator(db, node, options)
+    if (node !== undefined) await coordinator.runs.recover()
+    if (node !== undefined) {
+      // Attempts recovered from a previous life: their agents get one lease to come back.
+      for (const agentId of coordinator.runs.agentsWithAttempts()) coordinator.startLease(agentId, 'not reconnected after a coordinator restart')
+      await node.handle(CONTROL_PROTOCOL, (stream: Stream, connection: Connection) => {
+        void coordinator.onControlStream(stream, connection)
+      }, { maxInboundStreams: 4 })
+      coordinator.watchdog = setInterval(() => { coordinator.checkHeartbeats() }, coordinator.heartbeatMs)
+      coordinator.watchdog.unref()
+    }
+    return coordinator
+  }
+
+  get peerId (): string {
+    if (this.node === undefined) throw new PipemeshError('INTERNAL', 'coordinator started without networking')
+    return this.node.peerId.toString()
+  }
+
+  multiaddrs (): string[] {
+    return this.node?.getMultiaddrs().map(a => a.toString()) ?? []
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    if (this.watchdog !== undefined) clearInterval(this.watchdog)
+    for (const timer of this.leases.values()) clearTimeout(timer)
+    for (const channel of this.channels.values()) channel.abort(new PipemeshError('UNREACHABLE', 'coordinator shutting down'))
+    await this.runs.close()
+    await this.node?.stop()
+    await this.db.close()
+  }
+
+  // --- the control protocol ---
+
+  private async onControlStream (stream: Stream, connection: Connection): Promise<void> {
+    const agentId = connection.remotePeer.toString()
+    const channel = openChannel<AgentMessage, CoordinatorMessage>(stream, {
+      inSchema: agentMessageSchema,
+      maxMessageBytes: MAX_CONTROL_MESSAGE_BYTES
+    })
+    const log = this.log.child({ agentId })
+    try {
+      let hello: Extract<AgentMessage, { type: 'hello' }> | undefined
+      for await (const msg of channel) {
+        if (hello === undefined) {
+          if (msg.type !== 'hello') throw new PipemeshError('PROTOCOL', `expected hello first, got ${msg.type}`)
+          hello = msg
+          this.channels.get(agentId)?.abort(new PipemeshError('CONFLICT', 'replaced by a newer connection of the same agent'))
+          this.channels.set(agentId, channel)
+          this.clearLease(agentId)
+          this.registry.connect({
+            id: agentId,
+            name: msg.name,
+            addrs: msg.addrs,
+            capabilities: msg.capabilities,
+            send: (out) => { void channel.send(out).catch((err: unknown) => { log.warn({ err }, 'could not send to agent') }) }
+          })
+          await channel.send({ type: 'welcome', coordinator: this.peerId, heartbeatMs: this.heartbeatMs })
+          log.info({ name: msg.name, running: msg.running.length }, 'agent connected')
+          this.runs.agentReconnected(agentId, msg.running)
+          continue
+        }
+        this.onAgentMessage(agentId, msg)
+      }
+    } catch (err) {
+      // A reset stream is how a vanished or restarting agent looks: worth a line, not a stack.
+      if (this.stopped) log.debug({ err }, 'control stream closed during shutdown')
+      else if (err instanceof PipemeshError && err.code === 'PROTOCOL') log.warn({ err: err.message }, 'agent broke the control protocol; closing its stream')
+      else log.info({ err: (err as Error).message }, 'control stream closed')
+      channel.abort(err instanceof Error ? err : new Error(String(err)))
+    } finally {
+      if (this.channels.get(agentId) === channel) {
+        this.channels.delete(agentId)
+        this.registry.disconnect(agentId)
+        this.uploads.agentGone(agentId)
+        log.info('agent disconnected')
+        this.startLease(agentId, 'disconnected')
+      }
+    }
+  }
+
+  private onAgentMessage (agentId: string, msg: AgentMessage): void {
+    const session = this.registry.get(agentId)
+    if (session !== undefined) session.lastSeen = Date.now()
+    switch (msg.type) {
+      case 'hello':
+        throw new PipemeshError('PROTOCOL', 'hello sent twice')
+      case 'holdings':
+        this.registry.addHoldings(agentId, msg.add)
+        this.registry.removeHoldings(agentId, msg.remove)
+        if (msg.done === true) {
+          this.registry.markSynced(agentId)
+          this.runs.capacityChanged()
+        }
+        break
+      case 'heartbeat':
+        if (session !== undefined) {
+          session.load = msg.load
+          session.view = { ...session.view, load: msg.load }
+          if (msg.transfers !== undefined) session.transfers = msg.transfers
+        }
+        break
+      case 'started':
+        this.runs.attemptStarted(agentId, msg.attemptId, msg.pid)
+        break
+      case 'log':
+        this.runs.attemptLog(agentId, msg.attemptId, msg.lines)
+        break
+      case 'finished':
+        this.runs.attemptFinished(agentId, msg.result)
+        break
+      case 'fetched':
+        this.uploads.onFetched(agentId, msg)
+        break
+    }
+  }
+
+  private checkHeartbeats (): void {
+    const now = Date.now()
+    for (const session of this.registry.connected()) {
+      if (now - session.lastSeen > this.leaseMs) {
+        this.log.warn({ agentId: session.id, silentMs: now - session.lastSeen }, 'agent stopped sending heartbeats')
+        this.channels.get(session.id)?.abort(new PipemeshError('UNREACHABLE', 'no heartbeat within the lease'))
+      }
+    }
+  }
+
+  private startLease (agentId: string, why: string): void {
+    this.clearLease(agentId)
+    const timer = setTimeout(() => {
+      this.leases.delete(agentId)
+      if (this.registry.get(agentId)?.connected === true) return
+      this.log.warn({ agentId }, 'agent lease expired; rescheduling its steps')
+      this.runs.agentLost(agentId, `${why} for more than ${this.leaseMs} ms`)
+    }, this.leaseMs)
+    timer.unref()
+    this.leases.set(agentId, timer)
+  }
+
+  private clearLease (agentId: string): void {
+    const timer = this.leases.get(agentId)
+    if (timer !== undefined) clearTimeout(timer)
+    this.leases.delete(agentId)
+  }
+
+  /** Resolves once an agent has connected and reported what it holds. */
+  async waitForAgent (agentId: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    if (this.registry.isSynced(agentId)) return
+    for await (const [id] of on(this.registry.events, 'synced', { signal: options.signal })) {
+      if (id === agentId) return
+    }
+  }
+
+  /**
+   * Decides what store garbage collection keeps: the newest `keepRuns` finished runs of each
+   * pipeline (older ones are deleted here), every unfinished run, and every reuse entry.
+   */
+  async planGc (keepRuns: number): Promise<{ keep: Set<Digest>, removedRuns: number }> {
+    const byPipeline = new Map<string, Array<{ id: string, createdAt: number, status: string }>>()
+    for await (const header of this.db.listRunHeaders()) {
+      const list = byPipeline.get(header.pipeline) ?? []
+      list.push({ id: header.id, createdAt: header.createdAt, status: header.status })
+      byPipeline.set(header.pipeline, list)
+    }
+    let removedRuns = 0
+    const kept: string[] = []
+    for (const runs of byPipeline.values()) {
+      runs.sort((a, b) => b.createdAt - a.createdAt)
+      let finished = 0
+      for (const run of runs) {
+        if (run.status === 'running' || finished++ < keepRuns) { kept.push(run.id); continue }
+        await this.db.deleteRun(run.id)
+        removedRuns++
+      }
+    }
+    const keep = new Set<Digest>()
+    for (const runId of kept) {
+      const run = await this.db.getRun(runId)
+      if (run === undefined) continue
+      const a = run.submission.artifacts
+      for (const ref of Object.values(a.inputs)) keep.add(ref.digest)
+      for (const code of Object.values(a.code)) keep.add(code.ref.digest)
+      for (const env of Object.values(a.environments)) keep.add(env.files.digest)
+      for (const step of await this.db.listSteps(runId)) {
+        for (const ref of Object.values(step.outputs)) keep.add(ref.digest)
+        for (const attempt of step.attempts) if (attempt.log !== undefined) keep.add(attempt.log.digest)
+      }
+    }
+    for await (const entry of this.db.listReuse()) for (const ref of Object.values(entry.outputs)) keep.add(ref.digest)
+    return { keep, removedRuns }
+  }
+
+  // --- the client API ---
+
+  async submit (request: SubmitRequest): Promise<RunSummary> {
+    const parsed = submitRequestSchema.safeParse(request)
+    if (!parsed.success) throw new PipemeshError('INVALID_ARGUMENT', `invalid submit request: ${parsed.error.issues.map(i => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
+    const req = parsed.data
+    const parseOptions: Parameters<typeof parsePipeline>[1] = { baseDir: req.pipeline.baseDir ?? '/', checkFiles: false, params: req.params }
+    if (req.pipeline.file !== undefined) parseOptions.file = req.pipeline.file
+    const pipeline = parsePipeline(req.pipeline.text, parseOptions)
+    const artifacts = req.artifacts as Submission['artifacts']
+    const missing: string[] = []
+    for (const name of Object.keys(pipeline.inputs)) if (artifacts.inputs[name] === undefined) missing.push(`input ${name}`)
+    for (const step of Object.values(pipeline.steps)) if (step.code.length > 0 && artifacts.code[step.id] === undefined) missing.push(`code of step ${step.id}`)
+    for (const name of Object.keys(pipeline.environments)) if (artifacts.environments[name] === undefined) missing.push(`files of environment ${name}`)
+    if (missing.length > 0) throw new PipemeshError('INVALID_ARGUMENT', `the submission lacks the content of: ${missing.join(', ')}`)
+    if (req.uploadedTo !== undefined) {
+      const refs = [...Object.values(artifacts.inputs), ...Object.values(artifacts.code).map(c => c.ref), ...Object.values(artifacts.environments).map(e => e.files)]
+      this.registry.addHoldings(req.uploadedTo, refs)
+    }
+    return await this.runs.submit({ pipeline, artifacts })
+  }
+
+  async getRun (runId: string): Promise<RunSummary> {
+    const run = await this.runs.getRun(runId)
+    if (run === undefined) throw new PipemeshError('NOT_FOUND', `no run with id ${runId}`, { hint: 'list runs with `pipemesh runs`' })
+    return run
+  }
+
+  async listRuns (options: { limit?: number } = {}): Promise<RunListEntry[]> {
+    return await this.runs.listRuns(options.limit ?? 50)
+  }
+
+  async cancel (runId: string): Promise<RunSummary> {
+    return await this.runs.cancel(runId)
+  }
+
+  async explain (runId: string, stepId: string): Promise<Explanation> {
+    const found = await this.runs.getStep(runId, stepId)
+    if (found === undefined) {
+      await this.getRun(runId)
+      throw new PipemeshError('NOT_FOUND', `run ${runId} has no step named ${stepId}`)
+    }
+    const history = (await this.db.history(found.run.pipeline, stepId)).filter(h => h.runId !== runId && h.at < (found.step.readyAt ?? Infinity))
+    return explainStep({
+      runId,
+      step: found.step,
+      spec: found.run.submission.pipeline.steps[stepId],
+      steps: found.steps,
+      history
+    })
+  }
+
+  async missingArtifacts (digests: Digest[]): Promise<Digest[]> {
+    return this.uploads.missing(digests)
+  }
+
+  async upload (refs: ArtifactRef[], from: PeerAddress, options: { signal?: AbortSignal } = {}): Promise<{ agentId: string | null, fetched: ArtifactRef[] }> {
+    return await this.uploads.upload(refs, from, options)
+  }
+
+  async locate (digest: Digest): Promise<PeerAddress[]> {
+    return this.registry.addresses(this.registry.holdersOf(digest))
+  }
+
+  async agents (): Promise<AgentListEntry[]> {
+    return this.registry.info()
+  }
+
+  async * logs (runId: string, stepId: string, options: { follow?: boolean, attempt?: number, signal?: AbortSignal } = {}): AsyncIterable<LogEntry> {
+    const controller = new AbortController()
+    const signal = options.signal === undefined ? controller.signal : AbortSignal.any([options.signal, controller.signal])
+    // Subscribe before reading stored lines so nothing falls between the two.
+    const live = options.follow === true ? on(this.runs.events, 'event', { signal }) : undefined
+    try {
+      const found = await this.runs.getStep(runId, stepId)
+      if (found === undefined) { await this.getRun(runId); throw new PipemeshError('NOT_FOUND', `run ${runId} has no step named ${stepId}`) }
+      const attempt = options.attempt === undefined ? found.step.attempts.at(-1) : found.step.attempts.find(a => a.number === options.attempt)
+      let seen = 0
+      if (attempt !== undefined) {
+        await this.db.flush()
+        const { lines, seq } = await this.db.readLog(attempt.id)
+        seen = seq
+        for (const line of lines) yield { ...line, attempt: attempt.number }
+      }
+      if (live === undefined || TERMINAL_STEP_STATUSES.has(found.step.status)) return
+      for await (const [event] of live as AsyncIterable<[RunEvent]>) {
+        if (event.runId !== runId) continue
+        if (event.type === 'log' && event.stepId === stepId) {
+          if (attempt !== undefined && event.attempt === attempt.number && (event.seq ?? Infinity) <= seen) continue
+          for (const line of event.lines) yield { ...line, attempt: event.attempt }
+        } else if (event.type === 'step' && event.step.id === stepId && TERMINAL_STEP_STATUSES.has(event.step.status)) {
+          return
+        } else if (event.type === 'run' && event.status !== 'running') {
+          return
+        }
+      }
+    } finally {
+      controller.abort()
+    }
+  }
+
+  async * events (runId: string, options: { signal?: AbortSignal } = {}): AsyncIterable<RunEvent> {
+    const controller = new AbortController()
+    const signal = options.signal === undefined ? controller.signal : AbortSignal.any([options.signal, controller.signal])
+    const live = on(this.runs.events, 'event', { signal })
+    try {
+      const snapshot = await this.getRun(runId)
+      const now = Date.now()
+      for (const step of snapshot.steps) yield { type: 'step', runId, step, at: now }
+      yield { type: 'run', runId, status: snapshot.status, at: now }
+      if (snapshot.status !== 'running') return
+      for await (const [event] of live as AsyncIterable<[RunEvent]>) {
+        if (event.runId !== runId) continue
+        yield event
+        if (event.type === 'run' && event.status !== 'running') return
+      }
+    } finally {
+      controller.abort()
+    }
+  }
+}

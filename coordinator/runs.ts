@@ -1,0 +1,643 @@
+// The run manager: drives every active run's DAG. It decides, step by step, whether to reuse an
+// earlier execution (fingerprint match with outputs still held), to skip (a dependency failed),
+// or to queue the step for placement; it places queued steps on agents, records attempts, and
+// reacts to results, lost agents and cancellation. All state changes go through one serialized
+// queue, so handlers never interleave; durable writes go to CoordinatorDb in batches.
+
+import { randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import type { Logger } from 'pino'
+import { PipemeshError, type WireError } from '../src/errors.js'
+import { resolveCommand } from '../src/spec/placeholders.js'
+import { topologicalOrder, stepDependencies } from '../src/dag.js'
+import { computeFingerprint, FINGERPRINT_SCHEME, type FingerprintParts } from '../src/fingerprint.js'
+import { placeStep, allocate, release } from '../src/scheduler/index.js'
+import type { CandidateReport } from '../src/scheduler/types.js'
+import type { Pipeline, StepSpec } from '../src/spec/types.js'
+import type { AttemptResult, Task } from '../src/protocol/task.js'
+import type { ArtifactRef, Digest } from '../src/store/types.js'
+import {
+  DONE_STEP_STATUSES, TERMINAL_STEP_STATUSES,
+  type AttemptRecord, type RunEvent, type RunRecord, type RunSummary, type StepRecord, type StepSummary, type Submission
+} from '../src/run/types.js'
+import type { RunListEntry } from '../src/client/api.js'
+import type { CoordinatorDb } from './db.js'
+import type { AgentRegistry } from './agents.js'
+
+interface ActiveRun {
+  record: RunRecord
+  pipeline: Pipeline
+  steps: Map<string, StepRecord>
+  pending: Set<string>
+  timer?: NodeJS.Timeout
+}
+
+interface AttemptIndex {
+  runId: string
+  stepId: string
+  agentId: string
+  /** False for attempts recovered after a coordinator restart until their agent reconnects. */
+  allocated: boolean
+}
+
+/** Lost attempts (agent died) retried beyond the step's own retries before giving up. */
+const MAX_LOST_ATTEMPTS = 5
+
+export interface RunManagerInit {
+  db: CoordinatorDb
+  agents: AgentRegistry
+  logger: Logger
+}
+
+export class RunManager {
+  readonly events = new EventEmitter()
+  private readonly db: CoordinatorDb
+  private readonly agents: AgentRegistry
+  private readonly log: Logger
+  private readonly active = new Map<string, ActiveRun>()
+  private readonly attempts = new Map<string, AttemptIndex>()
+  private queue: Promise<void> = Promise.resolve()
+  private retryTimer: NodeJS.Timeout | undefined
+  private logSeq = new Map<string, number>()
+  private closed = false
+
+  constructor (init: RunManagerInit) {
+    this.db = init.db
+    this.agents = init.agents
+    this.log = init.logger
+    this.events.setMaxListeners(0)
+  }
+
+  // --- entry points (each serialized) ---
+
+  async submit (submission: Submission): Promise<RunSummary> {
+    return await this.serialize(async () => {
+      const pipeline = submission.pipeline
+      const order = topologicalOrder(pipeline)
+      const now = Date.now()
+      const record: RunRecord = {
+        id: newRunId(now),
+        pipeline: pipeline.name,
+        status: 'running',
+        createdAt: now,
+        params: pipeline.params,
+        order,
+        submission
+      }
+      const run: ActiveRun = { record, pipeline, steps: new Map(), pending: new Set(order) }
+      for (const id of order) {
+        run.steps.set(id, { runId: record.id, id, status: 'pending', attempts: [], outputs: {} })
+      }
+      this.active.set(record.id, run)
+      this.db.putSubmission(record.id, submission)
+      this.db.putRun(record)
+      for (const step of run.steps.values()) this.db.putStep(step)
+      if (pipeline.timeoutMs !== undefined) {
+        run.timer = setTimeout(() => { void this.cancel(record.id, `run exceeded its timeout of ${pipeline.timeoutMs} ms`) }, pipeline.timeoutMs)
+        run.timer.unref()
+      }
+      this.log.info({ runId: record.id, pipeline: pipeline.name, steps: order.length }, 'run submitted')
+      this.emit({ type: 'run', runId: record.id, status: 'running', at: now })
+      await this.advance(run)
+      const summary = this.summarize(run.record, [...run.steps.values()])
+      this.finishIfDone(run)
+      this.dispatch()
+      return summary
+    })
+  }
+
+  async cancel (runId: string, reason = 'cancelled by user'): Promise<RunSummary> {
+    return await this.serialize(async () => {
+      const run = this.active.get(runId)
+      if (run === undefined) {
+        const summary = await this.getRun(runId)
+        if (summary === undefined) throw new PipemeshError('NOT_FOUND', `no run with id ${runId}`)
+        return summary
+      }
+      run.record.cancelRequested = true
+      run.record.error = reason
+      for (const step of run.steps.values()) {
+        if (step.status === 'pending' || step.status === 'queued') {
+          this.setStep(run, step, 'cancelled', reason)
+          run.pending.delete(step.id)
+        } else if (step.status === 'running') {
+          const attempt = step.attempts.at(-1)
+          if (attempt !== undefined) this.agents.get(attempt.agentId)?.send({ type: 'cancel', attemptId: attempt.id, reason })
+        }
+      }
+      this.db.putRun(run.record)
+      this.finishIfDone(run)
+      return this.summarize(run.record, [...run.steps.values()])
+    })
+  }
+
+  attemptStarted (agentId: string, attemptId: string, pid: number): void {
+    void this.serialize(async () => {
+      const found = this.lookupAttempt(agentId, attemptId)
+      if (found === undefined) return
+      found.attempt.pid = pid
+      this.db.putStep(found.step)
+    })
+  }
+
+  attemptFinished (agentId: string, result: AttemptResult): void {
+    void this.serialize(async () => {
+      const found = this.lookupAttempt(agentId, result.attemptId)
+      if (found === undefined) {
+        // Fencing: a result for an attempt we gave up on (lost lease, cancelled run) is dropped.
+        this.log.warn({ agentId, attemptId: result.attemptId }, 'discarding result of an attempt that is no longer current')
+        this.agents.get(agentId)?.send({ type: 'forget', attemptIds: [result.attemptId] })
+        return
+      }
+      const { run, step, attempt } = found
+      const allocated = this.attempts.get(attempt.id)?.allocated === true
+      this.attempts.delete(attempt.id)
+      if (allocated) this.releaseAgent(agentId, step, attempt)
+      attempt.state = result.status
+      attempt.exitCode = result.exitCode
+      attempt.finishedAt = result.finishedAt
+      if (result.error !== undefined) attempt.error = result.error
+      if (result.log !== undefined) attempt.log = result.log
+      if (result.status === 'succeeded') {
+        this.agents.addHoldings(agentId, Object.values(result.outputs))
+        this.succeed(run, step, result.outputs)
+      } else if (result.status === 'cancelled' && run.record.cancelRequested === true) {
+        this.setStep(run, step, 'cancelled', run.record.error ?? 'cancelled')
+      } else if (result.status === 'cancelled') {
+        // The agent handed the step back (shutting down): run it elsewhere.
+        this.requeue(run, step, `attempt ${attempt.number} was handed back by agent ${attempt.agentName}`, 0)
+      } else {
+        this.failOrRetry(run, step, attempt, result.error)
+      }
+      await this.advance(run)
+      this.finishIfDone(run)
+      this.dispatch()
+    })
+  }
+
+  attemptLog (agentId: string, attemptId: string, lines: Array<{ t: number, stream: 'stdout' | 'stderr', line: string }>): void {
+    const index = this.attempts.get(attemptId)
+    if (index === undefined || index.agentId !== agentId) return
+    const seq = (this.logSeq.get(attemptId) ?? 0) + 1
+    this.logSeq.set(attemptId, seq)
+    this.db.appendLog(attemptId, seq, lines)
+    const step = this.active.get(index.runId)?.steps.get(index.stepId)
+    this.emit({ type: 'log', runId: index.runId, stepId: index.stepId, attempt: step?.attempts.at(-1)?.number ?? 0, seq, lines })
+  }
+
+  /** Capacity changed (an agent connected or freed up): try to place queued steps. */
+  capacityChanged (): void {
+    void this.serialize(async () => { this.dispatch() })
+  }
+
+  /**
+   * An agent is gone for good (its lease expired): its running attempts are lost and rescheduled,
+   * and its holdings no longer count.
+   */
+  agentLost (agentId: string, why: string): void {
+    void this.serialize(async () => {
+      for (const [attemptId, index] of [...this.attempts]) {
+        if (index.agentId === agentId) this.loseAttempt(attemptId, `agent was lost: ${why}`)
+      }
+      this.agents.remove(agentId)
+      for (const run of this.active.values()) {
+        await this.advance(run)
+        this.finishIfDone(run)
+      }
+      this.dispatch()
+    })
+  }
+
+  /** Gives up on an attempt whose agent is gone; its step runs again elsewhere. */
+  private loseAttempt (attemptId: string, why: string): void {
+    const index = this.attempts.get(attemptId)
+    this.attempts.delete(attemptId)
+    if (index === undefined) return
+    const run = this.active.get(index.runId)
+    const step = run?.steps.get(index.stepId)
+    const attempt = step?.attempts.find(a => a.id === attemptId)
+    if (run === undefined || step === undefined || attempt === undefined) return
+    if (index.allocated) this.releaseAgent(index.agentId, step, attempt)
+    attempt.state = 'lost'
+    attempt.finishedAt = Date.now()
+    attempt.error = { code: 'UNREACHABLE', message: `attempt ${attempt.number} on ${attempt.agentName}: ${why}`, retryable: true }
+    if (run.record.cancelRequested === true) {
+      this.setStep(run, step, 'cancelled', run.record.error ?? 'cancelled')
+      return
+    }
+    const lost = step.attempts.filter(a => a.state === 'lost').length
+    if (lost > MAX_LOST_ATTEMPTS) {
+      this.setStep(run, step, 'failed', `lost ${lost} attempts to vanished agents; giving up`)
+    } else {
+      this.requeue(run, step, `attempt ${attempt.number} on ${attempt.agentName} was lost (${why}); running it again`, 0)
+    }
+  }
+
+  /**
+   * Reloads runs that were running when the coordinator stopped. Their running attempts are kept
+   * until the agent reconnects and says whether it still has them (adopted) or not (rerun).
+   */
+  async recover (): Promise<string[]> {
+    const recovered: string[] = []
+    for await (const record of this.db.unfinishedRuns()) {
+      const steps = await this.db.listSteps(record.id)
+      const run: ActiveRun = { record, pipeline: record.submission.pipeline, steps: new Map(steps.map(s => [s.id, s])), pending: new Set() }
+      for (const step of run.steps.values()) {
+        if (step.status === 'pending') run.pending.add(step.id)
+        if (step.status !== 'running') continue
+        const attempt = step.attempts.at(-1)
+        if (attempt?.state === 'running') {
+          this.attempts.set(attempt.id, { runId: record.id, stepId: step.id, agentId: attempt.agentId, allocated: false })
+        } else {
+          step.status = 'queued'
+        }
+      }
+      this.active.set(record.id, run)
+      recovered.push(record.id)
+      this.log.info({ runId: record.id }, 'recovered unfinished run')
+    }
+    for (const run of this.active.values()) await this.advance(run)
+    return recovered
+  }
+
+  /** Agents that the coordinator expects to run some attempt. */
+  agentsWithAttempts (): string[] {
+    return [...new Set([...this.attempts.values()].map(i => i.agentId))]
+  }
+
+  /**
+   * An agent (re)connected and listed the attempts it still runs or has results for. Those the
+   * coordinator also expects are adopted; those it expects but the agent lacks are lost.
+   */
+  agentReconnected (agentId: string, running: string[]): void {
+    void this.serialize(async () => {
+      const reported = new Set(running)
+      const agent = this.agents.get(agentId)
+      const lostOnes: string[] = []
+      for (const [attemptId, index] of this.attempts) {
+        if (index.agentId !== agentId) continue
+        if (!reported.has(attemptId)) { lostOnes.push(attemptId); continue }
+        if (!index.allocated && agent !== undefined) {
+          const step = this.active.get(index.runId)?.steps.get(index.stepId)
+          const spec = this.active.get(index.runId)?.pipeline.steps[index.stepId]
+          const attempt = step?.attempts.find(a => a.id === attemptId)
+          if (spec !== undefined && attempt !== undefined) {
+            agent.view = allocate(agent.view, spec.resources, attempt.gpus)
+            agent.attempts.add(attemptId)
+            index.allocated = true
+          }
+        }
+      }
+      const unknown = running.filter(id => !this.attempts.has(id))
+      if (unknown.length > 0) this.agents.get(agentId)?.send({ type: 'forget', attemptIds: unknown })
+      for (const attemptId of lostOnes) this.loseAttempt(attemptId, 'the agent reconnected without it')
+      for (const run of this.active.values()) { await this.advance(run); this.finishIfDone(run) }
+      this.dispatch()
+    })
+  }
+
+  // --- queries ---
+
+  async getRun (runId: string): Promise<RunSummary | undefined> {
+    const run = this.active.get(runId)
+    if (run !== undefined) return this.summarize(run.record, [...run.steps.values()])
+    await this.db.flush()
+    const record = await this.db.getRun(runId)
+    if (record === undefined) return undefined
+    return this.summarize(record, await this.db.listSteps(runId))
+  }
+
+  async getStep (runId: string, stepId: string): Promise<{ run: RunRecord, step: StepRecord, steps: StepRecord[] } | undefined> {
+    const run = this.active.get(runId)
+    if (run !== undefined) {
+      const step = run.steps.get(stepId)
+      return step === undefined ? undefined : { run: run.record, step, steps: [...run.steps.values()] }
+    }
+    await this.db.flush()
+    const record = await this.db.getRun(runId)
+    if (record === undefined) return undefined
+    const steps = await this.db.listSteps(runId)
+    const step = steps.find(s => s.id === stepId)
+    return step === undefined ? undefined : { run: record, step, steps }
+  }
+
+  async listRuns (limit = 50): Promise<RunListEntry[]> {
+    const out: RunListEntry[] = []
+    for await (const header of this.db.listRunHeaders()) {
+      const record = this.active.get(header.id)?.record ?? header
+      const entry: RunListEntry = { runId: record.id, pipeline: record.pipeline, status: record.status, createdAt: record.createdAt, steps: record.order.length }
+      if (record.finishedAt !== undefined) entry.finishedAt = record.finishedAt
+      out.push(entry)
+    }
+    out.sort((a, b) => b.createdAt - a.createdAt)
+    return out.slice(0, limit)
+  }
+
+  isActive (runId: string): boolean {
+    return this.active.has(runId)
+  }
+
+  async close (): Promise<void> {
+    this.closed = true
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer)
+    for (const run of this.active.values()) if (run.timer !== undefined) clearTimeout(run.timer)
+    await this.queue
+    await this.db.flush()
+  }
+
+  // --- the state machine ---
+
+  /** Moves ready steps forward: reuse, skip or queue. One pass in topological order suffices. */
+  private async advance (run: ActiveRun): Promise<void> {
+    if (run.record.cancelRequested === true) return
+    for (const id of run.record.order) {
+      if (!run.pending.has(id)) continue
+      const step = run.steps.get(id)!
+      const spec = run.pipeline.steps[id]!
+      const deps = stepDependencies(spec).map(d => run.steps.get(d)!)
+      const blocked = deps.find(d => TERMINAL_STEP_STATUSES.has(d.status) && !DONE_STEP_STATUSES.has(d.status))
+      if (blocked !== undefined) {
+        run.pending.delete(id)
+        this.setStep(run, step, 'skipped', `dependency ${blocked.id} ${blocked.status}`)
+        continue
+      }
+      if (!deps.every(d => DONE_STEP_STATUSES.has(d.status))) continue
+      run.pending.delete(id)
+      const parts = this.fingerprintParts(run, spec)
+      step.fingerprintParts = parts
+      step.fingerprint = computeFingerprint(parts)
+      step.readyAt = Date.now()
+      if (spec.cache) {
+        const hit = await this.db.getReuse(step.fingerprint)
+        if (hit !== undefined && Object.values(hit.outputs).every(o => this.agents.isAvailable(o.digest)) &&
+            spec.outputs.every(o => hit.outputs[o] !== undefined)) {
+          step.outputs = hit.outputs
+          step.reusedFrom = { runId: hit.runId, stepId: hit.stepId, at: hit.at }
+          step.finishedAt = Date.now()
+          this.setStep(run, step, 'reused', `fingerprint matched step ${hit.stepId} of run ${hit.runId}`)
+          continue
+        }
+        if (hit !== undefined) step.reason = 'an earlier execution matched, but its outputs are no longer held by any connected agent'
+      }
+      this.setStep(run, step, 'queued', step.reason ?? 'waiting for an agent')
+    }
+  }
+
+  private fingerprintParts (run: ActiveRun, spec: StepSpec): FingerprintParts {
+    const { command, env, params } = resolveCommand(spec, run.pipeline.params)
+    const artifacts = run.record.submission.artifacts
+    const inputs: Record<string, Digest> = {}
+    for (const [name, source] of Object.entries(spec.inputs)) {
+      const ref = this.inputRef(run, source)
+      inputs[name] = ref.digest
+    }
+    const code = artifacts.code[spec.id]
+    return {
+      command,
+      env,
+      code: { digest: code?.ref.digest ?? null, files: code?.files ?? {} },
+      environment: spec.environment === undefined ? null : artifacts.environments[spec.environment]?.digest ?? null,
+      inputs,
+      outputs: [...spec.outputs],
+      params,
+      template: spec.command,
+      scheme: FINGERPRINT_SCHEME
+    }
+  }
+
+  private inputRef (run: ActiveRun, source: StepSpec['inputs'][string]): ArtifactRef {
+    if (source.kind === 'pipeline') {
+      const ref = run.record.submission.artifacts.inputs[source.input]
+      if (ref === undefined) throw new PipemeshError('INTERNAL', `pipeline input ${source.input} was not uploaded`)
+      return ref
+    }
+    const ref = run.steps.get(source.step)?.outputs[source.output]
+    if (ref === undefined) throw new PipemeshError('INTERNAL', `output ${source.step}.${source.output} is not available`)
+    return ref
+  }
+
+  /** Places queued steps of every active run, oldest run first, while agents have room. */
+  private dispatch (): void {
+    if (this.closed) return
+    let agents = this.agents.views()
+    const now = Date.now()
+    let nextRetry = Infinity
+    // Steps with identical requirements and no inputs get the same answer within one pass.
+    const full = new Set<string>()
+    const runs = [...this.active.values()].sort((a, b) => a.record.createdAt - b.record.createdAt)
+    for (const run of runs) {
+      if (run.record.cancelRequested === true) continue
+      for (const id of run.record.order) {
+        const step = run.steps.get(id)!
+        if (step.status !== 'queued') continue
+        if (step.notBefore !== undefined && step.notBefore > now) { nextRetry = Math.min(nextRetry, step.notBefore); continue }
+        const spec = run.pipeline.steps[id]!
+        const key = Object.keys(spec.inputs).length === 0 ? JSON.stringify(spec.resources) : undefined
+        if (key !== undefined && full.has(key)) continue
+        const inputs = Object.entries(spec.inputs).map(([name, source]) => {
+          const ref = this.inputRef(run, source)
+          return { name, size: ref.size, holders: this.agents.holdersOf(ref.digest) }
+        })
+        const placement = placeStep({ stepId: id, resources: spec.resources, inputs }, agents)
+        if (placement.kind === 'placed') {
+          this.startAttempt(run, step, spec, placement.agentId, placement.gpus, placement.reason, placement.candidates)
+          agents = this.agents.views()
+        } else if (placement.kind === 'queued') {
+          if (key !== undefined) full.add(key)
+          if (step.reason !== placement.reason) this.setStep(run, step, 'queued', placement.reason)
+        } else {
+          this.setStep(run, step, 'failed', placement.reason)
+          step.error = { code: 'UNSCHEDULABLE', message: `step ${id} cannot run on any connected agent: ${placement.reason}` }
+          this.db.putStep(step)
+          void this.serialize(async () => { await this.advance(run); this.finishIfDone(run) })
+        }
+      }
+    }
+    if (nextRetry !== Infinity) this.armRetryTimer(nextRetry - now)
+  }
+
+  private startAttempt (run: ActiveRun, step: StepRecord, spec: StepSpec, agentId: string, gpus: number[], reason: string, candidates: CandidateReport[]): void {
+    const agent = this.agents.get(agentId)!
+    agent.view = allocate(agent.view, spec.resources, gpus)
+    const number = step.attempts.length + 1
+    const attemptId = `${run.record.id}.${step.id}.${number}.${randomBytes(3).toString('hex')}`
+    const attempt: AttemptRecord = {
+      id: attemptId, number, agentId, agentName: agent.name, state: 'running', exitCode: null, startedAt: Date.now(), gpus
+    }
+    step.attempts.push(attempt)
+    step.placement = { agentId, agentName: agent.name, reason, candidates, at: attempt.startedAt }
+    step.startedAt ??= attempt.startedAt
+    delete step.notBefore
+    this.attempts.set(attemptId, { runId: run.record.id, stepId: step.id, agentId, allocated: true })
+    agent.attempts.add(attemptId)
+    this.setStep(run, step, 'running', `attempt ${number} on ${agent.name}`)
+
+    const artifacts = run.record.submission.artifacts
+    const inputs: Record<string, ArtifactRef> = {}
+    const sources: Record<string, ReturnType<AgentRegistry['addresses']>> = {}
+    for (const [name, source] of Object.entries(spec.inputs)) {
+      const ref = this.inputRef(run, source)
+      inputs[name] = ref
+      sources[name] = this.agents.addresses(this.agents.holdersOf(ref.digest).filter(h => h !== agentId))
+    }
+    const code = artifacts.code[spec.id]
+    if (code !== undefined) sources['.code'] = this.agents.addresses(this.agents.holdersOf(code.ref.digest).filter(h => h !== agentId))
+    const task: Task = {
+      attemptId,
+      runId: run.record.id,
+      stepId: step.id,
+      attempt: number,
+      command: step.fingerprintParts!.command,
+      inputs,
+      outputs: [...spec.outputs],
+      env: step.fingerprintParts!.env,
+      gpus
+    }
+    if (code !== undefined) task.code = code.ref.digest
+    if (spec.environment !== undefined) {
+      const env = artifacts.environments[spec.environment]!
+      const envSpec = run.pipeline.environments[spec.environment]!
+      task.environment = { name: spec.environment, digest: env.digest, files: env.files.digest, setup: envSpec.setup }
+      sources['.env'] = this.agents.addresses(this.agents.holdersOf(env.files.digest).filter(h => h !== agentId))
+    }
+    if (spec.timeoutMs !== undefined) task.timeoutMs = spec.timeoutMs
+    this.log.debug({ runId: run.record.id, step: step.id, agentId, attemptId }, 'dispatching attempt')
+    agent.send({ type: 'task', task, sources })
+  }
+
+  private succeed (run: ActiveRun, step: StepRecord, outputs: Record<string, ArtifactRef>): void {
+    step.outputs = outputs
+    step.finishedAt = Date.now()
+    delete step.error
+    this.setStep(run, step, 'succeeded', undefined)
+    const spec = run.pipeline.steps[step.id]!
+    if (step.fingerprint !== undefined && step.fingerprintParts !== undefined) {
+      if (spec.cache) this.db.putReuse({ fingerprint: step.fingerprint, outputs, runId: run.record.id, stepId: step.id, at: step.finishedAt })
+      this.db.putHistory(run.pipeline.name, { runId: run.record.id, stepId: step.id, fingerprint: step.fingerprint, parts: step.fingerprintParts, at: step.finishedAt })
+    }
+  }
+
+  private failOrRetry (run: ActiveRun, step: StepRecord, attempt: AttemptRecord, error: WireError | undefined): void {
+    const spec = run.pipeline.steps[step.id]!
+    const counted = step.attempts.filter(a => a.state === 'failed').length
+    const nonRetryable = attempt.exitCode !== null && spec.retry.nonRetryableExitCodes.includes(attempt.exitCode)
+    const message = error?.message ?? `attempt ${attempt.number} failed`
+    if (!nonRetryable && counted <= spec.retry.max && run.record.cancelRequested !== true) {
+      const base = spec.retry.backoffMs * 2 ** (counted - 1)
+      const delay = Math.round(base * (0.5 + Math.random()))
+      this.requeue(run, step, `attempt ${attempt.number} failed (${message.split('\n')[0] ?? ''}); retry ${counted} of ${spec.retry.max} in ${delay} ms`, delay)
+      return
+    }
+    step.finishedAt = Date.now()
+    if (error !== undefined) step.error = error
+    const why = nonRetryable ? `exit code ${attempt.exitCode ?? ''} is marked non-retryable; ` : ''
+    this.setStep(run, step, 'failed', `${why}${message}`)
+  }
+
+  private requeue (run: ActiveRun, step: StepRecord, reason: string, delayMs: number): void {
+    if (delayMs > 0) step.notBefore = Date.now() + delayMs
+    this.setStep(run, step, 'queued', reason)
+  }
+
+  private releaseAgent (agentId: string, step: StepRecord, attempt: AttemptRecord): void {
+    const agent = this.agents.get(agentId)
+    if (agent === undefined) return
+    agent.attempts.delete(attempt.id)
+    const spec = this.active.get(step.runId)?.pipeline.steps[step.id]
+    if (spec !== undefined) agent.view = release(agent.view, spec.resources, attempt.gpus)
+  }
+
+  private finishIfDone (run: ActiveRun): void {
+    if (run.record.status !== 'running') return
+    const steps = [...run.steps.values()]
+    if (!steps.every(s => TERMINAL_STEP_STATUSES.has(s.status))) return
+    let status: RunRecord['status'] = 'succeeded'
+    if (run.record.cancelRequested === true) status = 'cancelled'
+    else if (steps.some(s => !DONE_STEP_STATUSES.has(s.status))) status = 'failed'
+    run.record.status = status
+    run.record.finishedAt = Date.now()
+    if (status === 'failed' && run.record.error === undefined) {
+      run.record.error = steps.filter(s => s.status === 'failed').map(s => `${s.id}: ${s.reason ?? 'failed'}`).join('; ')
+    }
+    if (run.timer !== undefined) clearTimeout(run.timer)
+    this.db.putRun(run.record)
+    this.active.delete(run.record.id)
+    this.log.info({ runId: run.record.id, status }, 'run finished')
+    this.emit({ type: 'run', runId: run.record.id, status, at: run.record.finishedAt })
+  }
+
+  private setStep (run: ActiveRun, step: StepRecord, status: StepRecord['status'], reason: string | undefined): void {
+    step.status = status
+    if (reason === undefined) delete step.reason
+    else step.reason = reason
+    if (status === 'skipped' || status === 'cancelled' || status === 'failed') step.finishedAt ??= Date.now()
+    this.db.putStep(step)
+    this.emit({ type: 'step', runId: run.record.id, step: this.summarizeStep(step), at: Date.now() })
+  }
+
+  private lookupAttempt (agentId: string, attemptId: string): { run: ActiveRun, step: StepRecord, attempt: AttemptRecord } | undefined {
+    const index = this.attempts.get(attemptId)
+    if (index === undefined || index.agentId !== agentId) return undefined
+    const run = this.active.get(index.runId)
+    const step = run?.steps.get(index.stepId)
+    const attempt = step?.attempts.find(a => a.id === attemptId)
+    if (run === undefined || step === undefined || attempt === undefined) return undefined
+    return { run, step, attempt }
+  }
+
+  private armRetryTimer (delayMs: number): void {
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer)
+    this.retryTimer = setTimeout(() => { this.retryTimer = undefined; this.capacityChanged() }, Math.max(0, delayMs) + 5)
+    this.retryTimer.unref()
+  }
+
+  private emit (event: RunEvent): void {
+    this.events.emit('event', event)
+  }
+
+  private async serialize<T> (fn: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(fn)
+    this.queue = result.then(() => {}, (err: unknown) => { this.log.error({ err }, 'run manager handler failed') })
+    return await result
+  }
+
+  summarize (record: Omit<RunRecord, 'submission'>, steps: StepRecord[]): RunSummary {
+    const byId = new Map(steps.map(s => [s.id, s]))
+    const ordered = record.order.map(id => byId.get(id)).filter((s): s is StepRecord => s !== undefined)
+    const summary: RunSummary = {
+      runId: record.id,
+      pipeline: record.pipeline,
+      status: record.status,
+      createdAt: record.createdAt,
+      steps: ordered.map(s => this.summarizeStep(s))
+    }
+    if (record.finishedAt !== undefined) summary.finishedAt = record.finishedAt
+    if (record.error !== undefined) summary.error = record.error
+    return summary
+  }
+
+  private summarizeStep (s: StepRecord): StepSummary {
+    const last = s.attempts.at(-1)
+    const out: StepSummary = {
+      id: s.id,
+      status: s.status,
+      fingerprint: s.fingerprint ?? null,
+      attempts: s.attempts.length,
+      agent: last?.agentName ?? null,
+      exitCode: last?.exitCode ?? null,
+      outputs: Object.fromEntries(Object.entries(s.outputs).map(([k, v]) => [k, v.digest]))
+    }
+    if (s.reason !== undefined) out.reason = s.reason
+    if (s.startedAt !== undefined) out.startedAt = s.startedAt
+    if (s.finishedAt !== undefined) out.finishedAt = s.finishedAt
+    if (s.error !== undefined) out.error = s.error
+    return out
+  }
+}
+
+function newRunId (now: number): string {
+  const d = new Date(now)
+  const pad = (n: number, w = 2): string => n.toString().padStart(w, '0')
+  const stamp = `${d.getUTCFullYear()}${pad(d.getUTCMonth() + 1)}${pad(d.getUTCDate())}-${pad(d.getUTCHours())}${pad(d.getUTCMinutes())}${pad(d.getUTCSeconds())}`
+  return `run-${stamp}-${randomBytes(3).toString('hex')}`
+}

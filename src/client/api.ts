@@ -1,0 +1,60 @@
+// The coordinator's client-facing API as one interface. The HTTP server exposes it, the HTTP
+// client implements it over the network, and an embedded coordinator implements it in process,
+// so the CLI has a single code path for "local" and "remote".
+
+import type { LogLine } from '../protocol/task.js'
+import type { RunEvent, RunRecord, RunSummary } from '../run/types.js'
+import type { SubmitRequest } from './submit-request.js'
+import type { PeerAddress, WireCapabilities } from '../protocol/messages.js'
+import type { ArtifactRef, Digest } from '../store/types.js'
+import type { AgentView } from '../scheduler/types.js'
+import type { Explanation } from '../run/explain.js'
+
+export interface RunListEntry {
+  runId: string
+  pipeline: string
+  status: RunRecord['status']
+  createdAt: number
+  finishedAt?: number
+  steps: number
+}
+
+export interface AgentListEntry {
+  id: string
+  name: string
+  connected: boolean
+  draining: boolean
+  lastSeen: number
+  addrs: string[]
+  capabilities: WireCapabilities
+  allocated: AgentView['allocated']
+  running: number
+  load: number
+  holdings: number
+  /** Bytes the agent served to and fetched from peers (the coordinator relays none). */
+  transfers?: { bytesServed: number, bytesFetched: number }
+}
+
+export interface LogEntry extends LogLine {
+  attempt: number
+}
+
+export interface CoordinatorApi {
+  /** Validates the pipeline text again (the coordinator trusts no client) and starts a run. */
+  submit: (request: SubmitRequest) => Promise<RunSummary>
+  getRun: (runId: string) => Promise<RunSummary>
+  listRuns: (options?: { limit?: number }) => Promise<RunListEntry[]>
+  cancel: (runId: string) => Promise<RunSummary>
+  explain: (runId: string, stepId: string) => Promise<Explanation>
+  agents: () => Promise<AgentListEntry[]>
+  /** The step's log; with follow, keeps yielding until the step finishes or the signal aborts. */
+  logs: (runId: string, stepId: string, options?: { follow?: boolean, attempt?: number, signal?: AbortSignal }) => AsyncIterable<LogEntry>
+  /** Which of these artifacts no connected agent holds (the client must upload them). */
+  missingArtifacts: (digests: Digest[]) => Promise<Digest[]>
+  /** Has an agent pull the artifacts the mesh lacks from the client's own libp2p node. */
+  upload: (refs: ArtifactRef[], from: PeerAddress, options?: { signal?: AbortSignal }) => Promise<{ agentId: string | null, fetched: ArtifactRef[] }>
+  /** The connected agents holding an artifact, with their addresses. */
+  locate: (digest: Digest) => Promise<PeerAddress[]>
+  /** Events of one run, starting with a snapshot; ends when the run ends or the signal aborts. */
+  events: (runId: string, options?: { signal?: AbortSignal }) => AsyncIterable<RunEvent>
+}

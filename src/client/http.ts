@@ -1,0 +1,144 @@
+// CoordinatorApi over HTTP, for the CLI and the TypeScript SDK. It imports nothing of libp2p, so
+// status queries start fast. Errors from the server come back as PipemeshErrors with their code.
+
+import { createParser } from 'eventsource-parser'
+import { PipemeshError, fromWireError, type WireError } from '../errors.js'
+import type { Explanation } from '../run/explain.js'
+import type { RunEvent, RunSummary } from '../run/types.js'
+import type { AgentListEntry, CoordinatorApi, LogEntry, RunListEntry } from './api.js'
+import type { SubmitRequest } from './submit-request.js'
+import type { PeerAddress } from '../protocol/messages.js'
+import type { ArtifactRef, Digest } from '../store/types.js'
+
+export class HttpCoordinatorClient implements CoordinatorApi {
+  private readonly base: string
+
+  constructor (url: string, private readonly token?: string) {
+    this.base = url.replace(/\/+$/, '')
+    if (!/^https?:\/\//.test(this.base)) throw new PipemeshError('INVALID_ARGUMENT', `coordinator URL "${url}" must start with http:// or https://`)
+  }
+
+  async submit (request: SubmitRequest): Promise<RunSummary> {
+    return await this.json('POST', '/v1/runs', request)
+  }
+
+  async getRun (runId: string): Promise<RunSummary> {
+    return await this.json('GET', `/v1/runs/${encodeURIComponent(runId)}`)
+  }
+
+  async listRuns (options: { limit?: number } = {}): Promise<RunListEntry[]> {
+    return await this.json('GET', `/v1/runs${options.limit === undefined ? '' : `?limit=${options.limit}`}`)
+  }
+
+  async cancel (runId: string): Promise<RunSummary> {
+    return await this.json('POST', `/v1/runs/${encodeURIComponent(runId)}/cancel`)
+  }
+
+  async explain (runId: string, stepId: string): Promise<Explanation> {
+    return await this.json('GET', `/v1/runs/${encodeURIComponent(runId)}/steps/${encodeURIComponent(stepId)}/explain`)
+  }
+
+  async agents (): Promise<AgentListEntry[]> {
+    return await this.json('GET', '/v1/agents')
+  }
+
+  async missingArtifacts (digests: Digest[]): Promise<Digest[]> {
+    return (await this.json<{ missing: Digest[] }>('POST', '/v1/artifacts/missing', { digests })).missing
+  }
+
+  async upload (refs: ArtifactRef[], from: PeerAddress, options: { signal?: AbortSignal } = {}): Promise<{ agentId: string | null, fetched: ArtifactRef[] }> {
+    const response = await this.request('POST', '/v1/uploads', { refs, from }, options.signal)
+    return await response.json() as { agentId: string | null, fetched: ArtifactRef[] }
+  }
+
+  async locate (digest: Digest): Promise<PeerAddress[]> {
+    return await this.json('GET', `/v1/artifacts/${encodeURIComponent(digest)}/holders`)
+  }
+
+  async health (): Promise<Record<string, unknown>> {
+    return await this.json('GET', '/v1/health')
+  }
+
+  async * logs (runId: string, stepId: string, options: { follow?: boolean, attempt?: number, signal?: AbortSignal } = {}): AsyncIterable<LogEntry> {
+    const query = new URLSearchParams()
+    if (options.follow === true) query.set('follow', 'true')
+    if (options.attempt !== undefined) query.set('attempt', String(options.attempt))
+    const response = await this.request('GET', `/v1/runs/${encodeURIComponent(runId)}/steps/${encodeURIComponent(stepId)}/logs?${query.toString()}`, undefined, options.signal)
+    let buffered = ''
+    for await (const chunk of readText(response, options.signal)) {
+      buffered += chunk
+      let nl
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl)
+        buffered = buffered.slice(nl + 1)
+        if (line === '') continue
+        const value = JSON.parse(line) as LogEntry | { error: WireError }
+        if ('error' in value) throw fromWireError(value.error)
+        yield value
+      }
+    }
+  }
+
+  async * events (runId: string, options: { signal?: AbortSignal } = {}): AsyncIterable<RunEvent> {
+    const response = await this.request('GET', `/v1/runs/${encodeURIComponent(runId)}/events`, undefined, options.signal)
+    const queue: RunEvent[] = []
+    let failure: PipemeshError | undefined
+    const parser = createParser({
+      onEvent: (event) => {
+        if (event.event === 'error') failure = fromWireError(JSON.parse(event.data) as WireError)
+        else queue.push(JSON.parse(event.data) as RunEvent)
+      }
+    })
+    for await (const chunk of readText(response, options.signal)) {
+      parser.feed(chunk)
+      while (queue.length > 0) yield queue.shift()!
+      if (failure !== undefined) throw failure
+    }
+  }
+
+  private async json<T> (method: string, path: string, body?: unknown): Promise<T> {
+    const response = await this.request(method, path, body)
+    return await response.json() as T
+  }
+
+  private async request (method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
+    const headers: Record<string, string> = {}
+    if (body !== undefined) headers['content-type'] = 'application/json'
+    if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`
+    let response: Response
+    try {
+      const init: RequestInit = { method, headers }
+      if (body !== undefined) init.body = JSON.stringify(body)
+      if (signal !== undefined) init.signal = signal
+      response = await fetch(this.base + path, init)
+    } catch (err) {
+      if (signal?.aborted === true) throw err
+      throw new PipemeshError('UNREACHABLE', `cannot reach the coordinator at ${this.base}: ${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}`, {
+        retryable: true,
+        hint: 'check the URL and that `pipemesh coordinator` is running there'
+      })
+    }
+    if (!response.ok) {
+      let wire: WireError = { code: 'INTERNAL', message: `${method} ${path} answered HTTP ${response.status}` }
+      try {
+        const parsed = await response.json() as { error?: WireError, issues?: Array<{ path: string, message: string }> }
+        if (parsed.error !== undefined) wire = parsed.error
+      } catch {}
+      throw fromWireError(wire)
+    }
+    return response
+  }
+}
+
+async function * readText (response: Response, signal: AbortSignal | undefined): AsyncIterable<string> {
+  if (response.body === null) return
+  const decoder = new TextDecoder()
+  try {
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+      yield decoder.decode(chunk, { stream: true })
+    }
+  } catch (err) {
+    if (signal?.aborted === true) return
+    throw err
+  }
+}

@@ -1,0 +1,135 @@
+// Wire schemas of the coordinator <-> agent control protocol. An agent dials the coordinator and
+// opens one long-lived channel; both sides then push messages. Every message is validated here at
+// the boundary (size limits live in the channel) and trusted afterwards.
+
+import { z } from 'zod'
+import type { AttemptResult, LogLine, Task } from './task.js'
+import type { ArtifactRef, Digest } from '../store/types.js'
+import type { ErrorCode } from '../errors.js'
+
+export const CONTROL_PROTOCOL = '/pipemesh/control/1.0.0'
+/** Largest control message; holdings are sent in batches to stay under it. */
+export const MAX_CONTROL_MESSAGE_BYTES = 4 * 1024 * 1024
+export const HOLDINGS_BATCH = 2000
+
+const digest = z.string().regex(/^sha256:[0-9a-f]{64}$/) as unknown as z.ZodType<Digest>
+const name = z.string().min(1).max(256)
+
+const artifactRef: z.ZodType<ArtifactRef> = z.object({
+  digest,
+  kind: z.enum(['file', 'tree']),
+  size: z.number().int().nonnegative()
+})
+
+const wireError = z.object({
+  // Unknown codes from a newer peer still arrive; fromWireError keeps them as they are.
+  code: z.string().max(64) as unknown as z.ZodType<ErrorCode>,
+  message: z.string().max(64 * 1024),
+  retryable: z.boolean().optional(),
+  hint: z.string().max(4096).optional()
+})
+
+const logLine: z.ZodType<LogLine> = z.object({
+  t: z.number(),
+  stream: z.enum(['stdout', 'stderr']),
+  line: z.string().max(128 * 1024)
+})
+
+const gpu = z.object({
+  index: z.number().int().nonnegative(),
+  vendor: z.string().max(256),
+  model: z.string().max(256),
+  memory: z.number().nonnegative(),
+  driver: z.string().max(256).optional(),
+  uuid: z.string().max(128).optional()
+})
+
+export const capabilitiesSchema = z.object({
+  hostname: z.string().max(256),
+  os: z.string().max(256),
+  arch: z.string().max(64),
+  cpu: z.object({ model: z.string().max(256), cores: z.number().nonnegative() }),
+  memory: z.number().nonnegative(),
+  gpus: z.array(gpu).max(64),
+  diskFree: z.number().nonnegative(),
+  capacity: z.object({ cpu: z.number().nonnegative(), memory: z.number().nonnegative(), gpus: z.array(gpu).max(64) }),
+  labels: z.record(z.string().max(128), z.string().max(256)),
+  detectedAt: z.number()
+})
+export type WireCapabilities = z.infer<typeof capabilitiesSchema>
+
+const peerAddr = z.object({ peerId: z.string().max(128), addrs: z.array(z.string().max(512)).max(32) })
+export type PeerAddress = z.infer<typeof peerAddr>
+
+const task: z.ZodType<Task> = z.object({
+  attemptId: name,
+  runId: name,
+  stepId: name,
+  attempt: z.number().int().positive(),
+  command: z.union([z.string().max(256 * 1024), z.array(z.string().max(64 * 1024)).min(1).max(4096)]),
+  code: digest.optional(),
+  inputs: z.record(name, artifactRef),
+  outputs: z.array(name).max(1024),
+  env: z.record(z.string().max(256), z.string().max(64 * 1024)),
+  environment: z.object({ name, digest, files: digest, setup: z.string().max(64 * 1024) }).optional(),
+  timeoutMs: z.number().int().positive().optional(),
+  gpus: z.array(z.number().int().nonnegative()).max(64),
+  secrets: z.record(z.string().max(256), z.string().max(64 * 1024)).optional()
+}) as z.ZodType<Task>
+
+const attemptResult: z.ZodType<AttemptResult> = z.object({
+  attemptId: name,
+  status: z.enum(['succeeded', 'failed', 'cancelled']),
+  exitCode: z.number().int().nullable(),
+  signal: z.string().max(32).optional(),
+  outputs: z.record(name, artifactRef),
+  error: wireError.optional(),
+  startedAt: z.number(),
+  finishedAt: z.number(),
+  log: artifactRef.optional()
+}) as z.ZodType<AttemptResult>
+
+/** Messages an agent sends to the coordinator. */
+export const agentMessageSchema = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('hello'),
+    name,
+    version: z.string().max(64),
+    capabilities: capabilitiesSchema,
+    addrs: z.array(z.string().max(512)).max(32),
+    /** Attempts still running on the agent (after a reconnect), so the coordinator can adopt them. */
+    running: z.array(name).max(4096)
+  }),
+  z.object({ type: z.literal('holdings'), add: z.array(artifactRef).max(HOLDINGS_BATCH), remove: z.array(digest).max(HOLDINGS_BATCH), done: z.boolean().optional() }),
+  z.object({
+    type: z.literal('heartbeat'),
+    load: z.number().nonnegative(),
+    running: z.array(name).max(4096),
+    diskFree: z.number().nonnegative(),
+    /** Bytes this agent served to and fetched from peers since it started. */
+    transfers: z.object({ bytesServed: z.number().nonnegative(), bytesFetched: z.number().nonnegative() }).optional()
+  }),
+  z.object({ type: z.literal('started'), attemptId: name, pid: z.number().int().nonnegative() }),
+  z.object({ type: z.literal('log'), attemptId: name, lines: z.array(logLine).max(10_000) }),
+  z.object({ type: z.literal('finished'), result: attemptResult }),
+  /** Answer to a coordinator's `fetch`: which artifacts the agent now holds. */
+  z.object({ type: z.literal('fetched'), requestId: name, refs: z.array(artifactRef).max(HOLDINGS_BATCH), error: wireError.optional() })
+])
+export type AgentMessage = z.infer<typeof agentMessageSchema>
+
+/** Messages the coordinator sends to an agent. */
+export const coordinatorMessageSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('welcome'), coordinator: z.string().max(128), heartbeatMs: z.number().int().positive() }),
+  z.object({
+    type: z.literal('task'),
+    task,
+    /** For each input not necessarily held locally: the agents that hold it. */
+    sources: z.record(name, z.array(peerAddr).max(64))
+  }),
+  z.object({ type: z.literal('cancel'), attemptId: name, reason: z.string().max(4096) }),
+  /** The attempt ids this coordinator no longer wants (fencing after a lost lease). */
+  z.object({ type: z.literal('forget'), attemptIds: z.array(name).max(4096) }),
+  /** Pull these artifacts from the given peers (a client's upload) and keep them. */
+  z.object({ type: z.literal('fetch'), requestId: name, digests: z.array(digest).max(HOLDINGS_BATCH), from: z.array(peerAddr).min(1).max(64) })
+])
+export type CoordinatorMessage = z.infer<typeof coordinatorMessageSchema>

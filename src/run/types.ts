@@ -1,0 +1,124 @@
+// Run and step records: what the coordinator stores, the HTTP API returns and the CLI shows.
+// Status values are string unions; `src/run/states.ts` says which transitions are allowed.
+
+import type { ArtifactRef, Digest } from '../store/types.js'
+import type { Pipeline } from '../spec/types.js'
+import type { FingerprintParts } from '../fingerprint.js'
+import type { WireError } from '../errors.js'
+import type { CandidateReport } from '../scheduler/types.js'
+
+export type RunStatus = 'running' | 'succeeded' | 'failed' | 'cancelled'
+export type StepStatus = 'pending' | 'queued' | 'running' | 'succeeded' | 'reused' | 'failed' | 'skipped' | 'cancelled'
+export type AttemptState = 'running' | 'succeeded' | 'failed' | 'cancelled' | 'lost'
+
+export const TERMINAL_STEP_STATUSES: ReadonlySet<StepStatus> = new Set(['succeeded', 'reused', 'failed', 'skipped', 'cancelled'])
+export const DONE_STEP_STATUSES: ReadonlySet<StepStatus> = new Set(['succeeded', 'reused'])
+
+/** The content a run needs, ingested by the client before it submits. */
+export interface SubmissionArtifacts {
+  inputs: Record<string, ArtifactRef>
+  /** Per step with code: the snapshot tree and each code file's digest (for explain). */
+  code: Record<string, { ref: ArtifactRef, files: Record<string, Digest> }>
+  /** Per environment: its files tree and its identity digest (files + setup). */
+  environments: Record<string, { files: ArtifactRef, digest: Digest }>
+}
+
+export interface Submission {
+  pipeline: Pipeline
+  artifacts: SubmissionArtifacts
+}
+
+export interface AttemptRecord {
+  id: string
+  number: number
+  agentId: string
+  agentName: string
+  state: AttemptState
+  exitCode: number | null
+  startedAt: number
+  finishedAt?: number
+  pid?: number
+  error?: WireError
+  log?: ArtifactRef
+  gpus: number[]
+}
+
+export interface PlacementRecord {
+  agentId: string
+  agentName: string
+  reason: string
+  candidates: CandidateReport[]
+  at: number
+}
+
+/** Why a step was reused, or the closest earlier execution it was compared against. */
+export interface ReuseSource {
+  runId: string
+  stepId: string
+  at: number
+}
+
+export interface StepRecord {
+  runId: string
+  id: string
+  status: StepStatus
+  fingerprint?: Digest
+  fingerprintParts?: FingerprintParts
+  attempts: AttemptRecord[]
+  outputs: Record<string, ArtifactRef>
+  /** Human-readable: why queued, skipped, failed, reused. */
+  reason?: string
+  placement?: PlacementRecord
+  reusedFrom?: ReuseSource
+  error?: WireError
+  /** When the step became ready to run (all dependencies done). */
+  readyAt?: number
+  startedAt?: number
+  finishedAt?: number
+  /** Earliest time a retry may be dispatched (backoff). */
+  notBefore?: number
+}
+
+export interface RunRecord {
+  id: string
+  pipeline: string
+  status: RunStatus
+  createdAt: number
+  finishedAt?: number
+  params: Pipeline['params']
+  /** Step ids in topological order. */
+  order: string[]
+  submission: Submission
+  error?: string
+  cancelRequested?: boolean
+}
+
+/** The JSON shape of a run that the CLI prints with --json and the API returns. */
+export interface StepSummary {
+  id: string
+  status: StepStatus
+  fingerprint: Digest | null
+  attempts: number
+  agent: string | null
+  exitCode: number | null
+  outputs: Record<string, Digest>
+  reason?: string
+  startedAt?: number
+  finishedAt?: number
+  error?: WireError
+}
+
+export interface RunSummary {
+  runId: string
+  pipeline: string
+  status: RunStatus
+  createdAt: number
+  finishedAt?: number
+  error?: string
+  steps: StepSummary[]
+}
+
+export type RunEvent =
+  | { type: 'run', runId: string, status: RunStatus, at: number }
+  | { type: 'step', runId: string, step: StepSummary, at: number }
+  | { type: 'log', runId: string, stepId: string, attempt: number, seq?: number, lines: Array<{ t: number, stream: 'stdout' | 'stderr', line: string }> }

@@ -1,0 +1,311 @@
+// The agent's content-addressed store: artifacts (files and trees) as sha256-addressed chunks and
+// manifests, indexed in LevelDB, large chunk bodies as files. Equal content is stored once across
+// steps, runs and pipelines; every read is verified; gc keeps what callers still reference.
+
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { CorruptContentError, MissingContentError, PipemeshError, throwIfAborted } from '../errors.js'
+import { RwLock } from './async-util.js'
+import { ChunkFiles } from './chunk-files.js'
+import { Chunks } from './chunks.js'
+import { Batcher, StoreDb, type Op, type RootRecord } from './db.js'
+import { ingestListed, ingestPath, type IngestContext } from './ingest.js'
+import { collectGarbage, verifyStore, type GcReport, type VerifyOptions, type VerifyReport } from './maintenance.js'
+import { MAX_CHUNK_BYTES, decodeManifest, manifestSize, sha256Digest, type ChunkRef, type Manifest } from './manifest.js'
+import { materializeTo } from './materialize.js'
+import { absentChunks, closureOf, loadManifest, type Closure } from './reach.js'
+import { isDigest, type ArtifactRef, type Digest } from './types.js'
+
+export const DEFAULT_CHUNK_SIZE = 1024 * 1024
+
+export interface ContentStoreOptions {
+  /**
+   * Bytes per chunk. Part of every file's digest: stores that exchange artifacts must agree on
+   * it, or equal files get different digests (still correct, but not deduplicated).
+   */
+  chunkSize?: number
+  /** Largest artifact (total file bytes) ingested or accepted from a peer. */
+  maxArtifactBytes?: number
+}
+
+export interface IngestOptions {
+  signal?: AbortSignal
+  /** Called with the running total of bytes read. */
+  onProgress?: (bytes: number) => void
+  label?: string
+}
+
+export interface MaterializeOptions {
+  signal?: AbortSignal
+  /** Files 0444 (0555 if executable), directories 0555. */
+  readOnly?: boolean
+  /** Called with the running total of bytes written. */
+  onProgress?: (bytes: number) => void
+}
+
+/** An artifact this store holds in full (a root), as advertised to other peers. */
+export interface HeldArtifact extends ArtifactRef { createdAt: number, label?: string }
+
+export type { GcReport, VerifyOptions, VerifyReport }
+export interface StoreStats { artifacts: number, chunks: number, bytes: number, logicalBytes: number }
+
+/** A manifest put by a transfer stays safe from gc this long while its chunks arrive. */
+const PENDING_TTL_MS = 60 * 60 * 1000
+
+function assertDigest (digest: unknown): asserts digest is Digest {
+  if (!isDigest(digest)) throw new PipemeshError('INVALID_ARGUMENT', `expected a digest "sha256:<64 hex digits>", got ${JSON.stringify(digest)?.slice(0, 80)}`)
+}
+
+export class ContentStore {
+  readonly dir: string
+  readonly chunkSize: number
+  readonly maxArtifactBytes: number
+  private readonly db: StoreDb
+  private readonly chunks: Chunks
+  /** Shared by everything that writes or reads content; exclusive for gc. */
+  private readonly lock = new RwLock()
+  private readonly pending = new Map<Digest, number>()
+
+  private constructor (dir: string, db: StoreDb, chunks: Chunks, chunkSize: number, maxArtifactBytes: number) {
+    this.dir = dir
+    this.db = db
+    this.chunks = chunks
+    this.chunkSize = chunkSize
+    this.maxArtifactBytes = maxArtifactBytes
+  }
+
+  static async open (dir: string, options: ContentStoreOptions = {}): Promise<ContentStore> {
+    const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE
+    if (!Number.isInteger(chunkSize) || chunkSize < 64 * 1024 || chunkSize > MAX_CHUNK_BYTES) {
+      throw new PipemeshError('INVALID_ARGUMENT', `store chunkSize must be an integer from 65536 to ${MAX_CHUNK_BYTES}, got ${chunkSize}`)
+    }
+    const maxArtifactBytes = options.maxArtifactBytes ?? Number.MAX_SAFE_INTEGER
+    if (!(maxArtifactBytes >= 0)) throw new PipemeshError('INVALID_ARGUMENT', `store maxArtifactBytes must be >= 0, got ${maxArtifactBytes}`)
+    const root = path.resolve(dir)
+    await fs.mkdir(root, { recursive: true })
+    const files = await ChunkFiles.open(root)
+    const db = await StoreDb.open(path.join(root, 'index'), root)
+    return new ContentStore(root, db, new Chunks(db, files), chunkSize, maxArtifactBytes)
+  }
+
+  async close (): Promise<void> {
+    await this.lock.exclusive(async () => { await this.db.close() })
+  }
+
+  private ingestContext (what: string, options: IngestOptions): IngestContext {
+    return {
+      db: this.db,
+      chunks: this.chunks,
+      batch: new Batcher(this.db, what),
+      chunkSize: this.chunkSize,
+      maxArtifactBytes: this.maxArtifactBytes,
+      what,
+      signal: options.signal,
+      onProgress: options.onProgress,
+      bytes: 0
+    }
+  }
+
+  private rootOp (digest: Digest, kind: 'file' | 'tree', size: number, label: string | undefined): Op {
+    const value: RootRecord = { kind, size, createdAt: Date.now(), ...(label === undefined ? {} : { label }) }
+    return { type: 'put', sublevel: this.db.roots, key: digest, value }
+  }
+
+  /** Stores a file or directory (symlinks at `source` itself are refused) and records it as held. */
+  async ingest (source: string, options: IngestOptions = {}): Promise<ArtifactRef> {
+    throwIfAborted(options.signal)
+    return await this.lock.shared(async () => {
+      const ctx = this.ingestContext(source, options)
+      const { digest, kind, size } = await ingestPath(ctx, path.resolve(source))
+      ctx.batch.add([this.rootOp(digest, kind, size, options.label)])
+      await ctx.batch.flush()
+      return { digest, kind, size }
+    })
+  }
+
+  /**
+   * Stores the listed files and directories (relative to `baseDir`) as one tree at those
+   * relative paths (a code snapshot). `files` maps each regular file to its file digest.
+   */
+  async ingestFiles (baseDir: string, relPaths: string[], options: IngestOptions = {}): Promise<{ ref: ArtifactRef, files: Record<string, Digest> }> {
+    throwIfAborted(options.signal)
+    return await this.lock.shared(async () => {
+      const ctx = this.ingestContext(`files listed in ${baseDir}`, options)
+      const { digest, size, files } = await ingestListed(ctx, path.resolve(baseDir), relPaths)
+      ctx.batch.add([this.rootOp(digest, 'tree', size, options.label)])
+      await ctx.batch.flush()
+      return { ref: { digest, kind: 'tree', size }, files }
+    })
+  }
+
+  /** Writes the artifact at `dest` (which must not exist); nothing is left there on failure. */
+  async materialize (digest: Digest, dest: string, options: MaterializeOptions = {}): Promise<void> {
+    throwIfAborted(options.signal)
+    await this.lock.shared(async () => {
+      const closure = await this.closure(digest)
+      const manifest = closure.manifests.get(digest)
+      if (manifest === undefined) throw new MissingContentError(digest, `no manifest in store ${this.dir}`)
+      const missing = await this.absentChunks(closure)
+      if (closure.missingManifests.length > 0 || missing.length > 0) {
+        throw new MissingContentError(digest, `${closure.missingManifests.length} file manifests and ${missing.length} chunks are not in store ${this.dir}`)
+      }
+      await materializeTo({
+        chunks: this.chunks,
+        // The closure already decoded every manifest the artifact needs.
+        loadManifest: async d => closure.manifests.get(d) ?? await this.requireManifest(d),
+        readOnly: options.readOnly ?? false,
+        signal: options.signal,
+        onProgress: options.onProgress,
+        bytes: 0
+      }, digest, manifest, dest)
+    })
+  }
+
+  /** True when the manifest and every chunk are indexed (no hashing). */
+  async has (digest: Digest): Promise<boolean> {
+    const closure = await this.closure(digest)
+    if (!closure.manifests.has(digest) || closure.missingManifests.length > 0) return false
+    return (await this.absentChunks(closure)).length === 0
+  }
+
+  async stat (digest: Digest): Promise<ArtifactRef | undefined> {
+    const m = await loadManifest(this.db, digest)
+    return m === undefined ? undefined : { digest, kind: m.type, size: manifestSize(m) }
+  }
+
+  // ---- peer-to-peer transfer: manifest first, then missingManifests, missingChunks, addRoot ----
+
+  async getManifestBytes (digest: Digest): Promise<Uint8Array | undefined> {
+    return await this.db.manifests.get(digest)
+  }
+
+  /** Accepts a manifest from a peer after checking hash, schema, canonical form, paths and size. */
+  async putManifestBytes (digest: Digest, bytes: Uint8Array): Promise<void> {
+    assertDigest(digest)
+    const manifest = decodeManifest(bytes, digest)
+    const size = manifestSize(manifest)
+    if (size > this.maxArtifactBytes) {
+      throw new PipemeshError('LIMIT_EXCEEDED', `artifact ${digest} is ${size} bytes, over the store's artifact size limit of ${this.maxArtifactBytes} bytes`)
+    }
+    await this.lock.shared(async () => {
+      this.pending.set(digest, Date.now())
+      await this.db.write([{ type: 'put', sublevel: this.db.manifests, key: digest, value: Buffer.from(bytes) }], `manifest ${digest}`)
+    })
+  }
+
+  /** File manifests a stored tree manifest refers to that are not here yet (or [digest] itself). */
+  async missingManifests (digest: Digest): Promise<Digest[]> {
+    const closure = await this.closure(digest)
+    return closure.manifests.has(digest) ? closure.missingManifests : [digest]
+  }
+
+  /** Every chunk of a file or tree, deduplicated. Needs all its manifests. */
+  async listChunks (digest: Digest): Promise<ChunkRef[]> {
+    const closure = await this.completeClosure(digest)
+    return [...closure.chunks].map(([d, size]) => ({ digest: d, size }))
+  }
+
+  async missingChunks (digest: Digest): Promise<ChunkRef[]> {
+    const closure = await this.completeClosure(digest)
+    return await this.absentChunks(closure)
+  }
+
+  async hasChunk (digest: Digest): Promise<boolean> {
+    return await this.chunks.has(digest)
+  }
+
+  /** The verified bytes of one chunk (CorruptContentError after quarantining bad bytes). */
+  async readChunk (digest: Digest): Promise<Uint8Array> {
+    return await this.chunks.read(digest)
+  }
+
+  /** Stores a chunk from a peer; bytes that do not hash to `digest` are refused. */
+  async writeChunk (digest: Digest, bytes: Uint8Array): Promise<void> {
+    assertDigest(digest)
+    if (bytes.byteLength > MAX_CHUNK_BYTES) {
+      throw new PipemeshError('LIMIT_EXCEEDED', `chunk ${digest} is ${bytes.byteLength} bytes, over the ${MAX_CHUNK_BYTES}-byte chunk limit`)
+    }
+    const actual = sha256Digest(bytes)
+    if (actual !== digest) throw new CorruptContentError(digest, `received bytes hash to ${actual}`)
+    await this.lock.shared(async () => {
+      if (!(await this.chunks.has(digest))) await this.chunks.put(digest, bytes)
+    })
+  }
+
+  /** Records a fully present artifact as held (after a transfer); refuses an incomplete one. */
+  async addRoot (digest: Digest, meta: { label?: string } = {}): Promise<HeldArtifact> {
+    return await this.lock.shared(async () => {
+      const closure = await this.closure(digest)
+      const manifest = closure.manifests.get(digest)
+      const absent = await this.absentChunks(closure)
+      if (manifest === undefined || closure.missingManifests.length > 0 || absent.length > 0) {
+        throw new MissingContentError(digest, `cannot record it as held: ${manifest === undefined ? 'its manifest' : `${closure.missingManifests.length} file manifests and ${absent.length} chunks`} are not in store ${this.dir}`)
+      }
+      const size = manifestSize(manifest)
+      const op = this.rootOp(digest, manifest.type, size, meta.label)
+      await this.db.write([op], `root ${digest}`)
+      this.pending.delete(digest)
+      const record = (op as { value: RootRecord }).value
+      return { digest, ...record }
+    })
+  }
+
+  async * roots (): AsyncIterable<HeldArtifact> {
+    for await (const [key, r] of this.db.roots.iterator()) {
+      yield { digest: key as Digest, kind: r.kind, size: r.size, createdAt: r.createdAt, ...(r.label === undefined ? {} : { label: r.label }) }
+    }
+  }
+
+  async removeRoot (digest: Digest): Promise<void> {
+    await this.db.write([{ type: 'del', sublevel: this.db.roots, key: digest }], `root ${digest}`)
+  }
+
+  /**
+   * Re-hashes every stored chunk. Corrupt ones are quarantined; chunks that held artifacts need
+   * but lack are reported missing. With `repair`, replacements are fetched and checked.
+   */
+  async verify (options: VerifyOptions = {}): Promise<VerifyReport> {
+    return await this.lock.shared(async () => await verifyStore(this.db, this.chunks, options))
+  }
+
+  /** Removes roots not in `keep`, then every manifest and chunk no kept root reaches. */
+  async gc (keep: Iterable<Digest>): Promise<GcReport> {
+    return await this.lock.exclusive(async () => {
+      const now = Date.now()
+      for (const [d, t] of this.pending) if (now - t > PENDING_TTL_MS) this.pending.delete(d)
+      return await collectGarbage(this.db, this.chunks, new Set(keep), this.pending.keys())
+    })
+  }
+
+  async stats (): Promise<StoreStats> {
+    const s: StoreStats = { artifacts: 0, chunks: 0, bytes: 0, logicalBytes: 0 }
+    for await (const r of this.db.roots.values()) { s.artifacts++; s.logicalBytes += r.size }
+    for await (const c of this.db.chunks.values()) { s.chunks++; s.bytes += c.size }
+    return s
+  }
+
+  // ---- closures ----
+
+  private async closure (digest: Digest): Promise<Closure> {
+    return await closureOf(this.db, digest)
+  }
+
+  private async absentChunks (closure: Closure): Promise<ChunkRef[]> {
+    return await absentChunks(this.chunks, closure)
+  }
+
+  private async requireManifest (digest: Digest): Promise<Manifest> {
+    const m = await loadManifest(this.db, digest)
+    if (m === undefined) throw new MissingContentError(digest, `no manifest in store ${this.dir}`)
+    return m
+  }
+
+  private async completeClosure (digest: Digest): Promise<Closure> {
+    const closure = await this.closure(digest)
+    if (!closure.manifests.has(digest)) throw new MissingContentError(digest, `no manifest in store ${this.dir}`)
+    if (closure.missingManifests.length > 0) {
+      throw new MissingContentError(digest, `${closure.missingManifests.length} of its file manifests are not in store ${this.dir} (first: ${closure.missingManifests[0]})`)
+    }
+    return closure
+  }
+}

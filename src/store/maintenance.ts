@@ -1,0 +1,107 @@
+// Whole-store maintenance: verify re-hashes every chunk (and repairs through a callback), gc
+// keeps what callers still reference and deletes the rest, orphans of crashes included. The
+// caller (ContentStore) holds the lock that keeps them apart from ingests.
+
+import fs from 'node:fs/promises'
+import { CorruptContentError, MissingContentError, throwIfAborted } from '../errors.js'
+import { forEachLimit } from './async-util.js'
+import type { Chunks } from './chunks.js'
+import type { ChunkRecord, Op, StoreDb } from './db.js'
+import { sha256Digest } from './manifest.js'
+import { absentChunks, closureOf } from './reach.js'
+import type { Digest } from './types.js'
+
+export interface VerifyReport { chunksChecked: number, bytesChecked: number, corrupt: Digest[], missing: Digest[], repaired: Digest[] }
+export interface VerifyOptions { repair?: (chunk: Digest) => Promise<Uint8Array | undefined>, signal?: AbortSignal }
+export interface GcReport { removedArtifacts: number, removedChunks: number, freedBytes: number }
+
+const QUARANTINE_TTL_MS = 7 * 24 * 60 * 60 * 1000
+
+export async function verifyStore (db: StoreDb, chunks: Chunks, options: VerifyOptions): Promise<VerifyReport> {
+  const report: VerifyReport = { chunksChecked: 0, bytesChecked: 0, corrupt: [], missing: [], repaired: [] }
+  const tryRepair = async (d: Digest): Promise<void> => {
+    const bytes = await options.repair?.(d)
+    if (bytes !== undefined && sha256Digest(bytes) === d) {
+      await chunks.put(d, bytes)
+      report.repaired.push(d)
+    }
+  }
+  await forEachLimit(db.chunks.iterator(), 2, async ([key, record]) => {
+    const d = key as Digest
+    report.chunksChecked++
+    try {
+      const bytes = await chunks.read(d)
+      report.bytesChecked += bytes.byteLength
+      if (!record.inline && (await chunks.files.size(d)) !== record.size) {
+        // Good bytes followed by junk: keep the good bytes, drop the junk.
+        report.corrupt.push(d)
+        await chunks.put(d, Buffer.from(bytes))
+        report.repaired.push(d)
+      }
+    } catch (err) {
+      if (err instanceof CorruptContentError) report.corrupt.push(d)
+      else if (err instanceof MissingContentError) report.missing.push(d)
+      else throw err
+      await tryRepair(d)
+    }
+  }, options.signal)
+  // Chunks quarantined earlier (or lost with their index entry) that held artifacts still need.
+  const seen = new Set<Digest>([...report.corrupt, ...report.missing])
+  for await (const key of db.roots.keys()) {
+    throwIfAborted(options.signal)
+    for (const c of await absentChunks(chunks, await closureOf(db, key as Digest))) {
+      if (seen.has(c.digest)) continue
+      seen.add(c.digest)
+      report.missing.push(c.digest)
+      await tryRepair(c.digest)
+    }
+  }
+  return report
+}
+
+/** Deletes roots not in `keep`, then everything no kept digest (or `protect`ed one) reaches. */
+export async function collectGarbage (db: StoreDb, chunks: Chunks, keep: Set<Digest>, protect: Iterable<Digest>): Promise<GcReport> {
+  const report: GcReport = { removedArtifacts: 0, removedChunks: 0, freedBytes: 0 }
+  const rootDels: Op[] = []
+  for await (const key of db.roots.keys()) {
+    if (!keep.has(key as Digest)) rootDels.push({ type: 'del', sublevel: db.roots, key })
+  }
+  await db.write(rootDels, 'gc of roots')
+  report.removedArtifacts = rootDels.length
+
+  const liveManifests = new Set<Digest>()
+  const liveChunks = new Set<Digest>()
+  for (const d of new Set([...keep, ...protect])) {
+    const closure = await closureOf(db, d)
+    for (const m of closure.manifests.keys()) liveManifests.add(m)
+    for (const c of closure.chunks.keys()) liveChunks.add(c)
+  }
+
+  let dels: Op[] = []
+  for await (const key of db.manifests.keys()) {
+    if (liveManifests.has(key as Digest)) continue
+    dels.push({ type: 'del', sublevel: db.manifests, key })
+    if (dels.length >= 1000) { await db.write(dels, 'gc of manifests'); dels = [] }
+  }
+  await db.write(dels, 'gc of manifests')
+
+  let dead: Array<{ digest: Digest, record: ChunkRecord }> = []
+  for await (const [key, record] of db.chunks.iterator()) {
+    if (liveChunks.has(key as Digest)) continue
+    dead.push({ digest: key as Digest, record })
+    report.removedChunks++
+    report.freedBytes += record.size
+    if (dead.length >= 1000) { await chunks.removeMany(dead); dead = [] }
+  }
+  await chunks.removeMany(dead)
+
+  // Bodies a crash (or a failed ingest) left without an index entry.
+  for await (const { digest, file } of chunks.files.list()) {
+    if (liveChunks.has(digest) || (await chunks.has(digest))) continue
+    const st = await fs.stat(file).catch(() => undefined)
+    await fs.rm(file, { force: true })
+    report.freedBytes += st?.size ?? 0
+  }
+  await chunks.files.pruneQuarantine(QUARANTINE_TTL_MS)
+  return report
+}

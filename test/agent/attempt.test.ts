@@ -1,0 +1,237 @@
+import { createHash } from 'node:crypto'
+import { existsSync, readFileSync } from 'node:fs'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { runAttempt, formatTimeout, type AttemptDeps } from '../../agent/attempt.js'
+import { EnvironmentManager } from '../../agent/environments.js'
+import { parseLogLine } from '../../agent/log-capture.js'
+import { ContentStore } from '../../src/store/content-store.js'
+import type { LogLine, Task } from '../../src/protocol/task.js'
+import type { ArtifactRef, Digest } from '../../src/store/types.js'
+
+let dir: string
+let store: ContentStore
+let deps: AttemptDeps
+let n = 0
+const isRoot = process.getuid?.() === 0
+const started: number[] = []
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pm-attempt-'))
+  store = await ContentStore.open(join(dir, 'store'))
+  deps = { store, environments: new EnvironmentManager({ dir: join(dir, 'envs'), store }), workRoot: join(dir, 'work') }
+})
+afterEach(async () => {
+  for (const pid of started.splice(0)) try { process.kill(pid, 'SIGKILL') } catch {}
+  await store.close()
+  await rm(dir, { recursive: true, force: true })
+})
+
+function task (fields: Partial<Task> & Pick<Task, 'command'>): Task {
+  n++
+  return { attemptId: `att-${n}`, runId: 'run-1', stepId: 'train', attempt: 1, inputs: {}, outputs: [], env: {}, gpus: [], ...fields }
+}
+
+async function ingestTree (files: Record<string, string>): Promise<ArtifactRef> {
+  const src = await mkdtemp(join(dir, 'src-'))
+  for (const [rel, content] of Object.entries(files)) {
+    await mkdir(join(src, rel, '..'), { recursive: true })
+    await writeFile(join(src, rel), content)
+  }
+  return (await store.ingestFiles(src, Object.keys(files))).ref
+}
+
+async function ingestFiles (files: Record<string, string>): Promise<Digest> {
+  return (await ingestTree(files)).digest
+}
+
+async function ingestFile (content: string): Promise<ArtifactRef> {
+  const p = join(await mkdtemp(join(dir, 'in-')), 'f')
+  await writeFile(p, content)
+  return await store.ingest(p)
+}
+
+async function storedLog (ref: ArtifactRef | undefined): Promise<LogLine[]> {
+  if (ref === undefined) throw new Error('no log stored')
+  const p = join(dir, `log-${n}-${Math.random()}`)
+  await store.materialize(ref.digest, p)
+  return (await readFile(p, 'utf8')).split('\n').filter(l => l !== '').map(l => parseLogLine(l) as LogLine)
+}
+
+function alive (pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2))
+  } catch {
+    return false
+  }
+}
+
+describe('runAttempt', () => {
+  it('runs the code in a fresh workdir and stores file and directory outputs and the log', async () => {
+    const code = await ingestFiles({
+      'prep.sh': 'echo "preparing $1"\nmkdir -p outputs/model/weights\nprintf 7 > outputs/model/weights/w.bin\nprintf "%s" "$(cat inputs/raw)" > outputs/train\n',
+      'lib/helper.txt': 'x'
+    })
+    const raw = await ingestFile('1,2,3')
+    const t = task({ command: 'sh prep.sh iris && test -f lib/helper.txt', code, inputs: { raw }, outputs: ['train', 'model'] })
+    const r = await runAttempt(t, deps)
+    expect(r.error).toBeUndefined()
+    expect(r.status).toBe('succeeded')
+    expect(r.exitCode).toBe(0)
+    expect(r.attemptId).toBe(t.attemptId)
+    expect(r.finishedAt).toBeGreaterThanOrEqual(r.startedAt)
+    // Content addressing: the output equals what ingesting the same bytes gives.
+    expect(r.outputs.train).toEqual(await ingestFile('1,2,3'))
+    expect(r.outputs.model?.kind).toBe('tree')
+    const back = join(dir, 'model-back')
+    await store.materialize(r.outputs.model?.digest as Digest, back)
+    expect(await readFile(join(back, 'weights', 'w.bin'), 'utf8')).toBe('7')
+    expect((await storedLog(r.log)).map(l => l.line)).toEqual(['preparing iris'])
+    // Nothing left behind.
+    expect(await readdir(deps.workRoot)).toEqual([])
+  })
+
+  it('fails a step that did not write a declared output, naming it and the expected path', async () => {
+    const r = await runAttempt(task({ command: 'echo done > outputs/test', outputs: ['train', 'test', 'extra'] }), deps)
+    expect(r.status).toBe('failed')
+    expect(r.exitCode).toBe(0)
+    expect(r.error?.code).toBe('MISSING_OUTPUT')
+    expect(r.error?.message).toContain('"train" (expected at outputs/train)')
+    expect(r.error?.message).toContain('"extra" (expected at outputs/extra)')
+    expect(r.error?.message).not.toContain('"test"')
+    expect(r.outputs).toEqual({})
+  })
+
+  it('fails a non-zero exit with the exit code and the last lines of stderr', async () => {
+    const r = await runAttempt(task({ command: 'echo fine; echo "Traceback: boom" >&2; echo "ValueError: bad" >&2; exit 3' }), deps)
+    expect(r.status).toBe('failed')
+    expect(r.exitCode).toBe(3)
+    expect(r.error?.code).toBe('STEP_FAILED')
+    expect(r.error?.message).toMatch(/step "train" exited with code 3; last lines of stderr:\n {2}Traceback: boom\n {2}ValueError: bad$/)
+    expect((await storedLog(r.log)).map(l => `${l.stream}:${l.line}`)).toEqual(['stdout:fine', 'stderr:Traceback: boom', 'stderr:ValueError: bad'])
+  })
+
+  it('kills the process tree at the timeout and says so', async () => {
+    const pids = join(dir, 'pids')
+    await mkdir(pids)
+    const r = await runAttempt(task({
+      command: `sleep 300 & echo $! > ${pids}/child; echo $$ > ${pids}/main; sleep 300`,
+      timeoutMs: 1500
+    }), { ...deps, killGraceMs: 1000 })
+    expect(r.status).toBe('failed')
+    expect(r.error?.code).toBe('TIMEOUT')
+    expect(r.error?.message).toBe('step "train" exceeded its timeout of 1500ms; its process tree was killed')
+    for (const f of ['child', 'main']) {
+      const pid = Number(await readFile(join(pids, f), 'utf8'))
+      started.push(pid)
+      expect(pid).toBeGreaterThan(0)
+      expect(alive(pid)).toBe(false)
+    }
+  })
+
+  it('is cancelled by its signal, killing the process tree', async () => {
+    const controller = new AbortController()
+    const pidFile = join(dir, 'child.pid')
+    const r = await runAttempt(task({ command: `sleep 300 & echo $! > ${pidFile}; echo ready; wait` }), {
+      ...deps,
+      signal: controller.signal,
+      onLine: l => { if (l.line === 'ready') controller.abort() }
+    })
+    expect(r.status).toBe('cancelled')
+    expect(r.error?.code).toBe('CANCELLED')
+    const child = Number(await readFile(pidFile, 'utf8'))
+    started.push(child)
+    expect(alive(child)).toBe(false)
+  })
+
+  it('keeps inputs read-only: a step that writes into them fails', async () => {
+    const data = await ingestFile('original')
+    const tree = await ingestTree({ 'a.csv': '1', 'sub/b.csv': '2' })
+    const modes = await runAttempt(task({ command: 'stat -c "%a %n" inputs inputs/data inputs/tree inputs/tree/sub/b.csv', inputs: { data, tree } }), deps)
+    expect((await storedLog(modes.log)).map(l => l.line)).toEqual(['555 inputs', '444 inputs/data', '555 inputs/tree', '444 inputs/tree/sub/b.csv'])
+
+    // Permissions stop a non-root step's write; a root step's write is caught after it exits.
+    const appended = await runAttempt(task({ command: 'echo more >> inputs/data', inputs: { data } }), deps)
+    expect(appended.status).toBe('failed')
+    expect(appended.error?.message).toMatch(isRoot ? /modified its read-only inputs \(inputs\/data\)/ : /exited with code .*inputs\/data: Permission denied/s)
+    const added = await runAttempt(task({ command: 'echo x > inputs/tree/new.csv', inputs: { tree } }), deps)
+    expect(added.status).toBe('failed')
+    expect(added.error?.message).toContain('inputs/tree/new.csv')
+    // The store's copy is untouched, and the read-only workdirs were removed.
+    const back = join(dir, 'data-back')
+    await store.materialize(data.digest, back)
+    expect(await readFile(back, 'utf8')).toBe('original')
+    expect(await readdir(deps.workRoot)).toEqual([])
+  })
+
+  it('gives the step its PIPEMESH_* variables, its GPUs, its env and secrets, and not the agent environment', async () => {
+    process.env.PIPEMESH_TEST_AGENT_ONLY = 'leak'
+    try {
+      const show = 'echo "$PIPEMESH_RUN_ID|$PIPEMESH_STEP|$PIPEMESH_ATTEMPT|$PIPEMESH_WORKDIR|$PWD|cuda=$CUDA_VISIBLE_DEVICES|nv=$NVIDIA_VISIBLE_DEVICES|$SEED|${PIPEMESH_TEST_AGENT_ONLY:-unset}|$TMPDIR"'
+      const t = task({ command: show, attempt: 2, gpus: [1, 3], env: { SEED: '7' } })
+      const r = await runAttempt(t, deps)
+      const workdir = join(deps.workRoot, 'run-1', 'train', t.attemptId)
+      expect((await storedLog(r.log)).map(l => l.line)).toEqual([`run-1|train|2|${workdir}|${workdir}|cuda=1,3|nv=1,3|7|unset|${workdir}.tmp`])
+
+      const cpu = await runAttempt(task({ command: 'echo "[${CUDA_VISIBLE_DEVICES-unset}] $NVIDIA_VISIBLE_DEVICES"' }), deps)
+      expect((await storedLog(cpu.log)).map(l => l.line)).toEqual(['[] none'])
+    } finally {
+      delete process.env.PIPEMESH_TEST_AGENT_ONLY
+    }
+  })
+
+  it('redacts secrets that a step prints from its log and its error', async () => {
+    const lines: LogLine[] = []
+    const r = await runAttempt(task({ command: 'echo "key=$API_KEY"; echo "bad key $API_KEY" >&2; exit 1', secrets: { API_KEY: 'hunter2-xyz' } }), { ...deps, onLine: l => lines.push(l) })
+    expect(r.status).toBe('failed')
+    expect(r.error?.message).toContain('bad key ***')
+    expect(JSON.stringify(r)).not.toContain('hunter2')
+    expect(lines.map(l => l.line)).toEqual(['key=***', 'bad key ***'])
+    expect((await storedLog(r.log)).map(l => l.line)).toEqual(['key=***', 'bad key ***'])
+  })
+
+  it('runs with its environment: PATH and node_modules from the prepared environment', async () => {
+    const files = await ingestFiles({ 'tool': '#!/bin/sh\necho tool-from-env\n' })
+    const environment = { name: 'tools', files, setup: 'mkdir -p bin && cp tool bin/ && chmod +x bin/tool', digest: `sha256:${createHash('sha256').update(files).digest('hex')}` as Digest }
+    const r = await runAttempt(task({ command: ['tool'], environment }), deps)
+    expect(r.status).toBe('succeeded')
+    expect((await storedLog(r.log)).map(l => l.line)).toEqual(['tool-from-env'])
+  })
+
+  it('reports an environment whose setup fails as the attempt failure', async () => {
+    const files = await ingestFiles({ 'x': '' })
+    const environment = { name: 'broken', files, setup: 'echo "no such package" >&2; exit 4', digest: `sha256:${createHash('sha256').update(`${files}broken`).digest('hex')}` as Digest }
+    const r = await runAttempt(task({ command: 'true', environment }), deps)
+    expect(r.status).toBe('failed')
+    expect(r.exitCode).toBeNull()
+    expect(r.error?.code).toBe('ENVIRONMENT_FAILED')
+    expect(r.error?.message).toContain('no such package')
+  })
+
+  it('refuses code that uses the reserved outputs/ name, and keeps the workdir when asked', async () => {
+    const code = await ingestFiles({ 'outputs/x': '' })
+    const r = await runAttempt(task({ command: 'true', code }), deps)
+    expect(r.status).toBe('failed')
+    expect(r.error?.message).toContain('"outputs"')
+
+    const kept = task({ command: 'echo hi > note' })
+    expect((await runAttempt(kept, { ...deps, keepWorkdir: true })).status).toBe('succeeded')
+    expect(existsSync(join(deps.workRoot, 'run-1', 'train', kept.attemptId, 'note'))).toBe(true)
+  })
+
+  it('does not start an attempt that is already cancelled', async () => {
+    const r = await runAttempt(task({ command: 'touch should-not-exist' }), { ...deps, signal: AbortSignal.abort() })
+    expect(r.status).toBe('cancelled')
+    expect(existsSync(deps.workRoot)).toBe(false)
+  })
+
+  it('formats timeouts the way pipelines write them', () => {
+    expect(formatTimeout(600_000)).toBe('10m')
+    expect(formatTimeout(5_400_000)).toBe('1h30m')
+    expect(formatTimeout(90_000)).toBe('1m30s')
+    expect(formatTimeout(1500)).toBe('1500ms')
+  })
+})

@@ -1,0 +1,180 @@
+// A real mesh on loopback: one coordinator process and three agent processes (one declaring a
+// GPU, two CPU-only of different sizes). Pipelines are submitted through the CLI with
+// --coordinator, so uploads, placement and peer-to-peer transfers all take their real paths.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { runCliJson, tempDir, writeTree } from '../helpers/cli.js'
+import { startMesh, type Mesh } from '../helpers/mesh.js'
+import { waitForRun } from '../helpers/wait.js'
+import type { RunSummary } from '../../src/run/types.js'
+import type { Explanation } from '../../src/run/explain.js'
+
+describe('a mesh of a coordinator and three agents', () => {
+  let mesh: Mesh
+  let work: Awaited<ReturnType<typeof tempDir>>
+  const submit = async (file: string, ...extra: string[]): Promise<{ exitCode: number, json: RunSummary, stderr: string }> =>
+    await runCliJson<RunSummary>(['--data', join(work.path, 'client'), 'run', file, '--coordinator', mesh.url, ...extra], { timeoutMs: 180_000 })
+
+  beforeAll(async () => {
+    work = await tempDir()
+    mesh = await startMesh()
+    await Promise.all([
+      mesh.startAgent('gpu-box', ['--resources', 'gpu=1,cpu=2,memory=4GiB', '--label', 'zone=a']),
+      mesh.startAgent('cpu-big', ['--resources', 'cpu=3,memory=8GiB', '--label', 'zone=b']),
+      mesh.startAgent('cpu-small', ['--resources', 'cpu=1,memory=2GiB', '--label', 'zone=b'])
+    ])
+    await mesh.waitForAgents(3)
+  }, 120_000)
+
+  afterAll(async () => {
+    await mesh?.stop()
+    await work?.cleanup()
+  })
+
+  it('GPU steps run only on the GPU agent, one at a time on its device; CPU steps go to CPU agents', async () => {
+    const dir = join(work.path, 'gpu')
+    const gpuStep = (i: number): string => `  gpu_${i}:
+    command: echo "$CUDA_VISIBLE_DEVICES $NVIDIA_VISIBLE_DEVICES $(date +%s%N)" > \${{outputs.o}}; sleep 0.3; date +%s%N >> \${{outputs.o}}
+    outputs: [o]
+    resources: { gpu: 1, cpu: 0.5 }
+    cache: false`
+    const cpuStep = (i: number): string => `  cpu_${i}:
+    command: sleep 0.2; echo cpu > \${{outputs.o}}
+    outputs: [o]
+    resources: { cpu: 1 }
+    cache: false`
+    await writeTree(dir, { 'p.yaml': `name: gpu-placement\nsteps:\n${[1, 2, 3].map(gpuStep).join('\n')}\n${[1, 2, 3].map(cpuStep).join('\n')}\n` })
+    const { exitCode, json, stderr } = await submit(join(dir, 'p.yaml'))
+    expect(exitCode, stderr).toBe(0)
+    const byId = Object.fromEntries(json.steps.map(s => [s.id, s]))
+    for (const i of [1, 2, 3]) {
+      expect(byId[`gpu_${i}`]?.agent).toBe('gpu-box')
+      expect(['cpu-big', 'cpu-small']).toContain(byId[`cpu_${i}`]?.agent)
+    }
+    // Each GPU step saw device 0 and their [start, end] intervals never overlap.
+    const intervals: Array<[number, number]> = []
+    for (const i of [1, 2, 3]) {
+      const text = await fetchOutput(json, `gpu_${i}`, 'o')
+      const [first, second] = text.trim().split('\n')
+      const [cuda, nvidia, start] = (first ?? '').split(' ')
+      expect(cuda).toBe('0')
+      expect(nvidia).toBe('0')
+      intervals.push([Number(start), Number(second)])
+    }
+    intervals.sort((a, b) => a[0] - b[0])
+    for (let i = 1; i < intervals.length; i++) expect(intervals[i]![0]).toBeGreaterThanOrEqual(intervals[i - 1]![1])
+    const { json: why } = await runCliJson<Explanation>(['explain', json.runId, 'cpu_1', '--coordinator', mesh.url])
+    expect(why.placement?.reason).toBeTruthy()
+    expect(why.placement?.candidates.length).toBe(3)
+  })
+
+  it('an artifact made on one agent reaches another byte for byte, fetched peer to peer', async () => {
+    const dir = join(work.path, 'transfer')
+    await writeTree(dir, {
+      'p.yaml': `name: transfer
+steps:
+  make:
+    command: head -c 5000000 /dev/urandom > \${{outputs.blob}}; sha256sum \${{outputs.blob}} | cut -d' ' -f1 > \${{outputs.sum}}
+    outputs: [blob, sum]
+    resources: { labels: { zone: a } }
+  use:
+    command: sha256sum \${{inputs.blob}} | cut -d' ' -f1 > \${{outputs.sum}}
+    inputs: { blob: "\${{steps.make.outputs.blob}}" }
+    outputs: [sum]
+    resources: { labels: { zone: b } }
+`
+    })
+    const before = await transferCounters(mesh)
+    const { exitCode, json, stderr } = await submit(join(dir, 'p.yaml'))
+    expect(exitCode, stderr).toBe(0)
+    const byId = Object.fromEntries(json.steps.map(s => [s.id, s]))
+    expect(byId.make?.agent).toBe('gpu-box')
+    expect(['cpu-big', 'cpu-small']).toContain(byId.use?.agent)
+    expect(await fetchOutput(json, 'use', 'sum')).toBe(await fetchOutput(json, 'make', 'sum'))
+    const after = await waitForCounters(mesh, c => (c['gpu-box']?.bytesServed ?? 0) - (before['gpu-box']?.bytesServed ?? 0) >= 5_000_000)
+    const consumer = byId.use!.agent!
+    expect((after[consumer]?.bytesFetched ?? 0) - (before[consumer]?.bytesFetched ?? 0)).toBeGreaterThanOrEqual(5_000_000)
+  })
+
+  it('a step needing two GPUs fails at once naming the requirement and the largest offer', async () => {
+    const dir = join(work.path, 'twogpu')
+    await writeTree(dir, { 'p.yaml': 'name: twogpu\nsteps:\n  big:\n    command: "true"\n    resources: { gpu: 2 }\n' })
+    const { exitCode, json } = await submit(join(dir, 'p.yaml'))
+    expect(exitCode).toBe(1)
+    expect(json.steps[0]?.status).toBe('failed')
+    expect(json.steps[0]?.reason).toMatch(/gpu: 2.*largest offer is 1 GPU.*gpu-box/)
+  })
+
+  it('a step needing more memory than is free waits as queued, then runs when capacity frees', async () => {
+    const dir = join(work.path, 'memory')
+    await writeTree(dir, {
+      'p.yaml': `name: memory
+steps:
+  hog:
+    command: sleep 2
+    resources: { memory: 7GiB, labels: { zone: b } }
+    cache: false
+  waiter:
+    command: "true"
+    resources: { memory: 7GiB, labels: { zone: b } }
+    cache: false
+`
+    })
+    const { exitCode, json, stderr } = await submit(join(dir, 'p.yaml'), '--detach')
+    expect(exitCode, stderr).toBe(0)
+    const queued = await waitForRun(mesh.client, json.runId, r => r.steps.some(s => s.status === 'queued'), 'a step to be queued for memory')
+    expect(queued.steps.find(s => s.status === 'queued')?.reason).toMatch(/memory/)
+    const done = await waitForRun(mesh.client, json.runId, r => r.status !== 'running', 'the run to finish')
+    expect(done.status).toBe('succeeded')
+  })
+
+  it('a second run of the same pipeline is fully reused from the agents that hold the outputs', async () => {
+    const dir = join(work.path, 'again')
+    await writeTree(dir, {
+      'p.yaml': `name: again
+inputs: { seed: seed.txt }
+steps:
+  a:
+    command: cat \${{inputs.s}} > \${{outputs.x}}; echo a >> \${{outputs.x}}
+    inputs: { s: "\${{pipeline.inputs.seed}}" }
+    outputs: [x]
+  b:
+    command: cat \${{inputs.x}} > \${{outputs.y}}; echo b >> \${{outputs.y}}
+    inputs: { x: "\${{steps.a.outputs.x}}" }
+    outputs: [y]
+`,
+      'seed.txt': 'seed\n'
+    })
+    const first = await submit(join(dir, 'p.yaml'))
+    expect(first.exitCode, first.stderr).toBe(0)
+    const second = await submit(join(dir, 'p.yaml'))
+    expect(second.exitCode, second.stderr).toBe(0)
+    expect(second.json.steps.map(s => s.status)).toEqual(['reused', 'reused'])
+  })
+
+  async function fetchOutput (run: RunSummary, step: string, output: string): Promise<string> {
+    const dest = join(work.path, `out-${run.runId}-${step}-${output}`)
+    const { exitCode, stderr } = await runCliJson(['--data', join(work.path, 'client'), 'artifacts', 'get', `${run.runId}/${step}/${output}`, dest, '--coordinator', mesh.url])
+    expect(exitCode, stderr).toBe(0)
+    return await readFile(dest, 'utf8')
+  }
+})
+
+type Counters = Record<string, { bytesServed: number, bytesFetched: number }>
+
+async function transferCounters (mesh: Mesh): Promise<Counters> {
+  const agents = await mesh.client.agents()
+  return Object.fromEntries(agents.map(a => [a.name, { bytesServed: a.transfers?.bytesServed ?? 0, bytesFetched: a.transfers?.bytesFetched ?? 0 }]))
+}
+
+async function waitForCounters (mesh: Mesh, ok: (c: Counters) => boolean, timeoutMs = 30_000): Promise<Counters> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const counters = await transferCounters(mesh)
+    if (ok(counters)) return counters
+    if (Date.now() > deadline) throw new Error(`transfer counters never showed the expected bytes: ${JSON.stringify(counters)}`)
+    await new Promise(resolve => setTimeout(resolve, 200))
+  }
+}

@@ -1,0 +1,392 @@
+import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { Level } from 'level'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { CorruptContentError, MissingContentError, UnsafePathError } from '../../../src/errors.js'
+import { ContentStore } from '../../../src/store/content-store.js'
+import { encodeManifest, sha256Digest } from '../../../src/store/manifest.js'
+import { describeTree, removeDir, tempDir } from './helpers.js'
+
+const KiB = 1024
+// Small chunks keep the data small while still exercising multi-chunk files and chunk files.
+const CHUNK = 64 * KiB
+
+let dir: string
+let stores: ContentStore[]
+
+async function openStore (name: string, options: { maxArtifactBytes?: number } = {}): Promise<ContentStore> {
+  const s = await ContentStore.open(path.join(dir, name), { chunkSize: CHUNK, ...options })
+  stores.push(s)
+  return s
+}
+
+async function chunkFiles (storeDir: string): Promise<string[]> {
+  const out: string[] = []
+  for (const fan of await fs.readdir(path.join(storeDir, 'chunks'))) {
+    for (const name of await fs.readdir(path.join(storeDir, 'chunks', fan))) out.push(path.join(storeDir, 'chunks', fan, name))
+  }
+  return out
+}
+
+async function makeTree (root: string, big: Buffer): Promise<void> {
+  await fs.mkdir(path.join(root, 'bin'), { recursive: true })
+  await fs.mkdir(path.join(root, 'data/deep/er'), { recursive: true })
+  await fs.mkdir(path.join(root, 'empty'))
+  await fs.writeFile(path.join(root, 'bin/run.sh'), '#!/bin/sh\necho hi\n', { mode: 0o755 })
+  await fs.writeFile(path.join(root, 'data/big.bin'), big)
+  await fs.writeFile(path.join(root, 'data/deep/er/empty.txt'), '')
+  await fs.writeFile(path.join(root, 'README'), 'hello\n')
+  await fs.symlink('../README', path.join(root, 'data/readme-link'))
+  await fs.symlink('deep/er', path.join(root, 'data/er-link'))
+}
+
+beforeEach(async () => {
+  dir = await tempDir()
+  stores = []
+})
+
+afterEach(async () => {
+  for (const s of stores) await s.close().catch(() => {})
+  await removeDir(dir)
+})
+
+describe('ContentStore round trips', () => {
+  it('stores and materializes a multi-chunk file byte for byte', async () => {
+    const store = await openStore('s')
+    const data = randomBytes(5 * CHUNK + 1234)
+    await fs.writeFile(path.join(dir, 'f.bin'), data)
+    let progress = 0
+    const ref = await store.ingest(path.join(dir, 'f.bin'), { onProgress: b => { progress = b } })
+    expect(ref).toMatchObject({ kind: 'file', size: data.length })
+    expect(progress).toBe(data.length)
+    expect(await store.has(ref.digest)).toBe(true)
+    expect(await store.stat(ref.digest)).toEqual(ref)
+    expect((await store.listChunks(ref.digest)).length).toBe(6)
+    await store.materialize(ref.digest, path.join(dir, 'out/f.bin'))
+    expect((await fs.readFile(path.join(dir, 'out/f.bin'))).equals(data)).toBe(true)
+  })
+
+  it('stores an empty file and an empty directory', async () => {
+    const store = await openStore('s')
+    await fs.writeFile(path.join(dir, 'empty'), '')
+    await fs.mkdir(path.join(dir, 'emptydir'))
+    const file = await store.ingest(path.join(dir, 'empty'))
+    const tree = await store.ingest(path.join(dir, 'emptydir'))
+    expect(file).toMatchObject({ kind: 'file', size: 0 })
+    expect(tree).toMatchObject({ kind: 'tree', size: 0 })
+    await store.materialize(file.digest, path.join(dir, 'o1'))
+    await store.materialize(tree.digest, path.join(dir, 'o2'))
+    expect((await fs.readFile(path.join(dir, 'o1'))).length).toBe(0)
+    expect(await fs.readdir(path.join(dir, 'o2'))).toEqual([])
+  })
+
+  it('keeps a nested tree with exec bits, empty dirs and inside symlinks; readOnly locks it', async () => {
+    const store = await openStore('s')
+    const src = path.join(dir, 'src')
+    await makeTree(src, randomBytes(3 * CHUNK + 7))
+    const ref = await store.ingest(src, { label: 'tree' })
+    expect(ref.kind).toBe('tree')
+    await store.materialize(ref.digest, path.join(dir, 'out'))
+    expect(await describeTree(path.join(dir, 'out'))).toEqual(await describeTree(src))
+    await store.materialize(ref.digest, path.join(dir, 'ro'), { readOnly: true })
+    expect((await fs.stat(path.join(dir, 'ro/README'))).mode & 0o777).toBe(0o444)
+    expect((await fs.stat(path.join(dir, 'ro/bin/run.sh'))).mode & 0o777).toBe(0o555)
+    expect((await fs.stat(path.join(dir, 'ro/data'))).mode & 0o777).toBe(0o555)
+    expect((await fs.stat(path.join(dir, 'ro'))).mode & 0o777).toBe(0o555)
+    const held = []
+    for await (const r of store.roots()) held.push(r)
+    expect(held).toEqual([expect.objectContaining({ digest: ref.digest, kind: 'tree', label: 'tree' })])
+  })
+
+  it('survives a close and reopen', async () => {
+    let store = await openStore('s')
+    await fs.writeFile(path.join(dir, 'f'), randomBytes(2 * CHUNK))
+    const ref = await store.ingest(path.join(dir, 'f'))
+    await store.close()
+    store = await openStore('s')
+    expect(await store.has(ref.digest)).toBe(true)
+    expect(await store.stats()).toMatchObject({ artifacts: 1, chunks: 2, bytes: 2 * CHUNK, logicalBytes: 2 * CHUNK })
+  })
+
+  it('refuses to materialize onto an existing path and leaves it alone', async () => {
+    const store = await openStore('s')
+    await fs.writeFile(path.join(dir, 'f'), 'x')
+    const ref = await store.ingest(path.join(dir, 'f'))
+    await fs.writeFile(path.join(dir, 'taken'), 'mine')
+    await expect(store.materialize(ref.digest, path.join(dir, 'taken'))).rejects.toMatchObject({ code: 'CONFLICT' })
+    expect(await fs.readFile(path.join(dir, 'taken'), 'utf8')).toBe('mine')
+    await expect(store.materialize(`sha256:${'0'.repeat(64)}`, path.join(dir, 'nope'))).rejects.toBeInstanceOf(MissingContentError)
+  })
+
+  it('stops when the signal is aborted', async () => {
+    const store = await openStore('s')
+    await fs.writeFile(path.join(dir, 'f'), randomBytes(4 * CHUNK))
+    const ac = new AbortController()
+    ac.abort()
+    await expect(store.ingest(path.join(dir, 'f'), { signal: ac.signal })).rejects.toMatchObject({ code: 'CANCELLED' })
+    expect((await store.stats()).artifacts).toBe(0)
+  })
+})
+
+describe('deduplication', () => {
+  it('stores a file shared by two trees once, with the same digest as the file alone', async () => {
+    const store = await openStore('s')
+    const big = randomBytes(4 * CHUNK)
+    for (const t of ['t1', 't2']) {
+      await fs.mkdir(path.join(dir, t))
+      await fs.writeFile(path.join(dir, t, 'shared.bin'), big)
+      await fs.writeFile(path.join(dir, t, 'own.txt'), `only in ${t}`)
+    }
+    await fs.writeFile(path.join(dir, 'alone.bin'), big)
+    const a = await store.ingest(path.join(dir, 't1'))
+    const b = await store.ingest(path.join(dir, 't2'))
+    const alone = await store.ingest(path.join(dir, 'alone.bin'))
+    expect(a.digest).not.toBe(b.digest)
+    const stats = await store.stats()
+    // 4 chunks of the shared file + one small chunk per own.txt.
+    expect(stats.chunks).toBe(6)
+    expect(stats.bytes).toBe(4 * CHUNK + 'only in t1'.length * 2)
+    expect(stats.logicalBytes).toBe(2 * a.size + alone.size)
+    expect((await chunkFiles(path.join(dir, 's'))).length).toBe(4)
+    const snapshot = await store.ingestFiles(path.join(dir, 't1'), ['shared.bin'])
+    expect(snapshot.files).toEqual({ 'shared.bin': alone.digest })
+  })
+
+  it('snapshots listed files at their relative paths, with their parent directories', async () => {
+    const store = await openStore('s')
+    const base = path.join(dir, 'proj')
+    await fs.mkdir(path.join(base, 'lib/util'), { recursive: true })
+    await fs.writeFile(path.join(base, 'train.mjs'), 'train')
+    await fs.writeFile(path.join(base, 'lib/util/a.mjs'), 'a')
+    await fs.writeFile(path.join(base, 'lib/util/b.mjs'), 'b')
+    await fs.writeFile(path.join(base, 'unlisted.mjs'), 'no')
+    const { ref, files } = await store.ingestFiles(base, ['./train.mjs', 'lib/util/'])
+    expect(Object.keys(files).sort()).toEqual(['lib/util/a.mjs', 'lib/util/b.mjs', 'train.mjs'])
+    await store.materialize(ref.digest, path.join(dir, 'snap'))
+    expect((await describeTree(path.join(dir, 'snap'))).map(e => e.path)).toEqual(['lib', 'lib/util', 'lib/util/a.mjs', 'lib/util/b.mjs', 'train.mjs'])
+    await expect(store.ingestFiles(base, ['../outside'])).rejects.toBeInstanceOf(UnsafePathError)
+  })
+})
+
+describe('corruption', () => {
+  it('detects a flipped byte on materialize, quarantines the chunk and writes nothing', async () => {
+    const store = await openStore('s')
+    const src = path.join(dir, 'src')
+    await makeTree(src, randomBytes(3 * CHUNK))
+    const ref = await store.ingest(src)
+    const [victim] = await chunkFiles(path.join(dir, 's'))
+    const bytes = await fs.readFile(victim!)
+    bytes[100] = bytes[100]! ^ 0xff
+    await fs.writeFile(victim!, bytes)
+    await expect(store.materialize(ref.digest, path.join(dir, 'out', 'x'))).rejects.toBeInstanceOf(CorruptContentError)
+    expect(await fs.readdir(path.join(dir, 'out'))).toEqual([])
+    expect(await store.has(ref.digest)).toBe(false)
+    expect((await fs.readdir(path.join(dir, 's', 'quarantine'))).length).toBe(1)
+    await expect(fs.access(victim!)).rejects.toThrow()
+    // Ingesting the same content again heals the store.
+    await store.ingest(src)
+    expect(await store.has(ref.digest)).toBe(true)
+  })
+
+  it('detects a corrupt small chunk kept inside LevelDB', async () => {
+    let store = await openStore('s')
+    await fs.writeFile(path.join(dir, 'small.txt'), 'a small file kept inline')
+    const ref = await store.ingest(path.join(dir, 'small.txt'))
+    const [chunk] = await store.listChunks(ref.digest)
+    await store.close()
+    const raw = new Level<string, unknown>(path.join(dir, 's', 'index'))
+    await raw.sublevel<string, Uint8Array>('i', { valueEncoding: 'view' }).put(chunk!.digest, Buffer.from('a small file kept inlinE'))
+    await raw.close()
+    store = await openStore('s')
+    await expect(store.readChunk(chunk!.digest)).rejects.toBeInstanceOf(CorruptContentError)
+    expect(await store.has(ref.digest)).toBe(false)
+    expect((await fs.readdir(path.join(dir, 's', 'quarantine'))).length).toBe(1)
+    await expect(store.materialize(ref.digest, path.join(dir, 'out'))).rejects.toBeInstanceOf(MissingContentError)
+  })
+
+  it('verify finds corrupt chunks and repair refetches them from a peer', async () => {
+    const store = await openStore('s')
+    const peer = await openStore('peer')
+    const data = randomBytes(4 * CHUNK)
+    await fs.writeFile(path.join(dir, 'f'), data)
+    const ref = await store.ingest(path.join(dir, 'f'))
+    await peer.ingest(path.join(dir, 'f'))
+    const files = await chunkFiles(path.join(dir, 's'))
+    for (const f of files.slice(0, 2)) {
+      const b = await fs.readFile(f)
+      b[0] = b[0]! ^ 1
+      await fs.writeFile(f, b)
+    }
+    const clean = await store.verify()
+    expect(clean.chunksChecked).toBe(4)
+    expect(clean.corrupt).toHaveLength(2)
+    expect(clean.repaired).toEqual([])
+    expect(await store.has(ref.digest)).toBe(false)
+    const fixed = await store.verify({ repair: async d => await peer.readChunk(d) })
+    // The quarantined chunks are now missing from a held artifact; repair fetches them.
+    expect(fixed.missing.sort()).toEqual(clean.corrupt.sort())
+    expect(fixed.repaired.sort()).toEqual(clean.corrupt.sort())
+    expect(await store.has(ref.digest)).toBe(true)
+    await store.materialize(ref.digest, path.join(dir, 'out'))
+    expect((await fs.readFile(path.join(dir, 'out'))).equals(data)).toBe(true)
+    expect((await store.verify()).corrupt).toEqual([])
+  })
+})
+
+describe('hostile paths', () => {
+  it('putManifestBytes refuses escaping paths, bad hashes and keeps nothing', async () => {
+    const store = await openStore('s')
+    for (const entries of [
+      [{ path: '../evil', type: 'dir' }],
+      [{ path: '/etc/cron.d', type: 'dir' }],
+      [{ path: 'l', type: 'symlink', target: '../../etc/passwd' }],
+      [{ path: 'l', type: 'symlink', target: '/etc/passwd' }]
+    ]) {
+      const bytes = Buffer.from(JSON.stringify({ entries, type: 'tree' }))
+      const d = sha256Digest(bytes)
+      await expect(store.putManifestBytes(d, bytes)).rejects.toBeInstanceOf(UnsafePathError)
+      expect(await store.getManifestBytes(d)).toBeUndefined()
+    }
+    const ok = encodeManifest({ type: 'tree', entries: [] })
+    await expect(store.putManifestBytes(`sha256:${'1'.repeat(64)}`, ok)).rejects.toBeInstanceOf(CorruptContentError)
+  })
+
+  it('materialize re-checks paths of a manifest that got into the index anyway', async () => {
+    const storeDir = path.join(dir, 's')
+    let store = await openStore('s')
+    await store.close()
+    const bytes = Buffer.from(JSON.stringify({ entries: [{ path: '../escaped', type: 'dir' }], type: 'tree' }))
+    const d = sha256Digest(bytes)
+    const raw = new Level<string, unknown>(path.join(storeDir, 'index'))
+    await raw.sublevel<string, Uint8Array>('m', { valueEncoding: 'view' }).put(d, bytes)
+    await raw.close()
+    store = await openStore('s')
+    await expect(store.materialize(d, path.join(dir, 'out', 'x'))).rejects.toBeInstanceOf(UnsafePathError)
+    await expect(fs.access(path.join(dir, 'out', 'escaped'))).rejects.toThrow()
+    await expect(fs.access(path.join(dir, 'escaped'))).rejects.toThrow()
+  })
+
+  it('ingest refuses symlinks leaving the tree, absolute symlinks, FIFOs and a symlink root', async () => {
+    const store = await openStore('s')
+    const cases: Array<[string, (root: string) => Promise<void>]> = [
+      ['up', async r => { await fs.symlink('../../etc/passwd', path.join(r, 'l')) }],
+      ['abs', async r => { await fs.symlink('/etc/passwd', path.join(r, 'l')) }],
+      ['through', async r => { await fs.mkdir(path.join(r, 'd')); await fs.symlink('x/../../..', path.join(r, 'd/l')) }],
+      ['fifo', async r => { execFileSync('mkfifo', [path.join(r, 'p')]) }]
+    ]
+    for (const [name, make] of cases) {
+      const root = path.join(dir, name)
+      await fs.mkdir(root)
+      await fs.writeFile(path.join(root, 'ok.txt'), 'ok')
+      await make(root)
+      await expect(store.ingest(root), name).rejects.toBeInstanceOf(UnsafePathError)
+    }
+    await fs.symlink(path.join(dir, 'up', 'ok.txt'), path.join(dir, 'rootlink'))
+    await expect(store.ingest(path.join(dir, 'rootlink'))).rejects.toBeInstanceOf(UnsafePathError)
+    expect((await store.stats()).artifacts).toBe(0)
+  })
+})
+
+describe('limits', () => {
+  it('refuses artifacts over maxArtifactBytes, on ingest and from a peer', async () => {
+    const store = await openStore('s', { maxArtifactBytes: 1000 })
+    await fs.writeFile(path.join(dir, 'f'), randomBytes(2000))
+    await expect(store.ingest(path.join(dir, 'f'))).rejects.toThrow(/2000 bytes, over the store's artifact size limit of 1000/)
+    await fs.mkdir(path.join(dir, 't'))
+    await fs.writeFile(path.join(dir, 't/a'), randomBytes(600))
+    await fs.writeFile(path.join(dir, 't/b'), randomBytes(600))
+    await expect(store.ingest(path.join(dir, 't'))).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED' })
+    const big = encodeManifest({ type: 'file', size: 5000, chunks: [{ digest: `sha256:${'2'.repeat(64)}`, size: 5000 }] })
+    await expect(store.putManifestBytes(sha256Digest(big), big)).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED' })
+    expect(await store.stats()).toMatchObject({ artifacts: 0, chunks: 0 })
+  })
+})
+
+describe('peer transfer API', () => {
+  it('copies a tree from one store to another chunk by chunk', async () => {
+    const a = await openStore('a')
+    const b = await openStore('b')
+    const src = path.join(dir, 'src')
+    await makeTree(src, randomBytes(2 * CHUNK + 5))
+    const ref = await a.ingest(src)
+    await b.putManifestBytes(ref.digest, (await a.getManifestBytes(ref.digest))!)
+    await expect(b.addRoot(ref.digest)).rejects.toBeInstanceOf(MissingContentError)
+    for (const m of await b.missingManifests(ref.digest)) await b.putManifestBytes(m, (await a.getManifestBytes(m))!)
+    const missing = await b.missingChunks(ref.digest)
+    expect(missing.map(c => c.digest).sort()).toEqual((await a.listChunks(ref.digest)).map(c => c.digest).sort())
+    const first = missing[0]!.digest
+    await expect(b.writeChunk(first, Buffer.from('not it'))).rejects.toBeInstanceOf(CorruptContentError)
+    for (const c of missing) await b.writeChunk(c.digest, await a.readChunk(c.digest))
+    expect(await b.missingChunks(ref.digest)).toEqual([])
+    const held = await b.addRoot(ref.digest, { label: 'from a' })
+    expect(held).toMatchObject({ digest: ref.digest, kind: 'tree', size: ref.size, label: 'from a' })
+    await b.materialize(ref.digest, path.join(dir, 'out'))
+    expect(await describeTree(path.join(dir, 'out'))).toEqual(await describeTree(src))
+  })
+})
+
+describe('gc', () => {
+  it('removes unreferenced artifacts and orphan files, keeps referenced ones and shared chunks', async () => {
+    const store = await openStore('s')
+    const shared = randomBytes(2 * CHUNK)
+    await fs.mkdir(path.join(dir, 'keep'))
+    await fs.mkdir(path.join(dir, 'drop'))
+    await fs.writeFile(path.join(dir, 'keep/shared'), shared)
+    await fs.writeFile(path.join(dir, 'drop/shared'), shared)
+    await fs.writeFile(path.join(dir, 'drop/own'), randomBytes(3 * CHUNK))
+    const keep = await store.ingest(path.join(dir, 'keep'))
+    const drop = await store.ingest(path.join(dir, 'drop'))
+    const orphan = path.join(dir, 's', 'chunks', 'ab', `ab${'c'.repeat(62)}`)
+    await fs.mkdir(path.dirname(orphan), { recursive: true })
+    await fs.writeFile(orphan, 'left by a crash')
+    const report = await store.gc([keep.digest])
+    expect(report).toEqual({ removedArtifacts: 1, removedChunks: 3, freedBytes: 3 * CHUNK + 'left by a crash'.length })
+    expect(await store.has(drop.digest)).toBe(false)
+    expect(await store.has(keep.digest)).toBe(true)
+    expect(await store.stats()).toMatchObject({ artifacts: 1, chunks: 2, bytes: 2 * CHUNK })
+    expect((await chunkFiles(path.join(dir, 's'))).length).toBe(2)
+    await store.materialize(keep.digest, path.join(dir, 'out'))
+    expect((await fs.readFile(path.join(dir, 'out/shared'))).equals(shared)).toBe(true)
+    expect((await store.gc([])).removedArtifacts).toBe(1)
+    expect(await store.stats()).toEqual({ artifacts: 0, chunks: 0, bytes: 0, logicalBytes: 0 })
+  })
+
+  it('waits for an ingest in flight instead of collecting its chunks', async () => {
+    const store = await openStore('s')
+    const reference = await openStore('ref')
+    const data = randomBytes(8 * 1024 * KiB)
+    await fs.writeFile(path.join(dir, 'f'), data)
+    const { digest } = await reference.ingest(path.join(dir, 'f'))
+    let gc: Promise<unknown> | undefined
+    const ingest = store.ingest(path.join(dir, 'f'), { onProgress: b => { if (b >= data.length / 2) gc ??= store.gc([digest]) } })
+    await ingest
+    await gc
+    expect(gc).toBeDefined()
+    await store.materialize(digest, path.join(dir, 'out'))
+    expect((await fs.readFile(path.join(dir, 'out'))).equals(data)).toBe(true)
+  })
+
+  it('does not collect a manifest a transfer is still filling', async () => {
+    const a = await openStore('a')
+    const b = await openStore('b')
+    await fs.writeFile(path.join(dir, 'f'), randomBytes(2 * CHUNK))
+    const ref = await a.ingest(path.join(dir, 'f'))
+    await b.putManifestBytes(ref.digest, (await a.getManifestBytes(ref.digest))!)
+    const [c1] = await b.missingChunks(ref.digest)
+    await b.writeChunk(c1!.digest, await a.readChunk(c1!.digest))
+    await b.gc([])
+    expect(await b.getManifestBytes(ref.digest)).toBeDefined()
+    expect(await b.hasChunk(c1!.digest)).toBe(true)
+  })
+})
+
+describe('errors', () => {
+  it('says which store is in use when it is opened twice', async () => {
+    await openStore('s')
+    await expect(ContentStore.open(path.join(dir, 's'))).rejects.toMatchObject({
+      code: 'CONFLICT', message: expect.stringContaining(path.join(dir, 's')) as unknown
+    })
+  })
+})
