@@ -82,11 +82,13 @@ export async function serveArtifacts (node: Libp2p, store: ServableStore, option
           p.catch(() => {})
           return p
         }
-        // Read the next items from disk while the current one is on the wire.
+        // Read the next chunks from disk while the current one is on the wire (manifests, up to
+        // 64 MiB each, one at a time).
+        const depth = req.type === 'chunks' ? READ_AHEAD : 1
         const ahead: Array<Promise<Uint8Array | undefined>> = []
         let queued = 0
         for (const d of req.digests) {
-          while (ahead.length < READ_AHEAD && queued < req.digests.length) ahead.push(readAhead(req.digests[queued++] as Digest))
+          while (ahead.length < depth && queued < req.digests.length) ahead.push(readAhead(req.digests[queued++] as Digest))
           const bytes = await ahead.shift()
           if (bytes === undefined) {
             await sendJson({ type: 'missing', digest: d })

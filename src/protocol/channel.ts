@@ -293,8 +293,8 @@ export interface MessageChannel<In, Out> extends AsyncIterable<In> {
   /** The next valid message, or undefined once the remote has finished sending. */
   receive: (options?: { signal?: AbortSignal }) => Promise<In | undefined>
   messages: () => AsyncGenerator<In, void, undefined>
-  /** Half-closes: tells the remote that nothing more will be sent. */
-  close: () => Promise<void>
+  /** Half-closes once queued messages are sent: tells the remote nothing more will come. */
+  close: (options?: { signal?: AbortSignal }) => Promise<void>
   abort: (err: Error) => void
 }
 
@@ -339,7 +339,7 @@ export function openChannel<In, Out> (stream: Stream, options: ChannelOptions<In
     receive,
     messages,
     [Symbol.asyncIterator]: messages,
-    close: async () => { await frames.close() },
+    close: async (opts) => { await frames.close(opts) },
     abort: (err) => { frames.abort(err) }
   }
 }
@@ -378,20 +378,23 @@ export async function request<In, Out> (node: Libp2p, target: DialTarget, protoc
   const where = targetLabel(target)
   const timedOut = (): PipemeshError =>
     new PipemeshError('TIMEOUT', `${protocol} request to ${where} got no reply within ${timeoutMs} ms`, { retryable: true })
+  const dialTarget = toDialTarget(target)
   let stream: Stream
   try {
-    stream = await node.dialProtocol(toDialTarget(target), protocol, { signal })
+    stream = await node.dialProtocol(dialTarget, protocol, { signal })
   } catch (err) {
     if (timeout.aborted) throw timedOut()
-    if (options.signal?.aborted === true || err instanceof PipemeshError) throw err instanceof PipemeshError ? err : new CancelledError()
+    if (options.signal?.aborted === true) throw new CancelledError(`${protocol} request to ${where} cancelled`)
     throw new PipemeshError('UNREACHABLE', `cannot open ${protocol} to ${where}: ${(err as Error).message}`, { retryable: true, cause: err })
   }
-  const channelOptions: ChannelOptions<In> = { inSchema: options.inSchema, peer: where, signal }
+  // The signal goes to each call, not the channel: a channel would keep listening to it (and
+  // reset the finished stream when the timeout fires later).
+  const channelOptions: ChannelOptions<In> = { inSchema: options.inSchema, peer: where }
   if (options.maxMessageBytes !== undefined) channelOptions.maxMessageBytes = options.maxMessageBytes
   const channel = openChannel<In, Out>(stream, channelOptions)
   try {
     await channel.send(msg, { signal })
-    await channel.close()
+    await channel.close({ signal })
     const reply = await channel.receive({ signal })
     if (reply === undefined) throw new PipemeshError('PROTOCOL', `${where} closed ${protocol} without replying`, { retryable: true })
     return reply
