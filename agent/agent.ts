@@ -26,7 +26,10 @@ import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { detectCapabilities, type ResourceOverrides } from './capabilities.js'
 import { EnvironmentManager } from './environments.js'
 import { runAttempt } from './attempt.js'
+import { ContentGuard } from './integrity.js'
 import { killAllRunning, reapOrphans } from './process.js'
+import { Admission, ensureEnrolled } from './admission.js'
+import { peerIdFromString } from '@libp2p/peer-id'
 
 export const AGENT_VERSION = '0.1.0'
 
@@ -39,8 +42,19 @@ export interface AgentOptions {
   listen?: string[]
   resources?: ResourceOverrides
   labels?: Record<string, string>
+  /** A join token, redeemed once when this agent is not yet enrolled with the coordinator. */
+  join?: string
+  /**
+   * Called with this agent's peer id before it first connects. The embedded mode uses it to admit
+   * its in-process agent directly, without a token.
+   */
+  onIdentity?: (peerId: string) => Promise<void>
   /** Keep attempt working directories (debugging). */
   keepWorkdirs?: boolean
+  /** Largest artifact a step may output or this agent accepts from a peer. */
+  maxArtifactBytes?: number
+  /** Most bytes of one attempt's log kept; the rest is dropped with a note in the log. */
+  maxLogBytes?: number
 }
 
 interface Running {
@@ -65,8 +79,11 @@ export class Agent {
   private connectLoop: Promise<void> | undefined
   private heartbeat: NodeJS.Timeout | undefined
   private connectedWaiters: Array<() => void> = []
+  private guard: ContentGuard | undefined
+  private readonly admission: Admission
 
-  private constructor (init: { node: Libp2p, store: ContentStore, transfers: TransferStats, environments: EnvironmentManager, capabilities: WireCapabilities, options: AgentOptions }) {
+  private constructor (init: { node: Libp2p, store: ContentStore, transfers: TransferStats, environments: EnvironmentManager, capabilities: WireCapabilities, options: AgentOptions, admission: Admission }) {
+    this.admission = init.admission
     this.node = init.node
     this.store = init.store
     this.transfers = init.transfers
@@ -84,14 +101,15 @@ export class Agent {
     const [capabilities, privateKey, store] = await Promise.all([
       detectCapabilities(detectOptions),
       loadOrCreatePrivateKey(options.dataDir),
-      ContentStore.open(join(options.dataDir, 'store'))
+      ContentStore.open(join(options.dataDir, 'store'), options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes })
     ])
     const coordinatorId = multiaddr(options.coordinator).getComponents().find(c => c.name === 'p2p')?.value
     if (coordinatorId === undefined) {
       await store.close()
       throw new PipemeshError('INVALID_ARGUMENT', `coordinator address ${options.coordinator} has no /p2p/<peer id> part`, { hint: 'copy the address the coordinator printed at start' })
     }
-    const nodeOptions: Parameters<typeof createNode>[0] = { privateKey }
+    const admission = new Admission(coordinatorId)
+    const nodeOptions: Parameters<typeof createNode>[0] = { privateKey, gater: { allowPeer: peer => admission.allowConnection(peer) } }
     if (options.listen !== undefined) nodeOptions.listen = options.listen
     let node: Libp2p
     try {
@@ -100,7 +118,21 @@ export class Agent {
       await store.close()
       throw err
     }
-    await serveArtifacts(node, store, {})
+    try {
+      if (options.onIdentity !== undefined) await options.onIdentity(node.peerId.toString())
+      else await ensureEnrolled(node, options.dataDir, options.coordinator, coordinatorId, { name: options.name ?? hostname(), ...(options.join === undefined ? {} : { token: options.join }) })
+    } catch (err) {
+      await node.stop()
+      await store.close()
+      throw err
+    }
+    // Damage found while serving (or running a step) is reported, so the coordinator stops
+    // counting on this copy.
+    let self: Agent | undefined
+    const guard = new ContentGuard(store, lost => {
+      for (let i = 0; i < lost.length; i += HOLDINGS_BATCH) self?.sendNow({ type: 'holdings', add: [], remove: lost.slice(i, i + HOLDINGS_BATCH) })
+    }, options.logger)
+    await serveArtifacts(node, guard.servable(), { authorize: peer => admission.mayFetch(peer) })
     const transfers = transferStats(node)
     // Steps left running by an agent that was killed (kill -9) are found by their pid files and
     // ended before anything new starts; their working directories go too.
@@ -108,7 +140,9 @@ export class Agent {
     if (reaped > 0) options.logger.warn({ reaped }, 'killed step processes left by a previous agent run')
     await rm(join(options.dataDir, 'work'), { recursive: true, force: true }).catch(() => {})
     const environments = new EnvironmentManager({ dir: join(options.dataDir, 'envs'), store })
-    const agent = new Agent({ node, store, transfers, environments, capabilities: { ...capabilities, labels: capabilities.labels }, options })
+    const agent = new Agent({ node, store, transfers, environments, capabilities: { ...capabilities, labels: capabilities.labels }, options, admission })
+    self = agent
+    agent.guard = guard
     agent.connectLoop = agent.keepConnected()
     return agent
   }
@@ -254,7 +288,18 @@ export class Agent {
         this.running.get(msg.attemptId)?.controller.abort(new PipemeshError('CANCELLED', msg.reason))
         break
       case 'fetch':
+        // The client serving the upload must be let through our gater for the dial.
+        for (const peer of msg.from) this.admission.grant(peer.peerId, 60 * 60_000)
         void this.pullUpload(msg.requestId, msg.digests, msg.from)
+        break
+      case 'members':
+        for (const gone of this.admission.setMembers(msg.peers)) {
+          this.log.info({ peer: gone }, 'peer is no longer a member: disconnecting it')
+          void this.node.hangUp(peerIdFromString(gone)).catch(() => {})
+        }
+        break
+      case 'grant':
+        this.admission.grant(msg.peerId, msg.ttlMs)
         break
       case 'forget':
         for (const id of msg.attemptIds) {
@@ -345,10 +390,27 @@ export class Agent {
         onLine: line => { lines.push(line) },
         onStart: pid => { this.sendNow({ type: 'started', attemptId: task.attemptId, pid }) },
         keepWorkdir: this.options.keepWorkdirs === true,
-        trackDir: join(this.options.dataDir, 'pids')
+        trackDir: join(this.options.dataDir, 'pids'),
+        ...(this.options.maxLogBytes === undefined ? {} : { maxLogBytes: this.options.maxLogBytes }),
+        repairContent: async (what, digest) => { await this.repairContent(what, digest, sources, signal, log) }
       })
     } finally {
       lines.flush()
+    }
+  }
+
+  /**
+   * Fetches again an artifact that a read found damaged (its bad chunk quarantined). When no
+   * holder can supply it, the store is rechecked first, so that the coordinator hears it is gone
+   * here before it hears that the attempt failed.
+   */
+  private async repairContent (what: string, digest: Digest, sources: Record<string, PeerAddress[]>, signal: AbortSignal, log: Logger): Promise<void> {
+    log.warn({ input: what, digest }, 'a stored input is damaged; fetching it again from other holders')
+    try {
+      await fetchArtifact(this.node, this.store, digest, sources[what] ?? [], { signal })
+    } catch (err) {
+      await this.guard?.recheck()
+      throw err
     }
   }
 

@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync } from 'node:fs'
 import { chmod, lstat, readdir, realpath, rmdir, unlink } from 'node:fs/promises'
 import { join, relative, sep } from 'node:path'
-import { PipemeshError, toWireError, type WireError } from '../src/errors.js'
+import { CorruptContentError, MissingContentError, PipemeshError, toWireError, type WireError } from '../src/errors.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { removeTree, type EnvironmentManager } from './environments.js'
@@ -35,6 +35,12 @@ export interface AttemptDeps {
   baseEnv?: Record<string, string>
   /** Where pid records go so that a restarted agent can reap what a crashed one left (reapOrphans). */
   trackDir?: string
+  /**
+   * Makes an artifact whole again after reading it found a chunk corrupt (quarantined) or gone,
+   * by fetching it from other holders; throws when it cannot. `what` is the input name, or
+   * `.code` for the code snapshot. Without it, such an attempt fails.
+   */
+  repairContent?: (what: string, digest: Digest) => Promise<void>
 }
 
 /** Top-level names of the working directory that the code snapshot may not use. */
@@ -171,7 +177,7 @@ async function prepareWorkdir (task: Task, deps: AttemptDeps, stepDir: string, w
     try {
       // A finishing attempt of the run may remove these empty parents at any moment: retried below.
       mkdirSync(stepDir, { recursive: true })
-      if (task.code !== undefined) await deps.store.materialize(task.code, workdir, signalOpt(deps.signal))
+      if (task.code !== undefined) await materializeRepairing(deps, '.code', task.code, workdir, signalOpt(deps.signal))
       else mkdirSync(workdir)
       break
     } catch (err) {
@@ -195,9 +201,29 @@ async function prepareWorkdir (task: Task, deps: AttemptDeps, stepDir: string, w
   const inputs = join(workdir, 'inputs')
   mkdirSync(inputs)
   for (const name of names) {
-    await deps.store.materialize((task.inputs[name] as ArtifactRef).digest, join(inputs, name), { ...signalOpt(deps.signal), readOnly: true })
+    await materializeRepairing(deps, name, (task.inputs[name] as ArtifactRef).digest, join(inputs, name), { ...signalOpt(deps.signal), readOnly: true })
   }
   await chmod(inputs, 0o555)
+}
+
+/**
+ * Materializes an artifact; when the read finds it damaged (the store has quarantined the bad
+ * chunk), has it repaired from other holders and tries once more. A step never sees bad bytes:
+ * the store verifies every chunk it writes out.
+ */
+async function materializeRepairing (deps: AttemptDeps, what: string, digest: Digest, dest: string, options: { signal?: AbortSignal, readOnly?: boolean }): Promise<void> {
+  try {
+    await deps.store.materialize(digest, dest, options)
+  } catch (err) {
+    if (deps.repairContent === undefined || deps.signal?.aborted === true || !(err instanceof CorruptContentError || err instanceof MissingContentError)) throw err
+    try {
+      await deps.repairContent(what, digest)
+    } catch (repairErr) {
+      const code = repairErr instanceof PipemeshError && (repairErr.code === 'CANCELLED' || repairErr.code === 'LIMIT_EXCEEDED') ? repairErr.code : (err as PipemeshError).code
+      throw new PipemeshError(code, `${what === '.code' ? 'the code snapshot' : `input ${what}`} (${digest}) is damaged in this agent's store (${(err as Error).message}) and could not be fetched again: ${(repairErr as Error).message}`, { cause: repairErr })
+    }
+    await deps.store.materialize(digest, dest, options)
+  }
 }
 
 /**
@@ -254,6 +280,8 @@ async function collect (task: Task, deps: AttemptDeps, workdir: string, inputsBe
   } catch (err) {
     if (deps.signal?.aborted === true) return finish('cancelled', { ...base, error: cancelledError(task) })
     const w = toWireError(err)
+    // The store's generic hint names its setting; here the limit is the agent's own option.
+    if (w.code === 'LIMIT_EXCEEDED' && w.message.includes('artifact size limit')) w.hint = "the agent's --max-artifact-size refused it: write a smaller output or run the step on an agent with a larger limit"
     return finish('failed', { ...base, error: { ...w, message: `${step}: storing its outputs failed: ${w.message}` } })
   }
   return finish('succeeded', { ...base, outputs })

@@ -6,13 +6,13 @@
 // Leftovers: processes a step leaves behind when it exits are killed with it; children of an
 // agent that dies are killed by the agent's exit handler, or (after kill -9) by reapOrphans().
 
-import { spawn } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 import { mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { PipemeshError, throwIfAborted } from '../src/errors.js'
 import type { LogLine } from '../src/protocol/task.js'
 import { LogCapture } from './log-capture.js'
+import { spawnStep } from './launcher-client.js'
 
 export interface RunProcessOptions {
   /** A string runs under `/bin/sh -c`; an array is argv, run without a shell. */
@@ -99,25 +99,22 @@ export async function runProcess (options: RunProcessOptions): Promise<RunProces
   })
   installExitHook()
   const started = performance.now()
-  const child = spawn(file, args, {
-    cwd: options.cwd,
-    env: options.env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // Own process group: the child's pid is the group id that kills the tree.
-    detached: true
-  })
-  const pid = child.pid ?? 0
-  if (child.stdout !== null) capture.attach(child.stdout, 'stdout')
-  if (child.stderr !== null) capture.attach(child.stderr, 'stderr')
+  // Started by the launcher process (see launcher.ts), in its own process group: the child's pid
+  // is the group id that kills the tree.
+  const child = spawnStep(file, args, { cwd: options.cwd, env: options.env, lingerMs: PIPE_LINGER_MS })
+  capture.attach(child.stdout, 'stdout')
+  capture.attach(child.stderr, 'stderr')
   const ended = new Promise<{ code: number | null, signal: NodeJS.Signals | null, error?: Error }>((resolve) => {
     let error: Error | undefined
-    child.once('error', (err) => {
-      error = err
-      // A process that never started emits no 'close' on every Node version.
-      if (child.pid === undefined) resolve({ code: null, signal: null, error })
-    })
-    child.once('close', (code, signal) => { resolve(error === undefined ? { code, signal } : { code, signal, error }) })
+    child.once('error', (err: Error) => { error = err })
+    child.once('close', (code: number | null, signal: NodeJS.Signals | null) => { resolve(error === undefined ? { code, signal } : { code, signal, error }) })
   })
+  // The pid arrives with the launcher's first report (or never, when the program cannot start).
+  await new Promise<void>((resolve) => {
+    child.once('spawn', () => { resolve() })
+    child.once('close', () => { resolve() })
+  })
+  const pid = child.pid ?? 0
 
   let killing: 'timeout' | 'cancel' | undefined
   let graceTimer: NodeJS.Timeout | undefined
@@ -139,8 +136,6 @@ export async function runProcess (options: RunProcessOptions): Promise<RunProces
     // Whatever the step left behind (a background job holding our pipes) ends with it.
     child.once('exit', () => {
       if (killing === undefined) signalGroup(pid, 'SIGKILL')
-      // A process that left the group (setsid) may hold our pipes forever: stop waiting for it.
-      setTimeout(() => { child.stdout?.destroy(); child.stderr?.destroy() }, PIPE_LINGER_MS).unref()
     })
     if (options.timeoutMs !== undefined && options.timeoutMs > 0) {
       timeoutTimer = setTimeout(() => { startKill('timeout') }, options.timeoutMs)

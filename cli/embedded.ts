@@ -25,7 +25,9 @@ export async function startEmbedded (dataDir: string, logger: Logger, options: {
     agent = await Agent.start({
       dataDir: join(dataDir, 'agent'),
       coordinator: address.includes('/p2p/') ? address : `${address}/p2p/${coordinator.peerId}`,
-      logger: logger.child({ component: 'agent' })
+      logger: logger.child({ component: 'agent' }),
+      // The agent in this process is a member by construction: no join token needed.
+      onIdentity: async (peerId) => { await coordinator.membership.admit(peerId, 'embedded') }
     })
   } catch (err) {
     await coordinator.stop()

@@ -21,7 +21,17 @@ export function formatRun (run: RunSummary): string {
   const counts = new Map<string, number>()
   for (const s of run.steps) counts.set(s.status, (counts.get(s.status) ?? 0) + 1)
   const tally = [...counts].map(([k, v]) => `${v} ${k}`).join(', ')
-  return `${head}\n${table(rows)}\n${tally}${run.error === undefined ? '' : `\nerror: ${run.error}`}`
+  // Steps that needed more than one attempt (retries, lost agents, rebuilt outputs), each attempt.
+  const history: string[] = []
+  for (const s of run.steps) {
+    if (s.history === undefined) continue
+    history.push(`attempts of ${s.id}:`)
+    for (const a of s.history) {
+      const took = a.durationMs === null ? 'running' : formatDuration(a.durationMs)
+      history.push(`  ${a.number}. ${a.agent}: ${a.state}, exit ${a.exitCode ?? '-'}, ${took}${a.error === undefined ? '' : ` (${a.error})`}`)
+    }
+  }
+  return `${head}\n${table(rows)}\n${tally}${history.length === 0 ? '' : `\n${history.join('\n')}`}${run.error === undefined ? '' : `\nerror: ${run.error}`}`
 }
 
 export function formatRuns (runs: RunListEntry[]): string {

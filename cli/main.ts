@@ -21,10 +21,11 @@ program
   .version('0.1.0')
   .option('--data <dir>', 'state directory (default ~/.pipemesh or $PIPEMESH_HOME)')
   .option('--log-level <level>', 'log level on stderr: error, warn, info, debug (default warn, or $PIPEMESH_LOG_LEVEL)')
+  .option('--api-token-file <file>', "file holding the coordinator API's bearer token (or $PIPEMESH_API_TOKEN)")
   .showHelpAfterError()
   .exitOverride()
 
-interface Global { data?: string, logLevel?: string }
+interface Global { data?: string, logLevel?: string, apiTokenFile?: string }
 const globals = (): Global => program.opts<Global>()
 let jsonMode = false
 
@@ -47,7 +48,7 @@ async function dataDir (): Promise<string> {
 async function withApi<T> (url: string | undefined, fn: (api: CoordinatorApi) => Promise<T>): Promise<T> {
   if (url !== undefined) {
     const { HttpCoordinatorClient } = await import('../src/client/http.js')
-    return await fn(new HttpCoordinatorClient(url))
+    return await fn(new HttpCoordinatorClient(url, await apiToken()))
   }
   const { openOffline } = await import('./embedded.js')
   const coordinator = await openOffline(await dataDir(), createLogger(globals().logLevel))
@@ -56,6 +57,17 @@ async function withApi<T> (url: string | undefined, fn: (api: CoordinatorApi) =>
   } finally {
     await coordinator.stop()
   }
+}
+
+/** The bearer token for a coordinator API bound beyond loopback, if the user gave one. */
+async function apiToken (): Promise<string | undefined> {
+  const file = globals().apiTokenFile
+  if (file !== undefined) {
+    const { readApiToken } = await import('./api-token.js')
+    return await readApiToken(file)
+  }
+  const env = process.env.PIPEMESH_API_TOKEN
+  return env === undefined || env === '' ? undefined : env
 }
 
 function print (json: boolean, value: unknown, text: () => string): void {
@@ -177,7 +189,7 @@ program.command('cancel')
     print(jsonMode, run, () => formatRun(run))
   })
 
-program.command('agents')
+const agentsCommand = program.command('agents')
   .description('list agents with their capabilities and current allocations')
   .option('--json', 'print JSON')
   .addOption(coordinatorOption())
@@ -185,6 +197,64 @@ program.command('agents')
     jsonMode = opts.json === true
     const agents = await withApi(opts.coordinator, async api => await api.agents())
     print(jsonMode, agents, () => formatAgents(agents))
+  })
+
+agentsCommand.command('revoke')
+  .description('cut an agent off at once: its connections close, its running steps are rescheduled, it cannot rejoin')
+  .argument('<agent>', 'agent name or peer id (as `pipemesh agents` shows it)')
+  .option('--json', 'print JSON')
+  .addOption(coordinatorOption())
+  .action(async (idOrName: string, opts: { json?: boolean, coordinator?: string }) => {
+    jsonMode = opts.json === true
+    const url = agentsCommand.getOptionValueSource('coordinator') === 'cli' ? agentsCommand.opts<{ coordinator?: string }>().coordinator : opts.coordinator
+    const member = await withApi(url, async api => await api.revokeAgent(idOrName))
+    print(jsonMode, member, () => `agent ${member.name} (${member.peerId}) revoked`)
+  })
+
+const token = program.command('token').description('join tokens that let a new agent enroll (administrators)')
+token.command('create')
+  .description('make a single-use join token and print it')
+  .option('--ttl <duration>', 'how long the token can be redeemed', '1h')
+  .option('--json', 'print JSON')
+  .addOption(coordinatorOption())
+  .action(async (opts: { ttl: string, json?: boolean, coordinator?: string }) => {
+    jsonMode = opts.json === true
+    const { parseDuration } = await import('../src/util/units.js')
+    const ttlMs = parseDuration(opts.ttl)
+    const created = await withApi(opts.coordinator, async api => await api.createToken(ttlMs))
+    print(jsonMode, created, () => created.token)
+    if (!jsonMode && process.stderr.isTTY === true) {
+      process.stderr.write(`valid until ${new Date(created.expiresAt).toISOString()}, for one agent:\n  pipemesh agent --coordinator ${created.multiaddrs[0] ?? '<coordinator multiaddr>'} --join ${created.token}\n`)
+    }
+  })
+
+const secret = program.command('secret').description('secrets handed to steps as environment variables, never shown or logged')
+secret.command('set')
+  .description('store a secret on the coordinator; the value is read from standard input')
+  .argument('<name>', 'the environment variable name steps will see')
+  .addOption(coordinatorOption())
+  .action(async (name: string, opts: { coordinator?: string }) => {
+    const { readSecretValue } = await import('./api-token.js')
+    const value = await readSecretValue(name)
+    await withApi(opts.coordinator, async api => { await api.setSecret(name, value) })
+    process.stderr.write(`secret ${name} set\n`)
+  })
+secret.command('list')
+  .description('list secret names (never values)')
+  .option('--json', 'print JSON')
+  .addOption(coordinatorOption())
+  .action(async (opts: { json?: boolean, coordinator?: string }) => {
+    jsonMode = opts.json === true
+    const list = await withApi(opts.coordinator, async api => await api.listSecrets())
+    print(jsonMode, list, () => list.length === 0 ? 'no secrets' : list.map(s => `${s.name}  (set ${new Date(s.updatedAt).toISOString()})`).join('\n'))
+  })
+secret.command('rm')
+  .description('delete a secret')
+  .argument('<name>')
+  .addOption(coordinatorOption())
+  .action(async (name: string, opts: { coordinator?: string }) => {
+    await withApi(opts.coordinator, async api => { await api.deleteSecret(name) })
+    process.stderr.write(`secret ${name} deleted\n`)
   })
 
 const artifacts = program.command('artifacts').description('artifacts in the mesh')
@@ -212,14 +282,25 @@ store.command('stats')
     print(jsonMode, stats, () => Object.entries(stats).map(([k, v]) => `${k}: ${String(v)}`).join('\n'))
   })
 store.command('verify')
-  .description('rehash every stored chunk; corrupt ones are quarantined')
+  .description('rehash every stored chunk; corrupt ones are quarantined (exit 1 when damage is left)')
+  .option('--repair', 'fetch damaged artifacts again from other agents (with --coordinator), else drop them so runs rebuild them')
   .option('--json', 'print JSON')
-  .action(async (opts: { json?: boolean }) => {
+  .addOption(coordinatorOption())
+  .action(async (opts: { json?: boolean, repair?: boolean, coordinator?: string }) => {
     jsonMode = opts.json === true
     const { storeVerify } = await import('./commands/store.js')
-    const report = await storeVerify(await dataDir())
-    print(jsonMode, report, () => `checked ${report.chunksChecked} chunks; corrupt: ${report.corrupt.length}; missing: ${report.missing.length}`)
-    if (report.corrupt.length > 0 || report.missing.length > 0) process.exitCode = 1
+    const verifyOptions: Parameters<typeof storeVerify>[1] = { repair: opts.repair === true }
+    if (opts.coordinator !== undefined) {
+      const { HttpCoordinatorClient } = await import('../src/client/http.js')
+      verifyOptions.api = new HttpCoordinatorClient(opts.coordinator)
+    }
+    const report = await storeVerify(await dataDir(), verifyOptions)
+    print(jsonMode, report, () => [
+      `checked ${report.chunksChecked} chunks; corrupt: ${report.corrupt.length}; missing: ${report.missing.length}`,
+      ...(opts.repair === true ? [`artifacts fetched again: ${report.refetched.length}; dropped (rebuilt by the next run that needs them): ${report.dropped.length}`] : [])
+    ].join('\n'))
+    const damaged = report.corrupt.length > 0 || report.missing.length > 0
+    if (damaged && (opts.repair !== true || report.dropped.length > 0)) process.exitCode = 1
   })
 store.command('gc')
   .description('remove what no kept run and no reuse entry references')
@@ -239,22 +320,44 @@ program.command('coordinator')
   .option('--listen <multiaddr>', 'libp2p listen address', '/ip4/127.0.0.1/tcp/0')
   .option('--api <host:port>', 'HTTP API address', '127.0.0.1:7070')
   .option('--lease <duration>', 'how long a silent agent keeps its steps', '15s')
-  .action(async (opts: { listen: string, api: string, lease: string }) => {
+  .option('--api-token-file <file>', 'require this bearer token on the HTTP API (required when --api is not a loopback address)')
+  .action(async (opts: { listen: string, api: string, lease: string, apiTokenFile?: string }) => {
     const { runCoordinatorDaemon } = await import('./commands/daemons.js')
-    await runCoordinatorDaemon({ dataDir: await dataDir(), listen: opts.listen, api: opts.api, lease: opts.lease, logLevel: globals().logLevel })
+    await runCoordinatorDaemon({ dataDir: await dataDir(), listen: opts.listen, api: opts.api, lease: opts.lease, apiTokenFile: opts.apiTokenFile ?? globals().apiTokenFile, logLevel: globals().logLevel })
   })
 
-program.command('agent')
-  .description('run an agent daemon that executes steps for a coordinator')
-  .requiredOption('--coordinator <multiaddr>', "the coordinator's libp2p address (printed when it starts)")
+const agentCommand = program.command('agent')
+  .description('run an agent daemon that executes steps for a coordinator (or drain/undrain one)')
+  // Not requiredOption: commander would demand it of `agent drain` too.
+  .option('--coordinator <multiaddr>', "the coordinator's libp2p address (printed when it starts)")
   .option('--listen <multiaddr>', 'libp2p listen address', '/ip4/127.0.0.1/tcp/0')
   .option('--name <name>', 'agent name (default the hostname)')
+  .option('--join <token>', 'a join token from `pipemesh token create`, needed once to enroll with the coordinator')
   .option('--resources <list>', 'declare or override resources, e.g. gpu=2,cpu=8,memory=16GiB')
   .option('--label <key=value>', 'a label steps can require (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
-  .action(async (opts: { coordinator: string, listen: string, name?: string, resources?: string, label: string[] }) => {
+  .option('--max-artifact-size <size>', 'refuse step outputs and fetched artifacts larger than this, e.g. 10GiB')
+  .option('--max-log-size <size>', "keep at most this much of a step attempt's log, e.g. 64MiB (the rest is dropped with a note)")
+  .action(async (opts: { coordinator?: string, listen: string, name?: string, join?: string, resources?: string, label: string[], maxArtifactSize?: string, maxLogSize?: string }) => {
+    if (opts.coordinator === undefined) throw new PipemeshError('INVALID_ARGUMENT', "pipemesh agent needs --coordinator <multiaddr>, the address `pipemesh coordinator` printed when it started")
     const { runAgentDaemon } = await import('./commands/daemons.js')
-    await runAgentDaemon({ dataDir: await dataDir(), ...opts, logLevel: globals().logLevel })
+    await runAgentDaemon({ dataDir: await dataDir(), ...opts, coordinator: opts.coordinator, logLevel: globals().logLevel })
   })
+
+for (const draining of [true, false]) {
+  agentCommand.command(draining ? 'drain' : 'undrain')
+    .description(draining ? 'let an agent finish its running steps and give it no new ones' : 'let a drained agent take steps again')
+    .argument('<agent>', 'agent name or id (as `pipemesh agents` shows it)')
+    .option('--json', 'print JSON')
+    .addOption(coordinatorOption())
+    .action(async (idOrName: string, opts: { json?: boolean, coordinator?: string }) => {
+      jsonMode = opts.json === true
+      // `agent` has a --coordinator of its own (a multiaddr) that takes the flag when it is given.
+      const url = agentCommand.getOptionValueSource('coordinator') === 'cli' ? agentCommand.opts<{ coordinator?: string }>().coordinator : opts.coordinator
+      if (url === undefined) throw new PipemeshError('INVALID_ARGUMENT', `pipemesh agent ${draining ? 'drain' : 'undrain'} needs --coordinator <url> (or PIPEMESH_COORDINATOR): draining is done by the running coordinator`)
+      const agent = await withApi(url, async api => await api.drainAgent(idOrName, draining))
+      print(jsonMode, agent, () => `agent ${agent.name} (${agent.id}) ${draining ? 'is draining: its running steps finish, it gets no new ones' : 'takes steps again'}`)
+    })
+}
 
 function examplesDir (): string {
   // dist/cli/main.js -> package root
@@ -274,4 +377,13 @@ async function main (): Promise<void> {
   }
 }
 
-void main()
+// Exit as soon as the command is done: libp2p leaves debounce timers behind that would otherwise
+// keep a finished CLI alive for another second. stdout is flushed first.
+void main().then(() => {
+  process.stdout.write('', () => { process.exit() })
+})
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  // `pipemesh runs | head`: the reader went away; that is not our failure.
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0)
+  throw err
+})

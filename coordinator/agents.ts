@@ -45,6 +45,8 @@ export class AgentRegistry {
   private readonly agents = new Map<string, AgentSession>()
   private readonly holders = new Map<Digest, Set<string>>()
   private readonly held = new Map<string, Map<Digest, ArtifactRef>>()
+  /** Agents drained by an administrator, connected or not (kept across their reconnects). */
+  private readonly drained = new Set<string>()
 
   /** Registers a (re)connected agent; allocations of a returning agent are kept. */
   connect (init: { id: string, name: string, addrs: string[], capabilities: WireCapabilities, send: AgentSession['send'] }): AgentSession {
@@ -58,7 +60,7 @@ export class AgentRegistry {
       allocated: existing?.view.allocated ?? { cpu: 0, memory: 0, gpus: [] },
       running: existing?.view.running ?? 0,
       load: 0,
-      draining: existing?.draining ?? false
+      draining: this.drained.has(init.id)
     }
     const session: AgentSession = {
       id: init.id,
@@ -69,7 +71,7 @@ export class AgentRegistry {
       connectedAt: now,
       lastSeen: now,
       load: 0,
-      draining: existing?.draining ?? false,
+      draining: this.drained.has(init.id),
       transfers: existing?.transfers ?? { bytesServed: 0, bytesFetched: 0 },
       view,
       attempts: existing?.attempts ?? new Set(),
@@ -109,6 +111,28 @@ export class AgentRegistry {
     return this.agents.get(id)
   }
 
+  /** An agent by peer id, the end of one (6+ characters, as `pipemesh agents` shows), or name. */
+  find (idOrName: string): AgentSession | undefined {
+    const all = this.all()
+    return this.agents.get(idOrName) ??
+      all.find(a => idOrName.length >= 6 && a.id.endsWith(idOrName)) ??
+      all.find(a => a.name === idOrName && a.connected) ??
+      all.find(a => a.name === idOrName)
+  }
+
+  /**
+   * Drains an agent (it finishes what it runs and is given nothing new) or undrains it. Applies
+   * to the agent's later connections too, until undrained.
+   */
+  setDraining (id: string, draining: boolean): void {
+    if (draining) this.drained.add(id)
+    else this.drained.delete(id)
+    const session = this.agents.get(id)
+    if (session === undefined) return
+    session.draining = draining
+    session.view = { ...session.view, draining }
+  }
+
   connected (): AgentSession[] {
     return [...this.agents.values()].filter(a => a.connected)
   }
@@ -120,6 +144,14 @@ export class AgentRegistry {
   /** Agents the scheduler may place on: connected ones. */
   views (): AgentView[] {
     return this.connected().map(a => a.view)
+  }
+
+  /**
+   * Disconnected agents not yet given up on, as views that take nothing new: a step only they
+   * could run waits for them instead of failing as unschedulable.
+   */
+  awayViews (): AgentView[] {
+    return this.all().filter(a => !a.connected).map(a => ({ ...a.view, draining: true }))
   }
 
   addHoldings (agentId: string, refs: ArtifactRef[]): void {
@@ -146,6 +178,13 @@ export class AgentRegistry {
     const set = this.holders.get(digest)
     if (set === undefined) return []
     return [...set].filter(id => this.agents.get(id)?.connected === true)
+  }
+
+  /** Agents that held the artifact and are disconnected, but not yet given up on (within their lease). */
+  awayHolders (digest: Digest): string[] {
+    const set = this.holders.get(digest)
+    if (set === undefined) return []
+    return [...set].filter(id => this.agents.get(id)?.connected === false)
   }
 
   /** True when some connected agent holds the artifact. */

@@ -2,6 +2,7 @@
 // a step's log streams as NDJSON, run events as server-sent events. Errors carry their code and
 // a message meant for the person at the other end.
 
+import { createHash, timingSafeEqual } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
 import { PipemeshError, toWireError, type ErrorCode } from '../src/errors.js'
@@ -11,6 +12,9 @@ import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { z } from 'zod'
 
 const digestSchema = z.string().regex(/^sha256:[0-9a-f]{64}$/)
+const locateSchema = z.object({ digest: digestSchema, client: z.string().min(1).max(128).optional() })
+const tokenSchema = z.object({ ttlMs: z.number().positive().max(365 * 24 * 3600 * 1000).default(3600 * 1000) })
+const secretSchema = z.object({ value: z.string().min(1).max(64 * 1024) })
 const missingSchema = z.object({ digests: z.array(digestSchema).max(100_000) })
 const uploadSchema = z.object({
   refs: z.array(z.object({ digest: digestSchema, kind: z.enum(['file', 'tree']), size: z.number().int().nonnegative() })).max(100_000),
@@ -24,6 +28,8 @@ export interface ApiServerOptions {
   logger: Logger
   /** Largest request body, bytes. */
   bodyLimit?: number
+  /** When set, every request must carry `Authorization: Bearer <token>` (compared in constant time). */
+  token?: string
   /** Extra information served by GET /v1/health (peer id, multiaddrs). */
   health?: () => Record<string, unknown>
 }
@@ -54,6 +60,18 @@ export async function startApiServer (options: ApiServerOptions): Promise<{ serv
     void reply.code(status).send({ error: { code: status === 413 ? 'LIMIT_EXCEEDED' : status < 500 ? 'INVALID_ARGUMENT' : 'INTERNAL', message: (err as Error).message } })
   })
 
+  if (options.token !== undefined) {
+    const expected = createHash('sha256').update(options.token).digest()
+    server.addHook('onRequest', async (request, reply) => {
+      const header = request.headers.authorization ?? ''
+      const given = createHash('sha256').update(header.startsWith('Bearer ') ? header.slice(7) : '').digest()
+      // Hashes of equal length compared in constant time: the timing says nothing about the token.
+      if (!timingSafeEqual(given, expected)) {
+        await reply.code(401).header('www-authenticate', 'Bearer').send({ error: { code: 'UNAUTHORIZED', message: 'this coordinator API needs a bearer token', hint: 'pass --api-token-file FILE or set PIPEMESH_API_TOKEN' } })
+      }
+    })
+  }
+
   server.get('/v1/health', async () => ({ ok: true, ...(options.health?.() ?? {}) }))
   server.post<{ Body: SubmitRequest }>('/v1/runs', async (request, reply) => {
     const run = await api.submit(request.body)
@@ -72,9 +90,29 @@ export async function startApiServer (options: ApiServerOptions): Promise<{ serv
     if (!body.success) throw new PipemeshError('INVALID_ARGUMENT', `expected {digests: [sha256:…]}: ${body.error.issues[0]?.message ?? ''}`)
     return { missing: await api.missingArtifacts(body.data.digests as Digest[]) }
   })
-  server.get<{ Params: { digest: string } }>('/v1/artifacts/:digest/holders', async (request) => {
-    if (!digestSchema.safeParse(request.params.digest).success) throw new PipemeshError('INVALID_ARGUMENT', `"${request.params.digest}" is not a digest (sha256:<64 hex>)`)
-    return await api.locate(request.params.digest as Digest)
+  server.post<{ Body: unknown }>('/v1/artifacts/locate', async (request) => {
+    const body = locateSchema.safeParse(request.body)
+    if (!body.success) throw new PipemeshError('INVALID_ARGUMENT', `expected {digest: "sha256:…", client?: "<peer id>"}: ${body.error.issues[0]?.message ?? ''}`)
+    return await api.locate(body.data.digest as Digest, body.data.client)
+  })
+  server.post<{ Body: unknown }>('/v1/tokens', async (request, reply) => {
+    const body = tokenSchema.safeParse(request.body ?? {})
+    if (!body.success) throw new PipemeshError('INVALID_ARGUMENT', `expected {ttlMs: <positive number>}: ${body.error.issues[0]?.message ?? ''}`)
+    return await reply.code(201).send(await api.createToken(body.data.ttlMs))
+  })
+  server.post<{ Params: { agent: string } }>('/v1/agents/:agent/drain', async (request) => await api.drainAgent(request.params.agent, true))
+  server.post<{ Params: { agent: string } }>('/v1/agents/:agent/undrain', async (request) => await api.drainAgent(request.params.agent, false))
+  server.post<{ Params: { agent: string } }>('/v1/agents/:agent/revoke', async (request) => await api.revokeAgent(request.params.agent))
+  server.get('/v1/secrets', async () => await api.listSecrets())
+  server.put<{ Params: { name: string }, Body: unknown }>('/v1/secrets/:name', async (request, reply) => {
+    const body = secretSchema.safeParse(request.body)
+    if (!body.success) throw new PipemeshError('INVALID_ARGUMENT', 'expected {value: "<secret>"}')
+    await api.setSecret(request.params.name, body.data.value)
+    return await reply.code(204).send()
+  })
+  server.delete<{ Params: { name: string } }>('/v1/secrets/:name', async (request, reply) => {
+    await api.deleteSecret(request.params.name)
+    return await reply.code(204).send()
   })
   server.post<{ Body: unknown }>('/v1/uploads', async (request, reply) => {
     const body = uploadSchema.safeParse(request.body)

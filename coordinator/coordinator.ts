@@ -7,6 +7,7 @@ import { on } from 'node:events'
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Libp2p, Stream, Connection } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
 import { PipemeshError } from '../src/errors.js'
 import { createNode } from '../src/net/node.js'
@@ -26,6 +27,11 @@ import { CoordinatorDb } from './db.js'
 import { AgentRegistry } from './agents.js'
 import { RunManager } from './runs.js'
 import { UploadBroker } from './uploads.js'
+import { listenWhereLastTime } from './listen-address.js'
+import { Membership, type Member } from './membership.js'
+import { SecretStore } from './secrets.js'
+import { ENROLL_PROTOCOL, MAX_ENROLL_MESSAGE_BYTES, enrollRequestSchema, type EnrollRequest, type EnrollResponse } from '../src/protocol/enroll.js'
+import { toWireError } from '../src/errors.js'
 
 export interface CoordinatorOptions {
   dataDir: string
@@ -44,6 +50,8 @@ export class Coordinator implements CoordinatorApi {
   readonly runs: RunManager
   readonly registry = new AgentRegistry()
   readonly uploads: UploadBroker
+  readonly membership: Membership
+  readonly secrets: SecretStore
   private readonly db: CoordinatorDb
   private readonly node: Libp2p | undefined
   private readonly log: Logger
@@ -54,13 +62,15 @@ export class Coordinator implements CoordinatorApi {
   private watchdog: NodeJS.Timeout | undefined
   private stopped = false
 
-  private constructor (db: CoordinatorDb, node: Libp2p | undefined, options: CoordinatorOptions) {
+  private constructor (db: CoordinatorDb, node: Libp2p | undefined, membership: Membership, secrets: SecretStore, options: CoordinatorOptions) {
     this.db = db
     this.node = node
+    this.membership = membership
+    this.secrets = secrets
     this.log = options.logger
     this.leaseMs = options.leaseMs ?? 15_000
     this.heartbeatMs = options.heartbeatMs ?? Math.max(250, Math.floor(this.leaseMs / 5))
-    this.runs = new RunManager({ db, agents: this.registry, logger: this.log })
+    this.runs = new RunManager({ db, agents: this.registry, logger: this.log, leaseMs: this.leaseMs })
     this.uploads = new UploadBroker(this.registry, this.log)
   }
 
@@ -68,18 +78,28 @@ export class Coordinator implements CoordinatorApi {
     await mkdir(options.dataDir, { recursive: true })
     const db = await CoordinatorDb.open(join(options.dataDir, 'db'))
     let node: Libp2p | undefined
+    let membership: Membership | undefined
+    let secrets: SecretStore | undefined
     try {
+      membership = await Membership.open(join(options.dataDir, 'members'))
+      secrets = await SecretStore.open(join(options.dataDir, 'secrets'), join(options.dataDir, 'secrets.key'))
       if (options.network !== false) {
         const privateKey = await loadOrCreatePrivateKey(options.dataDir)
-        const init: Parameters<typeof createNode>[0] = { privateKey }
-        if (options.listen !== undefined) init.listen = options.listen
-        node = await createNode(init)
+        const members = membership
+        // Refused right after the Noise handshake unless a member, or while a join token is open
+        // (then the peer may only use the enroll protocol: see onControlStream and onEnroll).
+        const init: Parameters<typeof createNode>[0] = { privateKey, gater: { allowPeer: peer => members.isMember(peer) || members.enrollmentOpen() } }
+        const listen = options.listen
+        node = listen === undefined ? await createNode(init) : await listenWhereLastTime(options.dataDir, listen, async addrs => await createNode({ ...init, listen: addrs }))
       }
     } catch (err) {
+      await secrets?.close()
+      await membership?.close()
       await db.close()
       throw err
     }
-    const coordinator = new Coordinator(db, node, options)
+    const coordinator = new Coordinator(db, node, membership, secrets, options)
+    for (const agentId of await db.drainedAgents()) coordinator.registry.setDraining(agentId, true)
     if (node !== undefined) await coordinator.runs.recover()
     if (node !== undefined) {
       // Attempts recovered from a previous life: their agents get one lease to come back.
@@ -87,6 +107,10 @@ export class Coordinator implements CoordinatorApi {
       await node.handle(CONTROL_PROTOCOL, (stream: Stream, connection: Connection) => {
         void coordinator.onControlStream(stream, connection)
       }, { maxInboundStreams: 4 })
+      await node.handle(ENROLL_PROTOCOL, (stream: Stream, connection: Connection) => {
+        void coordinator.onEnroll(stream, connection)
+      }, { maxInboundStreams: 2 })
+      membership.events.on('changed', () => { coordinator.membersChanged() })
       coordinator.watchdog = setInterval(() => { coordinator.checkHeartbeats() }, coordinator.heartbeatMs)
       coordinator.watchdog.unref()
     }
@@ -109,6 +133,8 @@ export class Coordinator implements CoordinatorApi {
     for (const channel of this.channels.values()) channel.abort(new PipemeshError('UNREACHABLE', 'coordinator shutting down'))
     await this.runs.close()
     await this.node?.stop()
+    await this.secrets.close()
+    await this.membership.close()
     await this.db.close()
   }
 
@@ -121,6 +147,12 @@ export class Coordinator implements CoordinatorApi {
       maxMessageBytes: MAX_CONTROL_MESSAGE_BYTES
     })
     const log = this.log.child({ agentId })
+    if (!this.membership.isMember(agentId)) {
+      log.warn('refused a control stream from a peer that is not an enrolled agent')
+      channel.abort(new PipemeshError('UNAUTHORIZED', 'not an enrolled agent of this coordinator'))
+      await connection.close().catch(() => {})
+      return
+    }
     try {
       let hello: Extract<AgentMessage, { type: 'hello' }> | undefined
       for await (const msg of channel) {
@@ -135,9 +167,10 @@ export class Coordinator implements CoordinatorApi {
             name: msg.name,
             addrs: msg.addrs,
             capabilities: msg.capabilities,
-            send: (out) => { void channel.send(out).catch((err: unknown) => { log.warn({ err }, 'could not send to agent') }) }
+            send: (out) => { this.sendToAgent(agentId, channel, out, log) }
           })
           await channel.send({ type: 'welcome', coordinator: this.peerId, heartbeatMs: this.heartbeatMs })
+          await channel.send({ type: 'members', peers: this.membership.current() })
           log.info({ name: msg.name, running: msg.running.length }, 'agent connected')
           this.runs.agentReconnected(agentId, msg.running)
           continue
@@ -159,6 +192,88 @@ export class Coordinator implements CoordinatorApi {
         this.startLease(agentId, 'disconnected')
       }
     }
+  }
+
+  /** Sends to an agent; a task's secret values are looked up here, at the last moment. */
+  private sendToAgent (agentId: string, channel: MessageChannel<AgentMessage, CoordinatorMessage>, out: CoordinatorMessage, log: Logger): void {
+    const send = (msg: CoordinatorMessage): void => { void channel.send(msg).catch((err: unknown) => { log.warn({ err }, 'could not send to agent') }) }
+    if (out.type !== 'task' || out.task.secretNames === undefined || out.task.secretNames.length === 0) { send(out); return }
+    const task = out.task
+    this.secrets.resolve(task.secretNames ?? []).then(values => {
+      send({ ...out, task: { ...task, secrets: values } })
+    }, (err: unknown) => {
+      const now = Date.now()
+      this.runs.attemptFinished(agentId, { attemptId: task.attemptId, status: 'failed', exitCode: null, outputs: {}, error: toWireError(err), startedAt: now, finishedAt: now })
+    })
+  }
+
+  /** The enroll protocol: a join token in, membership out. The only thing a non-member may do. */
+  private async onEnroll (stream: Stream, connection: Connection): Promise<void> {
+    const peerId = connection.remotePeer.toString()
+    const channel = openChannel<EnrollRequest, EnrollResponse>(stream, { inSchema: enrollRequestSchema, maxMessageBytes: MAX_ENROLL_MESSAGE_BYTES })
+    try {
+      for await (const request of channel) {
+        try {
+          await this.membership.redeem(request.token, peerId, request.name)
+          this.log.info({ agentId: peerId, name: request.name }, 'agent enrolled with a join token')
+          await channel.send({ ok: true, coordinator: this.peerId })
+        } catch (err) {
+          this.log.warn({ peerId, err: (err as Error).message }, 'refused an enrollment')
+          const wire = toWireError(err)
+          await channel.send({ ok: false, error: { code: wire.code, message: wire.message, ...(wire.hint === undefined ? {} : { hint: wire.hint }) } })
+        }
+        break
+      }
+      await channel.close()
+    } catch (err) {
+      channel.abort(err instanceof Error ? err : new Error(String(err)))
+    } finally {
+      // A non-member gets no more than this one exchange.
+      if (!this.membership.isMember(peerId)) await connection.close().catch(() => {})
+    }
+  }
+
+  /** Pushes the member list to every agent, and cuts off revoked ones at once. */
+  private membersChanged (): void {
+    const peers = this.membership.current()
+    for (const session of this.registry.connected()) {
+      if (!this.membership.isMember(session.id)) {
+        this.log.warn({ agentId: session.id, name: session.name }, 'agent revoked: disconnecting it and rescheduling its steps')
+        this.channels.get(session.id)?.abort(new PipemeshError('UNAUTHORIZED', 'this agent was revoked'))
+        void this.node?.hangUp(peerIdFromString(session.id)).catch(() => {})
+        this.clearLease(session.id)
+        this.runs.agentLost(session.id, 'it was revoked')
+        continue
+      }
+      session.send({ type: 'members', peers })
+    }
+  }
+
+  // --- administration (members, tokens, secrets) ---
+
+  async createToken (ttlMs: number): Promise<{ token: string, expiresAt: number, coordinator: string | null, multiaddrs: string[] }> {
+    const created = await this.membership.createToken(ttlMs)
+    return { ...created, coordinator: this.node === undefined ? null : this.peerId, multiaddrs: this.multiaddrs() }
+  }
+
+  async revokeAgent (idOrName: string): Promise<Member> {
+    const member = this.membership.list().find(m => m.peerId === idOrName) ??
+      this.membership.list().find(m => m.peerId.endsWith(idOrName) && idOrName.length >= 6) ??
+      this.membership.list().find(m => m.name === idOrName && m.revokedAt === undefined)
+    if (member === undefined) throw new PipemeshError('NOT_FOUND', `no enrolled agent with id or name "${idOrName}"`, { hint: 'list agents with `pipemesh agents`' })
+    return await this.membership.revoke(member.peerId)
+  }
+
+  async setSecret (name: string, value: string): Promise<void> {
+    await this.secrets.set(name, value)
+  }
+
+  async listSecrets (): Promise<Array<{ name: string, updatedAt: number }>> {
+    return await this.secrets.list()
+  }
+
+  async deleteSecret (name: string): Promise<void> {
+    if (!await this.secrets.delete(name)) throw new PipemeshError('NOT_FOUND', `no secret named ${name}`)
   }
 
   private onAgentMessage (agentId: string, msg: AgentMessage): void {
@@ -201,8 +316,15 @@ export class Coordinator implements CoordinatorApi {
     const now = Date.now()
     for (const session of this.registry.connected()) {
       if (now - session.lastSeen > this.leaseMs) {
-        this.log.warn({ agentId: session.id, silentMs: now - session.lastSeen }, 'agent stopped sending heartbeats')
-        this.channels.get(session.id)?.abort(new PipemeshError('UNREACHABLE', 'no heartbeat within the lease'))
+        // Silent for a whole lease (hung, stopped, cut off): lost now, not after a second lease.
+        this.log.warn({ agentId: session.id, silentMs: now - session.lastSeen }, 'agent stopped sending heartbeats; rescheduling its steps')
+        const channel = this.channels.get(session.id)
+        this.channels.delete(session.id)
+        this.registry.disconnect(session.id)
+        this.uploads.agentGone(session.id)
+        channel?.abort(new PipemeshError('UNREACHABLE', 'no heartbeat within the lease'))
+        this.clearLease(session.id)
+        this.runs.agentLost(session.id, `no heartbeat for more than ${this.leaseMs} ms`)
       }
     }
   }
@@ -287,6 +409,15 @@ export class Coordinator implements CoordinatorApi {
     for (const step of Object.values(pipeline.steps)) if (step.code.length > 0 && artifacts.code[step.id] === undefined) missing.push(`code of step ${step.id}`)
     for (const name of Object.keys(pipeline.environments)) if (artifacts.environments[name] === undefined) missing.push(`files of environment ${name}`)
     if (missing.length > 0) throw new PipemeshError('INVALID_ARGUMENT', `the submission lacks the content of: ${missing.join(', ')}`)
+    // Fail now, not hours later when the step that needs it becomes ready.
+    const secretNames = [...new Set(Object.values(pipeline.steps).flatMap(s => s.secrets))]
+    if (secretNames.length > 0) {
+      try {
+        await this.secrets.resolve(secretNames)
+      } catch (err) {
+        throw new PipemeshError('INVALID_ARGUMENT', (err as Error).message, (err as PipemeshError).hint === undefined ? {} : { hint: (err as PipemeshError).hint! })
+      }
+    }
     if (req.uploadedTo !== undefined) {
       const refs = [...Object.values(artifacts.inputs), ...Object.values(artifacts.code).map(c => c.ref), ...Object.values(artifacts.environments).map(e => e.files)]
       this.registry.addHoldings(req.uploadedTo, refs)
@@ -332,12 +463,25 @@ export class Coordinator implements CoordinatorApi {
     return await this.uploads.upload(refs, from, options)
   }
 
-  async locate (digest: Digest): Promise<PeerAddress[]> {
-    return this.registry.addresses(this.registry.holdersOf(digest))
+  /** The connected holders of an artifact; `client` (a peer id) is allowed to fetch from them for 10 minutes. */
+  async locate (digest: Digest, client?: string): Promise<PeerAddress[]> {
+    const holders = this.registry.holdersOf(digest)
+    if (client !== undefined) for (const id of holders) this.registry.get(id)?.send({ type: 'grant', peerId: client, ttlMs: 10 * 60_000 })
+    return this.registry.addresses(holders)
   }
 
   async agents (): Promise<AgentListEntry[]> {
     return this.registry.info()
+  }
+
+  async drainAgent (idOrName: string, draining: boolean): Promise<AgentListEntry> {
+    const agent = this.registry.find(idOrName)
+    if (agent === undefined) throw new PipemeshError('NOT_FOUND', `no agent with id or name "${idOrName}" has connected since the coordinator started`, { hint: 'list agents with `pipemesh agents`' })
+    this.registry.setDraining(agent.id, draining)
+    this.db.setDrained(agent.id, draining)
+    this.log.info({ agentId: agent.id, name: agent.name, draining }, draining ? 'agent drained: it takes no new steps' : 'agent undrained')
+    if (!draining) this.runs.capacityChanged()
+    return this.registry.info().find(a => a.id === agent.id)!
   }
 
   async * logs (runId: string, stepId: string, options: { follow?: boolean, attempt?: number, signal?: AbortSignal } = {}): AsyncIterable<LogEntry> {

@@ -78,6 +78,15 @@ export class CoordinatorDb {
     this.stage(`hist${SEP}${pipeline}${SEP}${entry.stepId}${SEP}${inv}${SEP}${entry.runId}`, entry)
   }
 
+  /** Remembers that an agent is drained (or no longer), across coordinator restarts. */
+  setDrained (agentId: string, drained: boolean): void {
+    if (drained) this.stage(`drain${SEP}${agentId}`, { at: Date.now() })
+    else {
+      this.pending.push({ type: 'del', key: `drain${SEP}${agentId}` })
+      this.schedule()
+    }
+  }
+
   appendLog (attemptId: string, seq: number, lines: LogLines): void {
     this.stage(`log${SEP}${attemptId}${SEP}${seq.toString().padStart(10, '0')}`, lines)
   }
@@ -126,6 +135,12 @@ export class CoordinatorDb {
       seq = Number(key.slice(key.lastIndexOf(SEP) + 1))
     }
     return { lines, seq }
+  }
+
+  async drainedAgents (): Promise<string[]> {
+    const out: string[] = []
+    for await (const key of this.db.keys(range(`drain${SEP}`))) out.push(key.slice(`drain${SEP}`.length))
+    return out
   }
 
   /** Runs that were still running when the coordinator stopped. */

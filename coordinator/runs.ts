@@ -18,11 +18,13 @@ import type { AttemptResult, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import {
   DONE_STEP_STATUSES, TERMINAL_STEP_STATUSES,
-  type AttemptRecord, type RunEvent, type RunRecord, type RunSummary, type StepRecord, type StepSummary, type Submission
+  type AttemptRecord, type AttemptSummary, type RunEvent, type RunRecord, type RunSummary, type StepRecord, type StepSummary, type Submission
 } from '../src/run/types.js'
 import type { RunListEntry } from '../src/client/api.js'
+import { formatDuration } from '../src/util/units.js'
 import type { CoordinatorDb } from './db.js'
 import type { AgentRegistry } from './agents.js'
+import { checkContent, type ContentVerdict } from './content-check.js'
 
 interface ActiveRun {
   record: RunRecord
@@ -40,13 +42,23 @@ interface AttemptIndex {
   allocated: boolean
 }
 
-/** Lost attempts (agent died) retried beyond the step's own retries before giving up. */
+/**
+ * Lost attempts (agent died, inputs could not be had) retried beyond the step's own retries before
+ * giving up: enough to ride out agents restarting, few enough that a step that kills its agent
+ * every time ends.
+ */
 const MAX_LOST_ATTEMPTS = 5
+/** Times a step is rerun because outputs it made were lost with their holders, before the reader fails. */
+const MAX_REBUILDS = 5
+/** Error codes of an attempt that never ran its command because its content could not be had. */
+const LOST_INPUT_CODES = new Set(['MISSING_CONTENT', 'CORRUPT_CONTENT'])
 
 export interface RunManagerInit {
   db: CoordinatorDb
   agents: AgentRegistry
   logger: Logger
+  /** The agents' lease: after a restart, how long agents may take to reconnect and report what they hold. */
+  leaseMs?: number
 }
 
 export class RunManager {
@@ -60,11 +72,15 @@ export class RunManager {
   private retryTimer: NodeJS.Timeout | undefined
   private logSeq = new Map<string, number>()
   private closed = false
+  private readonly leaseMs: number
+  /** Set by recover(): until then, content nobody has announced yet is not presumed lost. */
+  private graceUntil = 0
 
   constructor (init: RunManagerInit) {
     this.db = init.db
     this.agents = init.agents
     this.log = init.logger
+    this.leaseMs = init.leaseMs ?? 15_000
     this.events.setMaxListeners(0)
   }
 
@@ -92,10 +108,7 @@ export class RunManager {
       this.db.putSubmission(record.id, submission)
       this.db.putRun(record)
       for (const step of run.steps.values()) this.db.putStep(step)
-      if (pipeline.timeoutMs !== undefined) {
-        run.timer = setTimeout(() => { void this.cancel(record.id, `run exceeded its timeout of ${pipeline.timeoutMs} ms`) }, pipeline.timeoutMs)
-        run.timer.unref()
-      }
+      this.armRunTimeout(run)
       this.log.info({ runId: record.id, pipeline: pipeline.name, steps: order.length }, 'run submitted')
       this.emit({ type: 'run', runId: record.id, status: 'running', at: now })
       await this.advance(run)
@@ -166,6 +179,10 @@ export class RunManager {
       } else if (result.status === 'cancelled') {
         // The agent handed the step back (shutting down): run it elsewhere.
         this.requeue(run, step, `attempt ${attempt.number} was handed back by agent ${attempt.agentName}`, 0)
+      } else if (result.exitCode === null && LOST_INPUT_CODES.has(result.error?.code ?? '')) {
+        // Not the step's fault: what it reads could not be had. Dispatch checks who still holds
+        // it, and reruns its producer if nobody does.
+        this.lostInput(run, step, attempt, result.error?.message ?? 'its inputs could not be fetched')
       } else {
         this.failOrRetry(run, step, attempt, result.error)
       }
@@ -199,7 +216,8 @@ export class RunManager {
       for (const [attemptId, index] of [...this.attempts]) {
         if (index.agentId === agentId) this.loseAttempt(attemptId, `agent was lost: ${why}`)
       }
-      this.agents.remove(agentId)
+      // An agent that came back meanwhile keeps its new session; its hello reconciles attempts.
+      if (this.agents.get(agentId)?.connected !== true) this.agents.remove(agentId)
       for (const run of this.active.values()) {
         await this.advance(run)
         this.finishIfDone(run)
@@ -227,10 +245,29 @@ export class RunManager {
     }
     const lost = step.attempts.filter(a => a.state === 'lost').length
     if (lost > MAX_LOST_ATTEMPTS) {
-      this.setStep(run, step, 'failed', `lost ${lost} attempts to vanished agents; giving up`)
+      this.setStep(run, step, 'failed', `lost ${lost} attempts to vanished agents or unavailable inputs; giving up`)
     } else {
       this.requeue(run, step, `attempt ${attempt.number} on ${attempt.agentName} was lost (${why}); running it again`, 0)
     }
+  }
+
+  /** An attempt could not get its inputs: it does not count as a failure of the step. */
+  private lostInput (run: ActiveRun, step: StepRecord, attempt: AttemptRecord, message: string): void {
+    attempt.state = 'lost'
+    if (run.record.cancelRequested === true) {
+      this.setStep(run, step, 'cancelled', run.record.error ?? 'cancelled')
+      return
+    }
+    const lost = step.attempts.filter(a => a.state === 'lost').length
+    if (lost > MAX_LOST_ATTEMPTS) {
+      step.finishedAt = Date.now()
+      if (attempt.error !== undefined) step.error = attempt.error
+      this.setStep(run, step, 'failed', `lost ${lost} attempts to vanished agents or unavailable inputs; giving up. Last: ${message}`)
+      return
+    }
+    // A short pause lets the holders that failed report what they lost before the next try.
+    const delay = Math.min(250 * 2 ** (lost - 1), 5_000)
+    this.requeue(run, step, `attempt ${attempt.number} on ${attempt.agentName} could not get its inputs (${message.split('\n')[0] ?? ''}); trying again`, delay)
   }
 
   /**
@@ -253,9 +290,12 @@ export class RunManager {
         }
       }
       this.active.set(record.id, run)
+      this.armRunTimeout(run)
       recovered.push(record.id)
       this.log.info({ runId: record.id }, 'recovered unfinished run')
     }
+    // The mesh's holdings are not persisted: agents announce them again as they reconnect.
+    if (recovered.length > 0) this.graceUntil = Date.now() + this.leaseMs
     for (const run of this.active.values()) await this.advance(run)
     return recovered
   }
@@ -289,7 +329,11 @@ export class RunManager {
         }
       }
       const unknown = running.filter(id => !this.attempts.has(id))
-      if (unknown.length > 0) this.agents.get(agentId)?.send({ type: 'forget', attemptIds: unknown })
+      if (unknown.length > 0) {
+        // Fencing: attempts given up on while the agent was away; their results will be dropped.
+        this.log.warn({ agentId, attemptIds: unknown }, 'agent reports attempts that are no longer current; telling it to drop them')
+        this.agents.get(agentId)?.send({ type: 'forget', attemptIds: unknown })
+      }
       for (const attemptId of lostOnes) this.loseAttempt(attemptId, 'the agent reconnected without it')
       for (const run of this.active.values()) { await this.advance(run); this.finishIfDone(run) }
       this.dispatch()
@@ -300,7 +344,12 @@ export class RunManager {
 
   async getRun (runId: string): Promise<RunSummary | undefined> {
     const run = this.active.get(runId)
-    if (run !== undefined) return this.summarize(run.record, [...run.steps.values()])
+    if (run !== undefined) {
+      const summary = this.summarize(run.record, [...run.steps.values()])
+      // What a client is told has happened is on disk: a restarted coordinator will not contradict it.
+      await this.db.flush()
+      return summary
+    }
     await this.db.flush()
     const record = await this.db.getRun(runId)
     if (record === undefined) return undefined
@@ -422,6 +471,7 @@ export class RunManager {
     let agents = this.agents.views()
     const now = Date.now()
     let nextRetry = Infinity
+    let again = false
     // Steps with identical requirements and no inputs get the same answer within one pass.
     const full = new Set<string>()
     const runs = [...this.active.values()].sort((a, b) => a.record.createdAt - b.record.createdAt)
@@ -434,10 +484,13 @@ export class RunManager {
         const spec = run.pipeline.steps[id]!
         const key = Object.keys(spec.inputs).length === 0 ? JSON.stringify(spec.resources) : undefined
         if (key !== undefined && full.has(key)) continue
-        const inputs = Object.entries(spec.inputs).map(([name, source]) => {
-          const ref = this.inputRef(run, source)
-          return { name, size: ref.size, holders: this.agents.holdersOf(ref.digest) }
-        })
+        const content = checkContent({ spec, steps: run.steps, artifacts: run.record.submission.artifacts, holders: this.holderView, now, graceUntil: this.graceUntil })
+        if (content.kind !== 'ok') {
+          if (content.kind === 'wait' && content.until !== undefined) nextRetry = Math.min(nextRetry, content.until)
+          if (this.applyContentVerdict(run, step, content)) again = true
+          continue
+        }
+        const inputs = content.inputs.map(i => ({ name: i.name, size: i.ref.size, holders: i.holders }))
         const placement = placeStep({ stepId: id, resources: spec.resources, inputs }, agents)
         if (placement.kind === 'placed') {
           this.startAttempt(run, step, spec, placement.agentId, placement.gpus, placement.reason, placement.candidates)
@@ -446,14 +499,80 @@ export class RunManager {
           if (key !== undefined) full.add(key)
           if (step.reason !== placement.reason) this.setStep(run, step, 'queued', placement.reason)
         } else {
-          this.setStep(run, step, 'failed', placement.reason)
-          step.error = { code: 'UNSCHEDULABLE', message: `step ${id} cannot run on any connected agent: ${placement.reason}` }
-          this.db.putStep(step)
-          void this.serialize(async () => { await this.advance(run); this.finishIfDone(run) })
+          const waitFor = this.awayAgentsThatFit(spec, inputs, agents)
+          if (waitFor.length > 0) {
+            const reason = `no connected agent can run it; waiting for ${waitFor.join(', ')} (disconnected, lease not yet expired) to come back`
+            if (step.reason !== reason) this.setStep(run, step, 'queued', reason)
+            continue
+          }
+          this.failStep(run, step, placement.reason, { code: 'UNSCHEDULABLE', message: `step ${id} cannot run on any connected agent: ${placement.reason}` })
         }
       }
     }
     if (nextRetry !== Infinity) this.armRetryTimer(nextRetry - now)
+    // A producer queued again sits earlier in the order than the step that found its output lost.
+    if (again) void this.serialize(async () => { this.dispatch() })
+  }
+
+  private readonly holderView = {
+    holdersOf: (digest: Digest) => this.agents.holdersOf(digest),
+    awayHolders: (digest: Digest) => this.agents.awayHolders(digest),
+    nameOf: (agentId: string) => this.agents.get(agentId)?.name ?? agentId
+  }
+
+  /** Names of disconnected agents (within their lease) that could run the step once back. */
+  private awayAgentsThatFit (spec: StepSpec, inputs: Array<{ name: string, size: number, holders: string[] }>, connected: ReturnType<AgentRegistry['views']>): string[] {
+    const away = this.agents.awayViews()
+    if (away.length === 0) return []
+    const ids = new Set(away.map(a => a.id))
+    const later = placeStep({ stepId: spec.id, resources: spec.resources, inputs }, [...connected, ...away])
+    return later.kind === 'queued' ? later.candidates.filter(c => c.verdict === 'busy' && ids.has(c.agentId)).map(c => c.name) : []
+  }
+
+  /** Acts on a step whose content is not all held by connected agents. True when a producer was queued again. */
+  private applyContentVerdict (run: ActiveRun, step: StepRecord, verdict: Exclude<ContentVerdict, { kind: 'ok' }>): boolean {
+    switch (verdict.kind) {
+      case 'wait':
+        if (step.reason !== verdict.reason) this.setStep(run, step, 'queued', verdict.reason)
+        return false
+      case 'pending':
+        this.backToPending(run, step, verdict.reason)
+        // Its producer may have failed already: advance skips it then.
+        void this.serialize(async () => { await this.advance(run); this.finishIfDone(run) })
+        return false
+      case 'fail':
+        this.failStep(run, step, verdict.reason, { code: 'MISSING_CONTENT', message: `step ${step.id}: ${verdict.reason}` })
+        return false
+      case 'rebuild': {
+        const producer = run.steps.get(verdict.producer)!
+        const made = producer.attempts.filter(a => a.state === 'succeeded').length
+        if (made > MAX_REBUILDS) {
+          this.failStep(run, step, `${verdict.reason}, and ${producer.id} has already made it ${made} times; giving up`, { code: 'MISSING_CONTENT', message: `step ${step.id}: ${verdict.reason}` })
+          return false
+        }
+        this.log.warn({ runId: run.record.id, step: step.id, producer: producer.id, output: verdict.output }, 'input lost with its holders; rerunning its producer')
+        delete producer.reusedFrom
+        delete producer.finishedAt
+        delete producer.notBefore
+        producer.readyAt = Date.now()
+        this.setStep(run, producer, 'queued', `running again: its output ${verdict.output}, needed by ${step.id}, was lost with the agents that held it`)
+        this.backToPending(run, step, `waiting for ${producer.id} to make its lost output ${verdict.output} again`)
+        return true
+      }
+    }
+  }
+
+  private backToPending (run: ActiveRun, step: StepRecord, reason: string): void {
+    run.pending.add(step.id)
+    delete step.notBefore
+    this.setStep(run, step, 'pending', reason)
+  }
+
+  private failStep (run: ActiveRun, step: StepRecord, reason: string, error: WireError): void {
+    step.error = error
+    step.finishedAt = Date.now()
+    this.setStep(run, step, 'failed', reason)
+    void this.serialize(async () => { await this.advance(run); this.finishIfDone(run) })
   }
 
   private startAttempt (run: ActiveRun, step: StepRecord, spec: StepSpec, agentId: string, gpus: number[], reason: string, candidates: CandidateReport[]): void {
@@ -501,6 +620,7 @@ export class RunManager {
       sources['.env'] = this.agents.addresses(this.agents.holdersOf(env.files.digest).filter(h => h !== agentId))
     }
     if (spec.timeoutMs !== undefined) task.timeoutMs = spec.timeoutMs
+    if (spec.secrets.length > 0) task.secretNames = [...spec.secrets]
     this.log.debug({ runId: run.record.id, step: step.id, agentId, attemptId }, 'dispatching attempt')
     agent.send({ type: 'task', task, sources })
   }
@@ -585,6 +705,15 @@ export class RunManager {
     return { run, step, attempt }
   }
 
+  /** The run-level timeout, counted from submission (so a restart does not extend it). */
+  private armRunTimeout (run: ActiveRun): void {
+    const limit = run.pipeline.timeoutMs
+    if (limit === undefined) return
+    const left = Math.max(0, run.record.createdAt + limit - Date.now())
+    run.timer = setTimeout(() => { void this.cancel(run.record.id, `the run exceeded its timeout of ${formatDuration(limit)}; its running steps were stopped`) }, left)
+    run.timer.unref()
+  }
+
   private armRetryTimer (delayMs: number): void {
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer)
     this.retryTimer = setTimeout(() => { this.retryTimer = undefined; this.capacityChanged() }, Math.max(0, delayMs) + 5)
@@ -631,6 +760,13 @@ export class RunManager {
     if (s.startedAt !== undefined) out.startedAt = s.startedAt
     if (s.finishedAt !== undefined) out.finishedAt = s.finishedAt
     if (s.error !== undefined) out.error = s.error
+    if (s.attempts.length > 1) {
+      out.history = s.attempts.map(a => {
+        const h: AttemptSummary = { number: a.number, agent: a.agentName, state: a.state, exitCode: a.exitCode, durationMs: a.finishedAt === undefined ? null : a.finishedAt - a.startedAt }
+        if (a.error !== undefined) h.error = a.error.message.split('\n')[0] ?? ''
+        return h
+      })
+    }
     return out
   }
 }

@@ -39,10 +39,14 @@ export async function getArtifact (api: CoordinatorApi, spec: string, dest: stri
     let fetchedBytes = 0
     if (!await store.has(digest)) {
       if (!options.remote) throw new PipemeshError('MISSING_CONTENT', `artifact ${digest} is not in the local store`, { hint: 'it may have been garbage-collected; rerun the pipeline' })
-      const holders = await api.locate(digest)
-      if (holders.length === 0) throw new PipemeshError('MISSING_CONTENT', `no connected agent holds ${digest}`, { hint: 'the agents that made it may be offline; rerun the pipeline to rebuild it' })
       const [{ createNode }, { fetchArtifact }] = await Promise.all([import('../../src/net/node.js'), import('../../src/net/transfer.js')])
       const node = await createNode({ privateKey: await generateKeyPair('Ed25519') })
+      // Asking where it is also lets this client's peer id fetch from the holders for a while.
+      const holders = await api.locate(digest, node.peerId.toString()).catch(async (err: unknown) => { await node.stop(); throw err })
+      if (holders.length === 0) {
+        await node.stop()
+        throw new PipemeshError('MISSING_CONTENT', `no connected agent holds ${digest}`, { hint: 'the agents that made it may be offline; rerun the pipeline to rebuild it' })
+      }
       const bar = options.progress && process.stderr.isTTY === true
         ? new cliProgress.SingleBar({
           format: 'fetching {bar} {percentage}% | {done} of {all} | {rate}/s',
@@ -52,13 +56,13 @@ export async function getArtifact (api: CoordinatorApi, spec: string, dest: stri
       const started = Date.now()
       try {
         bar?.start(1, 0, { done: '0 B', all: '?', rate: '0 B' })
-        const result = await fetchArtifact(node, store, digest, holders, {
+        const result = await withRetries(async () => await fetchArtifact(node, store, digest, holders, {
           onProgress: ({ bytes, totalBytes }: { bytes: number, totalBytes: number }) => {
             const secs = Math.max((Date.now() - started) / 1000, 0.001)
             bar?.setTotal(Math.max(totalBytes, 1))
             bar?.update(bytes, { done: prettyBytes(bytes), all: prettyBytes(totalBytes), rate: prettyBytes(bytes / secs) })
           }
-        })
+        }))
         fetchedBytes = result.bytes
       } finally {
         bar?.stop()
@@ -74,5 +78,20 @@ export async function getArtifact (api: CoordinatorApi, spec: string, dest: stri
     return { digest, dest, bytes: ref?.size ?? 0, fetchedBytes }
   } finally {
     await store.close()
+  }
+}
+
+/**
+ * The holders learn of this client's grant through their coordinator, which may take a moment
+ * after the HTTP answer: a refused first dial is tried again (a fetch resumes where it stopped).
+ */
+async function withRetries<T> (fn: () => Promise<T>, tries = 4): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn()
+    } catch (err) {
+      if (i >= tries) throw err
+      await new Promise(resolve => setTimeout(resolve, 250 * i))
+    }
   }
 }

@@ -3,17 +3,25 @@
 
 import { hostname } from 'node:os'
 import { PipemeshError } from '../../src/errors.js'
-import { parseDuration } from '../../src/util/units.js'
+import { parseBytes, parseDuration } from '../../src/util/units.js'
 import { createLogger } from '../logger.js'
 
-export async function runCoordinatorDaemon (options: { dataDir: string, listen: string, api: string, lease: string, logLevel?: string | undefined }): Promise<void> {
+export async function runCoordinatorDaemon (options: { dataDir: string, listen: string, api: string, lease: string, apiTokenFile?: string | undefined, logLevel?: string | undefined }): Promise<void> {
   const logger = createLogger(options.logLevel, 'info')
   const [host, portText] = splitHostPort(options.api)
+  const { readApiToken } = await import('../api-token.js')
+  const apiToken = options.apiTokenFile === undefined ? undefined : await readApiToken(options.apiTokenFile)
+  if (apiToken === undefined && !isLoopback(host)) {
+    throw new PipemeshError('INVALID_ARGUMENT', `the HTTP API would listen on ${host}, beyond this machine, without a bearer token`, {
+      hint: 'create one (`openssl rand -hex 32 > api.token; chmod 600 api.token`) and pass --api-token-file api.token'
+    })
+  }
   const { Coordinator } = await import('../../coordinator/coordinator.js')
   const { startApiServer } = await import('../../coordinator/api.js')
   const coordinator = await Coordinator.start({ dataDir: options.dataDir, listen: [options.listen], logger, leaseMs: parseDuration(options.lease) })
   const { server, url } = await startApiServer({
     api: coordinator, host, port: Number(portText), logger,
+    ...(apiToken === undefined ? {} : { token: apiToken }),
     health: () => ({ peerId: coordinator.peerId, multiaddrs: coordinator.multiaddrs() })
   })
   const addrs = coordinator.multiaddrs()
@@ -23,10 +31,10 @@ export async function runCoordinatorDaemon (options: { dataDir: string, listen: 
     `  libp2p:    ${addrs.join(' ')}`,
     `  http api:  ${url}`,
     '',
-    'start an agent against it with:',
-    `  pipemesh agent --coordinator ${addrs[0] ?? ''} --data <agent data dir>`,
-    'and point the CLI at it with:',
-    `  export PIPEMESH_COORDINATOR=${url}`,
+    'point the CLI at it with:',
+    `  export PIPEMESH_COORDINATOR=${url}${apiToken === undefined ? '' : ` PIPEMESH_API_TOKEN=$(cat ${options.apiTokenFile ?? ''})`}`,
+    'and start an agent on each machine with a join token (single use, valid 1 hour):',
+    `  pipemesh agent --coordinator ${addrs[0] ?? ''} --join $(pipemesh token create) --data <agent data dir>`,
     ''
   ].join('\n'))
   await waitForStop(async () => {
@@ -35,7 +43,7 @@ export async function runCoordinatorDaemon (options: { dataDir: string, listen: 
   })
 }
 
-export async function runAgentDaemon (options: { dataDir: string, coordinator: string, listen: string, name?: string, resources?: string, label: string[], logLevel?: string | undefined }): Promise<void> {
+export async function runAgentDaemon (options: { dataDir: string, coordinator: string, listen: string, name?: string, join?: string, resources?: string, label: string[], maxArtifactSize?: string, maxLogSize?: string, logLevel?: string | undefined }): Promise<void> {
   const logger = createLogger(options.logLevel, 'info')
   const { parseResourceOverrides, parseLabels } = await import('../../agent/capabilities.js')
   const { Agent } = await import('../../agent/agent.js')
@@ -45,12 +53,27 @@ export async function runAgentDaemon (options: { dataDir: string, coordinator: s
     listen: [options.listen],
     logger,
     name: options.name ?? hostname(),
+    ...(options.join === undefined ? {} : { join: options.join }),
     labels: parseLabels(options.label)
   }
   if (options.resources !== undefined) agentOptions.resources = parseResourceOverrides(options.resources)
+  if (options.maxArtifactSize !== undefined) agentOptions.maxArtifactBytes = sizeOption('--max-artifact-size', options.maxArtifactSize)
+  if (options.maxLogSize !== undefined) agentOptions.maxLogBytes = sizeOption('--max-log-size', options.maxLogSize)
   const agent = await Agent.start(agentOptions)
   process.stdout.write(`pipemesh agent ${agent.peerId} (${agent.name})\n  data:   ${options.dataDir}\n  libp2p: ${agent.multiaddrs().join(' ')}\n`)
   await waitForStop(async () => { await agent.stop() })
+}
+
+function sizeOption (flag: string, value: string): number {
+  try {
+    const bytes = parseBytes(value)
+    if (bytes > 0) return bytes
+  } catch {}
+  throw new PipemeshError('INVALID_ARGUMENT', `${flag} "${value}" must be a positive size such as 512MiB or 10GiB`)
+}
+
+function isLoopback (host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host)
 }
 
 function splitHostPort (value: string): [string, string] {

@@ -1,13 +1,35 @@
 // `pipemesh store stats|verify|gc` on the local agent's store. gc asks the local coordinator
 // state which content is still referenced (kept runs, reuse entries) and removes the rest.
+// verify --repair fetches damaged artifacts again from the mesh's other holders when given a
+// coordinator, and otherwise drops them, so that the next run rebuilds them.
 
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
-import { ContentStore } from '../../src/store/content-store.js'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { PipemeshError } from '../../src/errors.js'
+import type { CoordinatorApi } from '../../src/client/api.js'
+import { ContentStore, type VerifyReport } from '../../src/store/content-store.js'
+import type { Digest } from '../../src/store/types.js'
 import { openOffline } from '../embedded.js'
 
+/** The store of the embedded agent (<data>/agent/store), or of an agent daemon run with --data <data>. */
+function storeDir (dataDir: string): string {
+  const embedded = join(dataDir, 'agent', 'store')
+  const daemon = join(dataDir, 'store')
+  return !existsSync(embedded) && existsSync(join(daemon, 'index')) ? daemon : embedded
+}
+
 async function withStore<T> (dataDir: string, fn: (store: ContentStore) => Promise<T>): Promise<T> {
-  const store = await ContentStore.open(join(dataDir, 'agent', 'store'))
+  let store: ContentStore
+  try {
+    store = await ContentStore.open(storeDir(dataDir))
+  } catch (err) {
+    if (err instanceof PipemeshError && err.code === 'CONFLICT') {
+      throw new PipemeshError('CONFLICT', err.message, { hint: 'stop the agent that uses it first; a running agent finds damaged chunks itself when it reads them, and fetches them again' })
+    }
+    throw err
+  }
   try {
     return await fn(store)
   } finally {
@@ -19,8 +41,51 @@ export async function storeStats (dataDir: string): Promise<Awaited<ReturnType<C
   return await withStore(dataDir, async store => await store.stats())
 }
 
-export async function storeVerify (dataDir: string): Promise<Awaited<ReturnType<ContentStore['verify']>>> {
-  return await withStore(dataDir, async store => await store.verify())
+export interface VerifyResult extends VerifyReport {
+  /** Artifacts made whole again from other holders (--repair with a coordinator). */
+  refetched: Digest[]
+  /** Artifacts no longer complete and dropped from the store (--repair): runs rebuild them. */
+  dropped: Digest[]
+}
+
+/**
+ * Rehashes every chunk (corrupt ones are quarantined). With `repair`, each held artifact left
+ * incomplete is fetched again from the agents that hold it (when `api` reaches a coordinator),
+ * else dropped so that it is no longer advertised and the next run that needs it rebuilds it.
+ */
+export async function storeVerify (dataDir: string, options: { repair?: boolean, api?: CoordinatorApi, signal?: AbortSignal } = {}): Promise<VerifyResult> {
+  return await withStore(dataDir, async store => {
+    const signal = options.signal === undefined ? {} : { signal: options.signal }
+    const report = await store.verify(signal)
+    const result: VerifyResult = { ...report, refetched: [], dropped: [] }
+    if (options.repair !== true || (report.corrupt.length === 0 && report.missing.length === 0)) return result
+    const damaged: Digest[] = []
+    for await (const root of store.roots()) if (!await store.has(root.digest)) damaged.push(root.digest)
+    if (damaged.length > 0 && options.api !== undefined) {
+      const [{ createNode }, { fetchArtifact }] = await Promise.all([import('../../src/net/node.js'), import('../../src/net/transfer.js')])
+      const node = await createNode({ privateKey: await generateKeyPair('Ed25519') })
+      try {
+        for (const digest of damaged) {
+          const holders = await options.api.locate(digest, node.peerId.toString())
+          if (holders.length === 0) continue
+          try {
+            await fetchArtifact(node, store, digest, holders, signal)
+            result.refetched.push(digest)
+          } catch (err) {
+            if (options.signal?.aborted === true) throw err
+          }
+        }
+      } finally {
+        await node.stop()
+      }
+    }
+    for (const digest of damaged) {
+      if (result.refetched.includes(digest)) continue
+      await store.removeRoot(digest)
+      result.dropped.push(digest)
+    }
+    return result
+  })
 }
 
 export async function storeGc (dataDir: string, keepRuns: number, logger: Logger): Promise<{ removedRuns: number, removedArtifacts: number, removedChunks: number, freedBytes: number }> {

@@ -53,8 +53,17 @@ export interface CoordinatorApi {
   missingArtifacts: (digests: Digest[]) => Promise<Digest[]>
   /** Has an agent pull the artifacts the mesh lacks from the client's own libp2p node. */
   upload: (refs: ArtifactRef[], from: PeerAddress, options?: { signal?: AbortSignal }) => Promise<{ agentId: string | null, fetched: ArtifactRef[] }>
-  /** The connected agents holding an artifact, with their addresses. */
-  locate: (digest: Digest) => Promise<PeerAddress[]>
+  /** The connected agents holding an artifact; `client`, a peer id, may fetch from them for a while. */
+  locate: (digest: Digest, client?: string) => Promise<PeerAddress[]>
+  /** Mints a single-use join token for an agent (administrators). */
+  createToken: (ttlMs: number) => Promise<{ token: string, expiresAt: number, coordinator: string | null, multiaddrs: string[] }>
+  /** Drains an agent (its running steps finish, it gets no new ones), or with false undrains it. */
+  drainAgent: (idOrName: string, draining: boolean) => Promise<AgentListEntry>
+  /** Cuts an agent off at once; its running steps are rescheduled. */
+  revokeAgent: (idOrName: string) => Promise<{ peerId: string, name: string, revokedAt?: number }>
+  setSecret: (name: string, value: string) => Promise<void>
+  listSecrets: () => Promise<Array<{ name: string, updatedAt: number }>>
+  deleteSecret: (name: string) => Promise<void>
   /** Events of one run, starting with a snapshot; ends when the run ends or the signal aborts. */
   events: (runId: string, options?: { signal?: AbortSignal }) => AsyncIterable<RunEvent>
 }

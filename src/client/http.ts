@@ -51,8 +51,32 @@ export class HttpCoordinatorClient implements CoordinatorApi {
     return await response.json() as { agentId: string | null, fetched: ArtifactRef[] }
   }
 
-  async locate (digest: Digest): Promise<PeerAddress[]> {
-    return await this.json('GET', `/v1/artifacts/${encodeURIComponent(digest)}/holders`)
+  async locate (digest: Digest, client?: string): Promise<PeerAddress[]> {
+    return await this.json('POST', '/v1/artifacts/locate', client === undefined ? { digest } : { digest, client })
+  }
+
+  async createToken (ttlMs: number): Promise<{ token: string, expiresAt: number, coordinator: string | null, multiaddrs: string[] }> {
+    return await this.json('POST', '/v1/tokens', { ttlMs })
+  }
+
+  async drainAgent (idOrName: string, draining: boolean): Promise<AgentListEntry> {
+    return await this.json('POST', `/v1/agents/${encodeURIComponent(idOrName)}/${draining ? 'drain' : 'undrain'}`)
+  }
+
+  async revokeAgent (idOrName: string): Promise<{ peerId: string, name: string, revokedAt?: number }> {
+    return await this.json('POST', `/v1/agents/${encodeURIComponent(idOrName)}/revoke`)
+  }
+
+  async setSecret (name: string, value: string): Promise<void> {
+    await this.request('PUT', `/v1/secrets/${encodeURIComponent(name)}`, { value })
+  }
+
+  async listSecrets (): Promise<Array<{ name: string, updatedAt: number }>> {
+    return await this.json('GET', '/v1/secrets')
+  }
+
+  async deleteSecret (name: string): Promise<void> {
+    await this.request('DELETE', `/v1/secrets/${encodeURIComponent(name)}`)
   }
 
   async health (): Promise<Record<string, unknown>> {

@@ -169,6 +169,7 @@ export async function fetchArtifact (node: Libp2p, store: ContentStore, digest: 
         } catch (err) {
           rethrowIfLocal(err, signal)
           drop(s, err)
+          need = await store.missingManifests(digest)
         }
       }
       if (need.length > 0) throw new MissingContentError(need[0] as Digest, `needed for ${digest}: ${explain()}`)

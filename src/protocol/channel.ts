@@ -76,7 +76,7 @@ export class FrameStream {
       this.detachSignal = () => {}
     }
     if (stream.status === 'aborted' || stream.status === 'reset') this.failure ??= new Error(`stream was ${stream.status}`)
-    if (stream.readableEnded || stream.status !== 'open') this.ended = true
+    if (stream.readableEnded || stream.status === 'closed') this.ended = true
   }
 
   /** Sends one frame made of `parts`; resolves once the stream can take more. */

@@ -74,6 +74,7 @@ const task: z.ZodType<Task> = z.object({
   environment: z.object({ name, digest, files: digest, setup: z.string().max(64 * 1024) }).optional(),
   timeoutMs: z.number().int().positive().optional(),
   gpus: z.array(z.number().int().nonnegative()).max(64),
+  secretNames: z.array(z.string().max(256)).max(256).optional(),
   secrets: z.record(z.string().max(256), z.string().max(64 * 1024)).optional()
 }) as z.ZodType<Task>
 
@@ -129,6 +130,10 @@ export const coordinatorMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('cancel'), attemptId: name, reason: z.string().max(4096) }),
   /** The attempt ids this coordinator no longer wants (fencing after a lost lease). */
   z.object({ type: z.literal('forget'), attemptIds: z.array(name).max(4096) }),
+  /** The peers that are current members: the only ones an agent serves chunks to or accepts. */
+  z.object({ type: z.literal('members'), peers: z.array(z.string().max(128)).max(100_000) }),
+  /** Lets a client's peer fetch from this agent for a while (`pipemesh artifacts get`). */
+  z.object({ type: z.literal('grant'), peerId: z.string().max(128), ttlMs: z.number().int().positive().max(24 * 3600 * 1000) }),
   /** Pull these artifacts from the given peers (a client's upload) and keep them. */
   z.object({ type: z.literal('fetch'), requestId: name, digests: z.array(digest).max(HOLDINGS_BATCH), from: z.array(peerAddr).min(1).max(64) })
 ])

@@ -34,6 +34,8 @@ export interface Task {
   timeoutMs?: number
   /** GPU device indices assigned to this attempt (CUDA_VISIBLE_DEVICES). */
   gpus: number[]
+  /** Names of the secrets the step lists; the coordinator fills `secrets` just before sending. */
+  secretNames?: string[]
   /** Secret values by env var name; never logged or stored. */
   secrets?: Record<string, string>
 }

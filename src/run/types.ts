@@ -93,6 +93,18 @@ export interface RunRecord {
   cancelRequested?: boolean
 }
 
+/** One attempt as `status` shows it (steps with more than one attempt). */
+export interface AttemptSummary {
+  number: number
+  agent: string
+  state: AttemptState
+  exitCode: number | null
+  /** Null while running. */
+  durationMs: number | null
+  /** First line of the error, when it did not succeed. */
+  error?: string
+}
+
 /** The JSON shape of a run that the CLI prints with --json and the API returns. */
 export interface StepSummary {
   id: string
@@ -106,6 +118,8 @@ export interface StepSummary {
   startedAt?: number
   finishedAt?: number
   error?: WireError
+  /** Every attempt, when there was more than one (retries, lost agents, rebuilds). */
+  history?: AttemptSummary[]
 }
 
 export interface RunSummary {

@@ -24,6 +24,10 @@ export interface Mesh {
   agents: Map<string, MeshProcess>
   startAgent: (name: string, args?: string[]) => Promise<MeshProcess>
   waitForAgents: (count: number, timeoutMs?: number) => Promise<AgentListEntry[]>
+  /** Sends a signal to an agent (default SIGKILL); for SIGKILL, resolves once it has exited. */
+  signalAgent: (name: string, signal?: NodeJS.Signals) => Promise<void>
+  /** kill -9 the coordinator and start it again on the same data dir and HTTP port. */
+  restartCoordinator: (beforeStart?: () => Promise<void>) => Promise<void>
   stop: () => Promise<void>
 }
 
@@ -56,9 +60,11 @@ async function waitForOutput (p: MeshProcess, pattern: RegExp, timeoutMs: number
 
 export async function startMesh (options: { leaseMs?: number } = {}): Promise<Mesh> {
   const root = await tempDir('pipemesh-mesh-')
-  const coordinator = spawn('coordinator', ['--data', join(root.path, 'coordinator'), 'coordinator', '--api', '127.0.0.1:0', '--lease', `${options.leaseMs ?? 5000}ms`])
+  const coordinatorArgs = (api: string): string[] => ['--data', join(root.path, 'coordinator'), 'coordinator', '--api', api, '--lease', `${options.leaseMs ?? 5000}ms`]
+  let coordinator = spawn('coordinator', coordinatorArgs('127.0.0.1:0'))
   const agents = new Map<string, MeshProcess>()
-  const all = (): MeshProcess[] => [coordinator, ...agents.values()]
+  const retired: MeshProcess[] = []
+  const all = (): MeshProcess[] => [coordinator, ...agents.values(), ...retired]
   const stop = async (): Promise<void> => {
     for (const p of all()) { try { process.kill(p.pid, 'SIGKILL') } catch {} }
     await Promise.all(all().map(async p => await p.proc))
@@ -76,8 +82,30 @@ export async function startMesh (options: { leaseMs?: number } = {}): Promise<Me
       coordinator,
       agents,
       stop,
+      signalAgent: async (name, signal = 'SIGKILL') => {
+        const p = agents.get(name)
+        if (p === undefined) throw new Error(`no agent named ${name}`)
+        process.kill(p.pid, signal)
+        if (signal === 'SIGKILL') await p.proc
+      },
+      restartCoordinator: async (beforeStart) => {
+        const old = coordinator
+        process.kill(old.pid, 'SIGKILL')
+        await old.proc
+        retired.push(old)
+        await beforeStart?.()
+        // The same HTTP port keeps `url` valid; the libp2p port is reused by the coordinator itself.
+        coordinator = spawn('coordinator', coordinatorArgs(new URL(url).host))
+        mesh.coordinator = coordinator
+        await waitForOutput(coordinator, /http api:\s+(\S+)/, 30_000)
+      },
       startAgent: async (name, args = []) => {
-        const p = spawn(name, ['--data', join(root.path, name), 'agent', '--coordinator', multiaddr, '--name', name, ...args])
+        // The secure path, as the README tells users: each new agent enrolls with a join token.
+        const enrolled = await client.agents().then(list => list.some(a => a.name === name))
+        const joinArgs = enrolled || args.includes('--join') ? [] : ['--join', (await client.createToken(60_000)).token]
+        const p = spawn(name, ['--data', join(root.path, name), 'agent', '--coordinator', multiaddr, '--name', name, ...joinArgs, ...args])
+        const previous = agents.get(name)
+        if (previous !== undefined) retired.push(previous)
         agents.set(name, p)
         await waitForOutput(p, /pipemesh agent/, 30_000)
         return p

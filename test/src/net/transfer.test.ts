@@ -6,7 +6,8 @@ import type { Libp2p } from '@libp2p/interface'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { CorruptContentError, MissingContentError } from '../../../src/errors.js'
 import { createNode } from '../../../src/net/node.js'
-import { fetchArtifact, serveArtifacts, transferStats, type Holder, type ServableStore } from '../../../src/net/transfer.js'
+import { CHUNKS_PROTOCOL, fetchArtifact, serveArtifacts, transferStats, type Holder, type ServableStore } from '../../../src/net/transfer.js'
+import { FrameStream } from '../../../src/protocol/channel.js'
 import { ContentStore } from '../../../src/store/content-store.js'
 import type { ArtifactRef, Digest } from '../../../src/store/types.js'
 import { describeTree, removeDir, tempDir } from '../store/helpers.js'
@@ -194,6 +195,21 @@ describe('artifact transfer', () => {
 
     const ok = await fetchArtifact(member.node, member.store, ref.digest, [a.holder])
     expect(ok.bytes).toBe(ref.size)
+  })
+
+  it('resets a stream carrying a malformed request and keeps serving others', async () => {
+    const src = await writeRandomFile('f.bin', MiB + 1)
+    const { p: a, ref } = await holderWith('a', src)
+    const b = await peer('b')
+    const target = a.node.getMultiaddrs()[0]!
+    const cases = [Buffer.from('not json'), Buffer.from(JSON.stringify({ type: 'chunks', digests: ['../../etc/passwd'] })), Buffer.alloc(200_000)]
+    for (const frame of cases) {
+      const frames = new FrameStream(await b.node.dialProtocol(target, CHUNKS_PROTOCOL), { maxFrameBytes: 1 << 20 })
+      await frames.send(frame)
+      await expect(frames.next()).rejects.toMatchObject({ code: 'UNREACHABLE' })
+    }
+    const result = await fetchArtifact(b.node, b.store, ref.digest, [a.holder])
+    expect(result.bytes).toBe(ref.size)
   })
 
   it('says which artifact no holder has', async () => {

