@@ -68,12 +68,21 @@ export async function ensureEnrolled (node: Libp2p, dataDir: string, coordinator
     })
   }
   const { multiaddr } = await import('@multiformats/multiaddr')
-  const reply = await request<EnrollResponse, EnrollRequest>(node, multiaddr(coordinatorAddr), ENROLL_PROTOCOL, { token: options.token, name: options.name }, {
-    inSchema: enrollResponseSchema,
-    maxMessageBytes: MAX_ENROLL_MESSAGE_BYTES,
-    timeoutMs: 15_000,
-    ...(options.signal === undefined ? {} : { signal: options.signal })
-  })
+  let reply: EnrollResponse
+  try {
+    reply = await request<EnrollResponse, EnrollRequest>(node, multiaddr(coordinatorAddr), ENROLL_PROTOCOL, { token: options.token, name: options.name }, {
+      inSchema: enrollResponseSchema,
+      maxMessageBytes: MAX_ENROLL_MESSAGE_BYTES,
+      timeoutMs: 15_000,
+      ...(options.signal === undefined ? {} : { signal: options.signal })
+    })
+  } catch (err) {
+    // A coordinator with no join token open refuses strangers before any protocol runs, so an
+    // expired or spent token looks like a refused connection from here.
+    throw new PipemeshError('UNAUTHORIZED', `could not enroll with ${coordinator}: ${(err as Error).message}. If the coordinator is up, the join token has expired or was already used`, {
+      hint: 'create a fresh one with `pipemesh token create` and pass it as --join'
+    })
+  }
   if (!reply.ok) throw new PipemeshError('UNAUTHORIZED', `the coordinator refused to enroll this agent: ${reply.error.message}`, reply.error.hint === undefined ? {} : { hint: reply.error.hint })
   if (reply.coordinator !== coordinator) throw new PipemeshError('UNAUTHORIZED', `enrolled by ${reply.coordinator}, but expected coordinator ${coordinator}`)
   const record: Enrollment = { coordinator, enrolledAt: Date.now() }
