@@ -28,7 +28,7 @@ export async function runDemo (options: { json: boolean, dataDir: string, logger
     if (options.json) process.stdout.write(JSON.stringify({ first: first.summary }, null, 2) + '\n')
     return EXIT_FAILED
   }
-  say(`\ntest-set metrics of the selected model:\n${JSON.stringify(metrics, null, 2)}\n`)
+  say(`\n${describeMetrics(metrics)}\n`)
   say('running the same pipeline again: nothing changed, so every step should be reused\n')
   const second = await runPipeline(file, { params: {}, json: options.json, detach: false, dataDir: options.dataDir, logger: options.logger })
   say(formatRun(second.summary))
@@ -39,3 +39,27 @@ export async function runDemo (options: { json: boolean, dataDir: string, logger
   return second.code === EXIT_OK ? EXIT_OK : EXIT_FAILED
 }
 
+
+interface Metrics {
+  model?: string
+  kind?: string
+  validationAccuracy?: number
+  testRows?: number
+  accuracy?: number
+  macroF1?: number
+  perClass?: Record<string, { precision: number, recall: number, f1: number, support: number }>
+}
+
+/** The evaluate step's metrics.json in a few lines. */
+function describeMetrics (raw: unknown): string {
+  const m = raw as Metrics
+  const n = (x: number | undefined): string => x === undefined ? '?' : x.toFixed(3)
+  const lines = [
+    `selected model: ${m.model ?? m.kind ?? '?'} (cross-validated accuracy ${n(m.validationAccuracy)})`,
+    `test set (${m.testRows ?? '?'} rows): accuracy ${n(m.accuracy)}, macro F1 ${n(m.macroF1)}`
+  ]
+  for (const [label, c] of Object.entries(m.perClass ?? {})) {
+    lines.push(`  ${label.padEnd(12)} precision ${n(c.precision)}  recall ${n(c.recall)}  f1 ${n(c.f1)}  (${c.support} rows)`)
+  }
+  return lines.join('\n')
+}
