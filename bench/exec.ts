@@ -2,6 +2,10 @@
 // Plain child_process (not execa): its own overhead should not be part of what we measure.
 
 import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+/** The built `pipemesh` command (dist/cli/main.js). */
+export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url))
 
 export interface Timed {
   code: number | null

@@ -1,15 +1,15 @@
 // How a workload asks pipemesh to run a pipeline. The workloads only see `PipemeshVariant`, so the
-// same W1–W6 run in embedded mode (implemented here) and, next, through a running coordinator
-// and two agents (issue 3: add a `mesh` variant whose session starts the daemons and reports
-// their start-up in `startupMs`, and whose `run` passes `--coordinator`).
+// same W0–W6 run in embedded mode (`pipemesh run` alone) and through a running coordinator and
+// two agents (`pipemesh run --coordinator URL`), whose session starts the daemons once and
+// records their start-up apart from the runs.
 
 import { mkdtemp, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import type { RunSummary, StepSummary } from '../src/run/types.js'
-import { timed } from './exec.js'
+import { CLI, timed } from './exec.js'
+import { GPU_AGENT, startMesh, type MeshStartup } from './mesh.js'
 
-export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url))
+export { CLI }
 
 /** One pipemesh invocation as the user sees it: the whole command, start to exit. */
 export interface PipemeshRun {
@@ -33,13 +33,26 @@ export interface PipemeshVariant {
   readonly label: string
   /** Also marks, for W1, that every 10th step needs `gpu: 1` (mesh only). */
   readonly gpuSteps: boolean
+  /** The agent that must run every `gpu: 1` step (mesh only). */
+  readonly gpuAgent?: string
+  /** Most steps that may run at once (the workloads' rule: 2 on this 2-core machine). */
+  readonly maxParallel: number
   session: (scratch: string) => Promise<PipemeshSession>
+}
+
+/** The mesh variant also keeps the start-up of every session it made, for its own table row. */
+export interface MeshVariant extends PipemeshVariant {
+  readonly startups: MeshStartup[]
 }
 
 const RUN_TIMEOUT_MS = 180_000
 
-export async function runCli (args: readonly string[], options: { signal?: AbortSignal } = {}): Promise<PipemeshRun> {
-  const result = await timed(process.execPath, [CLI, ...args], { timeoutMs: RUN_TIMEOUT_MS, ...options.signal === undefined ? {} : { signal: options.signal } })
+export async function runCli (args: readonly string[], options: { signal?: AbortSignal, env?: NodeJS.ProcessEnv } = {}): Promise<PipemeshRun> {
+  const result = await timed(process.execPath, [CLI, ...args], {
+    timeoutMs: RUN_TIMEOUT_MS,
+    ...options.signal === undefined ? {} : { signal: options.signal },
+    ...options.env === undefined ? {} : { env: options.env }
+  })
   const run: PipemeshRun = { ms: result.ms, exitCode: result.code }
   try {
     // The summary is the JSON document on stdout; anything printed before it is skipped.
@@ -75,25 +88,65 @@ function condense (stderr: string): string {
 export const embeddedVariant: PipemeshVariant = {
   label: 'pipemesh',
   gpuSteps: false,
+  maxParallel: 2,
   async session (scratch) {
     const data = await mkdtemp(join(scratch, 'data-'))
     return {
       startupMs: 0,
       run: async (file, options = {}) => {
-        const params = Object.entries(options.params ?? {}).flatMap(([k, v]) => ['--param', `${k}=${v}`])
-        return await runCli(['--data', data, 'run', file, '--json', ...params], options)
+        return await runCli(['--data', data, 'run', file, '--json', ...paramArgs(options.params)], options)
       },
       close: async () => { await rm(data, { recursive: true, force: true }) }
     }
   }
 }
 
-export function variantByName (name: string): PipemeshVariant {
-  if (name === 'embedded') return embeddedVariant
-  if (name === 'mesh') {
-    throw new Error('the mesh variant (coordinator + two agents, issue 3) is not implemented yet: add it in bench/runner.ts')
+function paramArgs (params: Record<string, string> | undefined): string[] {
+  return Object.entries(params ?? {}).flatMap(([k, v]) => ['--param', `${k}=${v}`])
+}
+
+/**
+ * `pipemesh run FILE --coordinator URL --json` against a coordinator and two agents started once
+ * per session (see mesh.ts). `daemonEnv` goes to the daemons only (e.g. NODE_OPTIONS=--cpu-prof).
+ */
+export function createMeshVariant (options: { daemonEnv?: Record<string, string> } = {}): MeshVariant {
+  const startups: MeshStartup[] = []
+  return {
+    label: 'pipemesh mesh',
+    gpuSteps: true,
+    gpuAgent: GPU_AGENT,
+    maxParallel: 2,
+    startups,
+    async session (scratch) {
+      const root = await mkdtemp(join(scratch, 'mesh-'))
+      const mesh = await startMesh(root, {
+        ...options.daemonEnv === undefined ? {} : { env: options.daemonEnv },
+        warmup: async (file, url, env) => {
+          const run = await runCli(['run', file, '--coordinator', url, '--json'], { env })
+          if (run.summary?.status !== 'succeeded') throw new Error(`the warm-up run failed: ${run.error ?? run.summary?.status ?? '?'}`)
+          return run.ms
+        }
+      })
+      startups.push(mesh.startup)
+      return {
+        startupMs: mesh.startup.daemonsMs + mesh.startup.warmupMs,
+        run: async (file, runOptions = {}) => await runCli(['run', file, '--coordinator', mesh.url, '--json', ...paramArgs(runOptions.params)], {
+          env: mesh.cliEnv,
+          ...runOptions.signal === undefined ? {} : { signal: runOptions.signal }
+        }),
+        close: async () => {
+          await mesh.stop()
+          await rm(root, { recursive: true, force: true })
+        }
+      }
+    }
   }
-  throw new Error(`unknown --variant "${name}": expected embedded or mesh`)
+}
+
+export function variantByName (name: string, options: { daemonEnv?: Record<string, string> } = {}): PipemeshVariant {
+  if (name === 'embedded') return embeddedVariant
+  if (name === 'mesh') return createMeshVariant(options)
+  throw new Error(`unknown --variant "${name}": expected embedded, mesh or both`)
 }
 
 /** Step id -> status of a run summary. */
@@ -117,4 +170,30 @@ export function checkRun (run: PipemeshRun, expected: (step: string) => StepSumm
   if (wrong.length === 0) return undefined
   const shown = wrong.slice(0, 4).map(([id, s]) => `${id} ${s} (expected ${expected(id)})`).join(', ')
   return `${wrong.length} steps not as expected: ${shown}${wrong.length > 4 ? ', …' : ''}`
+}
+
+/**
+ * Most steps of a run in flight at one moment, from the coordinator's placement (startedAt) and
+ * completion (finishedAt) times; at equal times a finish counts before a start.
+ */
+export function maxConcurrency (run: PipemeshRun): number {
+  const events: Array<[number, number]> = []
+  for (const s of run.summary?.steps ?? []) {
+    if (s.startedAt === undefined || s.finishedAt === undefined) continue
+    events.push([s.startedAt, 1], [s.finishedAt, -1])
+  }
+  events.sort((a, b) => a[0] - b[0] || a[1] - b[1])
+  let now = 0
+  let most = 0
+  for (const [, delta] of events) most = Math.max(most, now += delta)
+  return most
+}
+
+/** Undefined when every step in `steps` ran on `agent`; else how many did not, and where they went. */
+export function checkPlacement (run: PipemeshRun, steps: ReadonlySet<string>, agent: string): string | undefined {
+  const all = (run.summary?.steps ?? []).filter(s => steps.has(s.id))
+  if (all.length !== steps.size) return `${all.length} of the ${steps.size} GPU steps in the summary`
+  const elsewhere = all.filter(s => s.agent !== agent)
+  if (elsewhere.length === 0) return undefined
+  return `${elsewhere.length} of ${steps.size} GPU steps not on ${agent} (${elsewhere.slice(0, 3).map(s => `${s.id} on ${s.agent ?? 'none'}`).join(', ')})`
 }

@@ -169,9 +169,12 @@ async function main (): Promise<void> {
     const problems: string[] = []
     let chaos = true
     const chaosLoop = (async () => {
+      let nextKill = Date.now() + opts.intervalMs * (0.5 + Math.random())
       while (chaos) {
-        await sleep(opts.intervalMs * (0.5 + Math.random()))
+        // Kills are spaced from kill to kill; the victim's pause and restart count in the gap.
+        await sleep(Math.max(0, nextKill - Date.now()))
         if (!chaos) break
+        nextKill = Date.now() + opts.intervalMs * (0.5 + Math.random())
         const name = names[Math.floor(Math.random() * names.length)]!
         await agents.get(name)!.kill()
         counts.kills++

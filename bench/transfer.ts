@@ -1,27 +1,46 @@
-// T1: moving a large artifact between two processes. Here only the baselines of the same run
-// (raw TCP and node:tls over loopback); the mesh variant adds its agent-to-agent row (system
-// "pipemesh mesh", metric "MiB/s", vs "node:tls") and the agents' peak RSS next to these.
+// T1: moving a large artifact between two processes. The baselines (raw TCP and node:tls over
+// loopback, 1 MiB writes) and, with the mesh variant, agent to agent through a running
+// coordinator (mesh-transfer.ts), interleaved rep by rep in the same run so that the machine's
+// load affects all alike.
 
 import { rm } from 'node:fs/promises'
 import { makeTlsCert, transferBaseline, type TransferKind } from './baselines.js'
+import { MeshTransferBench, type MeshTransferRep } from './mesh-transfer.js'
 import type { Row } from './stats.js'
 
 const MIB = 1024 * 1024
 const SYSTEM: Record<TransferKind, string> = { tcp: 'raw TCP', tls: 'node:tls' }
+export const MESH_SYSTEM = 'pipemesh mesh'
 
 export interface TransferBench { rows: Row[], failures: string[] }
 
-export async function benchTransfer (scratch: string, reps: number, bytes: number, log: (line: string) => void): Promise<TransferBench> {
+export interface TransferOptions {
+  /** Also measure agent to agent in a mesh (coordinator + two agents started for T1). */
+  mesh?: boolean
+  /** Environment for the mesh daemons (NODE_OPTIONS=--cpu-prof…). */
+  daemonEnv?: Record<string, string>
+}
+
+export async function benchTransfer (scratch: string, reps: number, bytes: number, log: (line: string) => void, options: TransferOptions = {}): Promise<TransferBench> {
   const workload = `T1 transfer ${bytes / MIB} MiB`
   const rate: Record<TransferKind, number[]> = { tcp: [], tls: [] }
   const rss: Record<TransferKind, number[]> = { tcp: [], tls: [] }
+  const meshReps: MeshTransferRep[] = []
   const failures: string[] = []
   let certDir: string | undefined
+  let mesh: MeshTransferBench | undefined
   try {
     try {
       certDir = await makeTlsCert(scratch)
     } catch (err) {
       failures.push(`T1: node:tls skipped, no certificate: ${(err as Error).message}`)
+    }
+    if (options.mesh === true) {
+      try {
+        mesh = await MeshTransferBench.start(scratch, bytes, options.daemonEnv === undefined ? {} : { daemonEnv: options.daemonEnv })
+      } catch (err) {
+        failures.push(`T1 ${MESH_SYSTEM}: could not start the mesh: ${(err as Error).message}`)
+      }
     }
     for (let rep = 1; rep <= reps; rep++) {
       for (const kind of ['tcp', 'tls'] as const) {
@@ -35,18 +54,52 @@ export async function benchTransfer (scratch: string, reps: number, bytes: numbe
           failures.push(`T1 ${SYSTEM[kind]} rep ${rep}: ${(err as Error).message}`)
         }
       }
+      if (mesh === undefined) continue
+      try {
+        const r = await mesh.rep(rep)
+        meshReps.push(r)
+        const hwm = Object.entries(r.agentHwm).map(([name, b]) => `${name} ${(b / 1e6).toFixed(0)} MB`).join(', ')
+        log(`T1 rep ${rep}/${reps}: ${MESH_SYSTEM} ${r.mibPerSec.toFixed(0)} MiB/s (fetch ${(r.fetchMs / 1000).toFixed(2)} s = cold ${r.coldMs} ms - warm ${r.warmMs} ms); peak RSS ${hwm}`)
+      } catch (err) {
+        failures.push(`T1 ${MESH_SYSTEM} rep ${rep}: ${(err as Error).message}`)
+      }
     }
   } finally {
     if (certDir !== undefined) await rm(certDir, { recursive: true, force: true })
+    await mesh?.stop()
+  }
+  const checkOf = (system: string, attempted: number): string => {
+    const failed = failures.filter(f => f.startsWith(`T1 ${system} rep`)).length
+    return failed === 0 ? `ok ${attempted}/${attempted}` : `FAIL ${failed}/${attempted}`
   }
   const rows: Row[] = []
   for (const kind of ['tcp', 'tls'] as const) {
-    const failed = failures.filter(f => f.includes(SYSTEM[kind])).length
-    const check = failed === 0 ? `ok ${reps}/${reps}` : `FAIL ${failed}/${reps}`
     rows.push(
-      { workload, system: SYSTEM[kind], metric: 'rate', unit: 'MiB/s', better: 'higher', samples: rate[kind], check, ...kind === 'tls' ? { vs: 'raw TCP' } : {} },
+      { workload, system: SYSTEM[kind], metric: 'rate', unit: 'MiB/s', better: 'higher', samples: rate[kind], check: checkOf(SYSTEM[kind], reps), ...kind === 'tls' ? { vs: 'raw TCP' } : {} },
       { workload, system: SYSTEM[kind], metric: 'peak RSS', unit: 'MB', better: 'lower', samples: rss[kind], note: 'larger of sender and receiver' }
     )
   }
+  if (options.mesh === true) rows.push(...meshRows(workload, meshReps, mesh === undefined ? 'FAIL: no mesh' : checkOf(MESH_SYSTEM, reps)))
   return { rows, failures }
+}
+
+function meshRows (workload: string, reps: readonly MeshTransferRep[], check: string): Row[] {
+  const last = reps.at(-1)
+  const mb = (record: Record<string, number> | undefined): string =>
+    Object.entries(record ?? {}).map(([name, b]) => `${name} ${(b / 1e6).toFixed(0)}`).join(', ')
+  const warm = reps.map(r => r.warmMs).sort((a, b) => a - b)
+  return [
+    {
+      workload, system: MESH_SYSTEM, metric: 'rate', unit: 'MiB/s', better: 'higher', samples: reps.map(r => r.mibPerSec), vs: 'node:tls', check,
+      note: 'agent-a -> agent-b fetch, verified by both agents\' transfer counters; time = cold - warm interval (see below)'
+    },
+    {
+      workload, system: MESH_SYSTEM, metric: 'rate to step start', unit: 'MiB/s', better: 'higher', samples: reps.map(r => r.toStepStartMibPerSec),
+      note: `placement -> consumer process start: dispatch + fetch + materialize + spawn; the same without the fetch (input already held): ${warm.map(ms => (ms / 1000).toFixed(2)).join(', ')} s`
+    },
+    {
+      workload, system: MESH_SYSTEM, metric: 'peak RSS', unit: 'MB', better: 'lower', samples: reps.map(r => Math.max(...Object.values(r.agentHwm)) / 1e6),
+      note: `larger agent process (VmHWM since start, cumulative): ${mb(last?.agentHwm)} MB; step launchers ${mb(last?.launcherHwm)} MB`
+    }
+  ]
 }

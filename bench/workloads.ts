@@ -1,22 +1,26 @@
 // W0–W6 of shared/bench-workloads.md as pipemesh pipelines and equivalent Makefiles, each rep
-// measured for pipemesh (through a PipemeshVariant) and then GNU make -j2 under the same
-// conditions. Every run is checked: which steps executed and which were reused.
+// measured for every pipemesh variant asked for (embedded, mesh) and then GNU make -j2 under the
+// same conditions. Every run is checked: which steps executed and which were reused, that no more
+// than two ran at once, and in the mesh that every GPU step ran on the GPU agent.
 
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { runMake } from './baselines.js'
-import { checkRun, type PipemeshRun, type PipemeshVariant } from './runner.js'
+import { checkPlacement, checkRun, maxConcurrency, type PipemeshRun, type PipemeshVariant } from './runner.js'
 import type { Row } from './stats.js'
 
 export interface WorkloadContext {
   scratch: string
   reps: number
-  variant: PipemeshVariant
+  variants: readonly PipemeshVariant[]
   log: (line: string) => void
 }
 
 export type WorkloadId = 'W0' | 'W1' | 'W2' | 'W3' | 'W4' | 'W5' | 'W6'
+
+/** Check name ("W5", "W1 gpu") -> whether it held in every rep, per system label. */
+export type CheckResults = Record<string, Record<string, boolean>>
 
 /** Per-rep check results of one row: "ok 5/5", or the count and first failure. */
 class Checks {
@@ -34,17 +38,32 @@ class Checks {
   }
 }
 
-export interface WorkloadResult { rows: Row[], failures: string[], checksOk: Partial<Record<WorkloadId, boolean>> }
-
-function wallRows (workload: string, variant: PipemeshVariant, pm: number[], make: number[], check: Checks, makeCheck: Checks, makeNote?: string): Row[] {
-  return [
-    { workload, system: variant.label, metric: 'wall', unit: 's', better: 'lower', samples: pm, vs: 'make -j2', check: check.toString() },
-    { workload, system: 'make -j2', metric: 'wall', unit: 's', better: 'lower', samples: make, check: makeCheck.toString(), ...makeNote === undefined ? {} : { note: makeNote } }
-  ]
-}
+export interface WorkloadResult { rows: Row[], failures: string[], checksOk: CheckResults }
 
 function pushIfRan (samples: number[], run: PipemeshRun, value: number): void {
   if (run.exitCode === 0) samples.push(value)
+}
+
+/** The run's own check, then the rule that at most `maxParallel` steps ran at once. */
+function checkAll (run: PipemeshRun, variant: PipemeshVariant, expected: Parameters<typeof checkRun>[1], stepCount: number): string | undefined {
+  const failure = checkRun(run, expected, stepCount)
+  if (failure !== undefined) return failure
+  const most = maxConcurrency(run)
+  return most > variant.maxParallel ? `${most} steps ran at once, more than ${variant.maxParallel}` : undefined
+}
+
+/** One variant's samples and checks for one workload. */
+interface Side { variant: PipemeshVariant, samples: number[], check: Checks, gpu?: Checks }
+
+function sides (variants: readonly PipemeshVariant[]): Side[] {
+  return variants.map(variant => ({ variant, samples: [], check: new Checks() }))
+}
+
+function wallRows (workload: string, pm: readonly Side[], make: number[], makeCheck: Checks, makeNote?: string): Row[] {
+  return [
+    ...pm.map((side): Row => ({ workload, system: side.variant.label, metric: 'wall', unit: 's', better: 'lower', samples: side.samples, vs: 'make -j2', check: side.check.toString() })),
+    { workload, system: 'make -j2', metric: 'wall', unit: 's', better: 'lower', samples: make, check: makeCheck.toString(), ...makeNote === undefined ? {} : { note: makeNote } }
+  ]
 }
 
 // ---- W0, W1, W2: order-only graphs of `true` steps ------------------------------------------------
@@ -77,60 +96,85 @@ function makefile (graph: TrueGraph): string {
   return `.PHONY: ${phony}\n${rules.join('')}`
 }
 
-async function benchTrueGraph (ctx: WorkloadContext, workload: string, graph: TrueGraph, perStep: 'steps/s' | 'ms/step'): Promise<WorkloadResult> {
+/** `graphFor(true)` is the graph of a variant with GPU steps (W1 in the mesh). */
+async function benchTrueGraph (ctx: WorkloadContext, workload: string, graphFor: (gpu: boolean) => TrueGraph, perStep: 'steps/s' | 'ms/step'): Promise<WorkloadResult> {
   const dir = await mkdtemp(join(ctx.scratch, 'graph-'))
-  const file = join(dir, 'pipeline.yaml')
-  await writeFile(file, pipelineYaml(graph))
-  await writeFile(join(dir, 'Makefile'), makefile(graph))
-  const n = graph.steps.length
-  const pm: number[] = []
+  const plain = graphFor(false)
+  const files = new Map<boolean, string>()
+  for (const gpu of new Set(ctx.variants.map(v => v.gpuSteps))) {
+    const file = join(dir, gpu ? 'pipeline-gpu.yaml' : 'pipeline.yaml')
+    await writeFile(file, pipelineYaml(graphFor(gpu)))
+    files.set(gpu, file)
+  }
+  await writeFile(join(dir, 'Makefile'), makefile(plain))
+  const n = plain.steps.length
+  const pm = sides(ctx.variants)
   const make: number[] = []
-  const check = new Checks()
   const makeCheck = new Checks()
   try {
     for (let rep = 1; rep <= ctx.reps; rep++) {
-      const session = await ctx.variant.session(ctx.scratch)
-      let run: PipemeshRun
-      try {
-        run = await session.run(file)
-      } finally {
-        await session.close()
+      const said: string[] = []
+      for (const side of pm) {
+        const { variant } = side
+        const session = await variant.session(ctx.scratch)
+        let run: PipemeshRun
+        try {
+          run = await session.run(files.get(variant.gpuSteps)!)
+        } finally {
+          await session.close()
+        }
+        side.check.add(rep, checkAll(run, variant, () => 'succeeded', n))
+        const gpuSteps = new Set(graphFor(variant.gpuSteps).steps.filter(s => s.gpu === true).map(s => s.id))
+        if (gpuSteps.size > 0 && variant.gpuAgent !== undefined) {
+          side.gpu ??= new Checks()
+          side.gpu.add(rep, run.summary === undefined ? 'no summary' : checkPlacement(run, gpuSteps, variant.gpuAgent))
+        }
+        pushIfRan(side.samples, run, run.ms / 1000)
+        said.push(`${variant.label} ${(run.ms / 1000).toFixed(3)} s${run.error === undefined ? '' : ` (${run.error})`}`)
       }
-      check.add(rep, checkRun(run, () => 'succeeded', n))
-      pushIfRan(pm, run, run.ms)
-      const m = await runMake(dir, graph.target)
+      const m = await runMake(dir, plain.target)
       const ran = m.recipes.filter(r => r === 'true').length
       makeCheck.add(rep, ran === n ? undefined : `make ran ${ran} recipes, expected ${n}`)
-      make.push(m.ms)
-      ctx.log(`${workload} rep ${rep}/${ctx.reps}: ${ctx.variant.label} ${(run.ms / 1000).toFixed(3)} s${run.error === undefined ? '' : ` (${run.error})`}, make ${(m.ms / 1000).toFixed(3)} s`)
+      make.push(m.ms / 1000)
+      ctx.log(`${workload} rep ${rep}/${ctx.reps}: ${said.join(', ')}, make ${(m.ms / 1000).toFixed(3)} s`)
     }
   } finally {
     await rm(dir, { recursive: true, force: true })
   }
-  const derive = (ms: number): number => perStep === 'steps/s' ? n / (ms / 1000) : ms / n
+  const derive = (s: number): number => perStep === 'steps/s' ? n / s : s * 1000 / n
   const better = perStep === 'steps/s' ? 'higher' : 'lower'
   const rows: Row[] = [
-    ...wallRows(workload, ctx.variant, pm.map(ms => ms / 1000), make.map(ms => ms / 1000), check, makeCheck),
-    { workload, system: ctx.variant.label, metric: perStep, unit: '', better, samples: pm.map(derive), vs: 'make -j2' },
+    ...wallRows(workload, pm, make, makeCheck),
+    ...pm.map((side): Row => ({ workload, system: side.variant.label, metric: perStep, unit: '', better, samples: side.samples.map(derive), vs: 'make -j2' })),
     { workload, system: 'make -j2', metric: perStep, unit: '', better, samples: make.map(derive) }
   ]
+  for (const side of pm) {
+    if (side.gpu === undefined) continue
+    const gpuCount = graphFor(true).steps.filter(s => s.gpu === true).length
+    rows.push({ workload, system: side.variant.label, metric: 'GPU steps on GPU agent', unit: '', better: 'higher', samples: [], check: side.gpu.toString(), note: `${gpuCount} steps need gpu: 1; only ${side.variant.gpuAgent ?? '?'} has one` })
+  }
   const id = workload.slice(0, 2) as WorkloadId
-  return { rows, failures: [...check.all, ...makeCheck.all].map(f => `${workload}: ${f}`), checksOk: { [id]: check.ok } }
+  const checksOk: CheckResults = {}
+  for (const side of pm) {
+    checksOk[side.variant.label] = { [id]: side.check.ok, ...side.gpu === undefined ? {} : { [`${id} gpu`]: side.gpu.ok } }
+  }
+  const failures = [...pm.flatMap(side => [...side.check.all, ...side.gpu?.all ?? []].map(f => `${workload} ${side.variant.label}: ${f}`)), ...makeCheck.all.map(f => `${workload} make: ${f}`)]
+  return { rows, failures, checksOk }
 }
 
 export async function benchStartup (ctx: WorkloadContext): Promise<WorkloadResult> {
-  const result = await benchTrueGraph(ctx, 'W0 one step', { name: 'bench-w0-one', steps: [{ id: 's1', after: [] }], target: 's1' }, 'ms/step')
+  const result = await benchTrueGraph(ctx, 'W0 one step', () => ({ name: 'bench-w0-one', steps: [{ id: 's1', after: [] }], target: 's1' }), 'ms/step')
   // A single step: its ms/step is its wall time again; keep only the wall rows, as the fixed cost.
   result.rows = result.rows.filter(r => r.metric === 'wall').map(r => r.system === 'make -j2' ? r : { ...r, note: 'fixed cost of one CLI invocation' })
   return result
 }
 
 export async function benchFanout (ctx: WorkloadContext): Promise<WorkloadResult> {
-  return await benchTrueGraph(ctx, 'W1 fanout', fanout(500, ctx.variant.gpuSteps ? 10 : undefined), 'steps/s')
+  return await benchTrueGraph(ctx, 'W1 fanout', gpu => fanout(500, gpu ? 10 : undefined), 'steps/s')
 }
 
 export async function benchChain (ctx: WorkloadContext): Promise<WorkloadResult> {
-  return await benchTrueGraph(ctx, 'W2 chain', chain(100), 'ms/step')
+  return await benchTrueGraph(ctx, 'W2 chain', () => chain(100), 'ms/step')
 }
 
 // ---- W3–W6: the diamond, then three reruns in the same state ------------------------------------
@@ -204,37 +248,47 @@ const PHASES: Phase[] = [
   { id: 'W6', name: 'W6 rerun-same-output', pmExecuted: ['mid_2'], makeExecuted: ['mid_2', 'join'], edit: 'comment', makeNote: 'make cannot cut off: it reruns join too (2 steps)' }
 ]
 
-/** W3 then W4, W5, W6 in the same state, per rep; `only` picks the rows reported (W3 always runs). */
+/** W3 then W4, W5, W6 in the same state, per rep and variant; `only` picks the rows reported (W3 always runs). */
 export async function benchDiamond (ctx: WorkloadContext, only: ReadonlySet<WorkloadId>): Promise<WorkloadResult> {
   const phases = PHASES.filter(p => p.id === 'W3' || only.has(p.id))
   const last = Math.max(...phases.map(p => PHASES.indexOf(p)))
   const run = PHASES.slice(0, last + 1)
-  const pm = new Map(run.map(p => [p.id, [] as number[]]))
+  const pm = new Map(run.map(p => [p.id, sides(ctx.variants)]))
   const make = new Map(run.map(p => [p.id, [] as number[]]))
-  const checks = new Map(run.map(p => [p.id, new Checks()]))
   const makeChecks = new Map(run.map(p => [p.id, new Checks()]))
   for (let rep = 1; rep <= ctx.reps; rep++) {
-    const pmDir = await mkdtemp(join(ctx.scratch, 'diamond-'))
-    const makeDir = await mkdtemp(join(ctx.scratch, 'diamond-make-'))
-    const session = await ctx.variant.session(ctx.scratch)
-    try {
-      await writeDiamond(pmDir, false)
-      await writeDiamond(makeDir, true)
-      let broken: string | undefined
-      for (const phase of run) {
-        if (phase.edit !== undefined) await editMid2(pmDir, phase.edit)
-        if (broken !== undefined) {
-          checks.get(phase.id)!.add(rep, `not run: ${broken}`)
-        } else {
-          const r = await session.run(join(pmDir, 'pipeline.yaml'))
-          const want = new Set(phase.pmExecuted)
-          const failure = checkRun(r, id => want.has(id) ? 'succeeded' : 'reused', DIAMOND_STEPS.length)
-          checks.get(phase.id)!.add(rep, failure)
-          pushIfRan(pm.get(phase.id)!, r, r.ms / 1000)
-          if (r.exitCode !== 0) broken = `${phase.id} failed`
-          ctx.log(`${phase.name} rep ${rep}/${ctx.reps}: ${ctx.variant.label} ${(r.ms / 1000).toFixed(3)} s${failure === undefined ? '' : ` (${failure})`}`)
+    for (const [v, variant] of ctx.variants.entries()) {
+      const pmDir = await mkdtemp(join(ctx.scratch, 'diamond-'))
+      try {
+        await writeDiamond(pmDir, false)
+        const session = await variant.session(ctx.scratch)
+        try {
+          let broken: string | undefined
+          for (const phase of run) {
+            const side = pm.get(phase.id)![v]!
+            if (phase.edit !== undefined) await editMid2(pmDir, phase.edit)
+            if (broken !== undefined) {
+              side.check.add(rep, `not run: ${broken}`)
+              continue
+            }
+            const r = await session.run(join(pmDir, 'pipeline.yaml'))
+            const want = new Set(phase.pmExecuted)
+            const failure = checkAll(r, variant, id => want.has(id) ? 'succeeded' : 'reused', DIAMOND_STEPS.length)
+            side.check.add(rep, failure)
+            pushIfRan(side.samples, r, r.ms / 1000)
+            if (r.exitCode !== 0) broken = `${phase.id} failed`
+            ctx.log(`${phase.name} rep ${rep}/${ctx.reps}: ${variant.label} ${(r.ms / 1000).toFixed(3)} s${failure === undefined ? '' : ` (${failure})`}`)
+          }
+        } finally {
+          await session.close()
         }
+      } finally {
+        await rm(pmDir, { recursive: true, force: true })
       }
+    }
+    const makeDir = await mkdtemp(join(ctx.scratch, 'diamond-make-'))
+    try {
+      await writeDiamond(makeDir, true)
       for (const phase of run) {
         if (phase.edit !== undefined) await editMid2(makeDir, phase.edit)
         const m = await runMake(makeDir)
@@ -242,18 +296,19 @@ export async function benchDiamond (ctx: WorkloadContext, only: ReadonlySet<Work
         makeChecks.get(phase.id)!.add(rep, expectSteps('make', makeSteps(m.recipes), phase.makeExecuted))
       }
     } finally {
-      await session.close()
-      await rm(pmDir, { recursive: true, force: true })
       await rm(makeDir, { recursive: true, force: true })
     }
   }
   const result: WorkloadResult = { rows: [], failures: [], checksOk: {} }
   for (const phase of phases) {
-    const check = checks.get(phase.id)!
+    const side = pm.get(phase.id)!
     const makeCheck = makeChecks.get(phase.id)!
-    result.rows.push(...wallRows(phase.name, ctx.variant, pm.get(phase.id)!, make.get(phase.id)!, check, makeCheck, phase.makeNote))
-    result.failures.push(...[...check.all, ...makeCheck.all].map(f => `${phase.name}: ${f}`))
-    result.checksOk[phase.id] = check.ok
+    result.rows.push(...wallRows(phase.name, side, make.get(phase.id)!, makeCheck, phase.makeNote))
+    for (const s of side) {
+      result.failures.push(...s.check.all.map(f => `${phase.name} ${s.variant.label}: ${f}`))
+      result.checksOk[s.variant.label] = { ...result.checksOk[s.variant.label], [phase.id]: s.check.ok }
+    }
+    result.failures.push(...makeCheck.all.map(f => `${phase.name} make: ${f}`))
   }
   return result
 }

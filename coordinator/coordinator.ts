@@ -239,6 +239,8 @@ export class Coordinator implements CoordinatorApi {
     for (const session of this.registry.connected()) {
       if (!this.membership.isMember(session.id)) {
         this.log.warn({ agentId: session.id, name: session.name }, 'agent revoked: disconnecting it and rescheduling its steps')
+        // Out of the scheduler's view now, before its steps are placed again.
+        this.registry.disconnect(session.id)
         this.channels.get(session.id)?.abort(new PipemeshError('UNAUTHORIZED', 'this agent was revoked'))
         void this.node?.hangUp(peerIdFromString(session.id)).catch(() => {})
         this.clearLease(session.id)

@@ -143,6 +143,14 @@ export class CoordinatorDb {
     return out
   }
 
+  /** The sequence number of an attempt's last stored log batch (0 when none). */
+  async lastLogSeq (attemptId: string): Promise<number> {
+    for await (const key of this.db.keys({ ...range(`log${SEP}${attemptId}${SEP}`), reverse: true, limit: 1 })) {
+      return Number(key.slice(key.lastIndexOf(SEP) + 1))
+    }
+    return 0
+  }
+
   /** Runs that were still running when the coordinator stopped. */
   async * unfinishedRuns (): AsyncIterable<RunRecord> {
     for await (const header of this.listRunHeaders()) {

@@ -165,6 +165,7 @@ export class RunManager {
       const { run, step, attempt } = found
       const allocated = this.attempts.get(attempt.id)?.allocated === true
       this.attempts.delete(attempt.id)
+      this.logSeq.delete(attempt.id)
       if (allocated) this.releaseAgent(agentId, step, attempt)
       attempt.state = result.status
       attempt.exitCode = result.exitCode
@@ -230,6 +231,7 @@ export class RunManager {
   private loseAttempt (attemptId: string, why: string): void {
     const index = this.attempts.get(attemptId)
     this.attempts.delete(attemptId)
+    this.logSeq.delete(attemptId)
     if (index === undefined) return
     const run = this.active.get(index.runId)
     const step = run?.steps.get(index.stepId)
@@ -285,6 +287,9 @@ export class RunManager {
         const attempt = step.attempts.at(-1)
         if (attempt?.state === 'running') {
           this.attempts.set(attempt.id, { runId: record.id, stepId: step.id, agentId: attempt.agentId, allocated: false })
+          // An adopted attempt's further log lines go after those already stored.
+          const seq = await this.db.lastLogSeq(attempt.id)
+          if (seq > 0) this.logSeq.set(attempt.id, seq)
         } else {
           step.status = 'queued'
         }

@@ -4,6 +4,7 @@
 import { readFile, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { loadPipeline } from '../../src/spec/parse.js'
 import { PipemeshError } from '../../src/errors.js'
@@ -69,16 +70,40 @@ async function follow (api: CoordinatorApi, started: RunSummary, options: RunOpt
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  // The run lives on the coordinator: if it restarts (or the network drops), follow it again.
+  let lostSince: number | undefined
   try {
-    for await (const event of api.events(started.runId, { signal: interrupt.signal })) view?.update(event)
-  } catch (err) {
-    if (!interrupt.signal.aborted) throw err
+    for (;;) {
+      try {
+        for await (const event of api.events(started.runId, { signal: interrupt.signal })) {
+          view?.update(event)
+          lostSince = undefined
+        }
+        const run = await api.getRun(started.runId)
+        if (run.status !== 'running' || interrupt.signal.aborted) return run
+      } catch (err) {
+        if (interrupt.signal.aborted) break
+        if (!connectionLost(err)) throw err
+        if (lostSince === undefined) process.stderr.write(`lost contact with the coordinator (${(err as Error).message}); the run goes on there, reconnecting…\n`)
+        lostSince ??= Date.now()
+        if (Date.now() - lostSince > RECONNECT_FOR_MS) throw err
+      }
+      await sleep(1000, undefined, { signal: interrupt.signal }).catch(() => {})
+    }
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     view?.done()
   }
   return await api.getRun(started.runId)
+}
+
+/** How long `pipemesh run` keeps trying to reach a coordinator that went away mid-run. */
+const RECONNECT_FOR_MS = 10 * 60_000
+
+/** The coordinator is unreachable or the stream broke (fetch reports that as a TypeError). */
+function connectionLost (err: unknown): boolean {
+  return err instanceof PipemeshError ? err.code === 'UNREACHABLE' : err instanceof TypeError
 }
 
 /** Reads a small output file of a finished step from the embedded agent's store. */

@@ -5,7 +5,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
-import { tempDir } from '../helpers/cli.js'
+import { runCli, runCliJson, tempDir } from '../helpers/cli.js'
 import { startMesh, type Mesh } from '../helpers/mesh.js'
 import { waitFor } from '../helpers/wait.js'
 import type { RunSummary } from '../../src/run/types.js'
@@ -34,7 +34,7 @@ steps:
     outputs: [out]
     cache: false
   held:
-    command: ${gateWait()}; printf 'held\\n' > \${{outputs.out}}
+    command: echo before the restart; ${gateWait()}; echo after the restart; printf 'held\\n' > \${{outputs.out}}
     outputs: [out]
     after: [first]
     cache: false
@@ -57,9 +57,12 @@ steps:
 
   it('the run completes after kill -9 and restart; the running step is adopted and no succeeded step reruns', async () => {
     const gate = await Gate.create(join(work.path, 'adopt'))
-    const runId = await submit(mesh, client(), file, { gate: gate.dir })
+    // Submitted by a CLI that follows the run live, and must ride out the restart.
+    const following = runCliJson<RunSummary>(['--data', client(), 'run', file, '--coordinator', mesh.url, '--param', `gate=${gate.dir}`], { timeoutMs: 120_000 })
+    const runId = await waitFor('the run to be submitted', async () => (await mesh.client.listRuns()).find(r => r.pipeline === 'restart' && r.status === 'running')?.runId)
     await stepWhere(mesh, runId, 'held', s => s.status === 'running', 'to run')
     await waitFor('the held step process to start', async () => await gate.pid('held', 1))
+    await waitFor('its first log line to be stored', async () => (await runCli(['logs', runId, 'held', '--coordinator', mesh.url])).stdout.includes('before the restart') ? true : undefined)
     const before = await mesh.client.getRun(runId)
     expect(step(before, 'first').status).toBe('succeeded')
 
@@ -73,6 +76,13 @@ steps:
     expectNothingLost(run, clean)
     // Nothing ran twice: the held step's first attempt was adopted, not rerun.
     expect(run.steps.map(s => [s.id, s.attempts])).toEqual([['first', 1], ['held', 1], ['last', 1]])
+    // The adopted attempt's log keeps what it printed before the restart and adds what came after.
+    const logs = await runCli(['logs', runId, 'held', '--coordinator', mesh.url])
+    console.log("LOGS", logs.stdout); expect(logs.stdout).toMatch(/before the restart[\s\S]*after the restart/)
+    const cli = await following
+    expect(cli.exitCode, cli.stderr).toBe(0)
+    expect(cli.json).toMatchObject({ runId, status: 'succeeded' })
+    expect(cli.stderr).toMatch(/lost contact with the coordinator/)
   })
 
   it('a step whose agent died with the coordinator runs again elsewhere; the rest is kept', async () => {
