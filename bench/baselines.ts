@@ -34,7 +34,8 @@ export async function sync (): Promise<void> {
   await timed('sync', [], { timeoutMs: 120_000 })
 }
 
-export type TransferKind = 'tcp' | 'tls'
+/** Raw TCP, TLS 1.3, or one libp2p stream (tcp + noise + yamux, as the agents build it). */
+export type TransferKind = 'tcp' | 'tls' | 'libp2p'
 
 export interface TransferResult {
   kind: TransferKind
@@ -64,8 +65,8 @@ export async function makeTlsCert (scratch: string): Promise<string> {
 }
 
 /**
- * Streams `bytes` from one process to another over 127.0.0.1 (raw TCP, or TLS 1.3 with the cert
- * in `certDir`), in 1 MiB writes with backpressure. Both processes are started here and report
+ * Streams `bytes` from one process to another over 127.0.0.1 (raw TCP, TLS 1.3 with the cert in
+ * `certDir`, or one libp2p stream), in 1 MiB writes with backpressure. Both processes are started here and report
  * their own peak RSS.
  */
 export async function transferBaseline (kind: TransferKind, bytes: number, certDir?: string): Promise<TransferResult> {
@@ -78,8 +79,9 @@ export async function transferBaseline (kind: TransferKind, bytes: number, certD
     receiver.stderr.on('data', (b: Buffer) => stderr.push(b))
     const first = await lines.next()
     if (first.done === true) throw new Error(`T1 ${kind} receiver exited before listening: ${Buffer.concat(stderr).toString().trim()}`)
-    const { port } = JSON.parse(first.value) as { port: number }
-    const sending = timed(process.execPath, [CHILD, 'send', kind, String(bytes), String(port), ...tlsArgs], { timeoutMs: 300_000 })
+    const { port, multiaddr } = JSON.parse(first.value) as { port?: number, multiaddr?: string }
+    const target = kind === 'libp2p' ? multiaddr ?? '' : String(port)
+    const sending = timed(process.execPath, [CHILD, 'send', kind, String(bytes), target, ...tlsArgs], { timeoutMs: 300_000 })
     const reportLine = await lines.next()
     const sender = ensureOk(`T1 ${kind} sender`, await sending)
     if (reportLine.done === true) throw new Error(`T1 ${kind} receiver exited without a report: ${Buffer.concat(stderr).toString().trim()}`)

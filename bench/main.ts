@@ -35,11 +35,12 @@ const USAGE = `usage: npm run bench -- [--variant both|embedded|mesh] [--reps N]
   --size-mib N    size of the S1 file and the T1 transfer (default 1024)
   --json          print machine-readable results on stdout (progress stays on stderr)
   --cpu-prof DIR  write V8 CPU profiles of the mesh daemons (coordinator, agents, launchers) to
-                  DIR (NODE_OPTIONS=--cpu-prof for them only; slows them down)
-Baselines, measured in the same run: GNU make -j2 (W0–W6), cp (S1), raw TCP and node:tls (T1).
+                  DIR (node --cpu-prof for them only; slows them down)
+Baselines, measured in the same run: GNU make -j2 (W0–W6), cp (S1), raw TCP and node:tls (T1;
+with the mesh, also one bare libp2p stream: the agents' transport without their store).
 A full default run (both variants, 3 reps, 1 GiB) takes about 10–15 minutes on 2 idle cores.`
 
-interface Options { reps: number, only: Set<Id>, json: boolean, bytes: number, variants: PipemeshVariant[], mesh?: MeshVariant, daemonEnv?: Record<string, string> }
+interface Options { reps: number, only: Set<Id>, json: boolean, bytes: number, variants: PipemeshVariant[], mesh?: MeshVariant, daemonNodeArgs?: string[] }
 
 function parseOptions (): Options {
   const { values } = parseArgs({
@@ -67,13 +68,13 @@ function parseOptions (): Options {
   const variant = values.variant ?? 'both'
   if (!['both', 'embedded', 'mesh'].includes(variant)) throw new Error(`unknown --variant "${variant}": expected both, embedded or mesh`)
   const profDir = values['cpu-prof']
-  const daemonEnv = profDir === undefined ? undefined : { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${resolve(profDir)}`.trim() }
-  const mesh = variant === 'embedded' ? undefined : createMeshVariant(daemonEnv === undefined ? {} : { daemonEnv })
+  const daemonNodeArgs = profDir === undefined ? undefined : ['--cpu-prof', `--cpu-prof-dir=${resolve(profDir)}`]
+  const mesh = variant === 'embedded' ? undefined : createMeshVariant(daemonNodeArgs === undefined ? {} : { daemonNodeArgs })
   const variants = [...variant === 'mesh' ? [] : [embeddedVariant], ...mesh === undefined ? [] : [mesh]]
   return {
     reps, only, json: values.json === true, bytes: mib * 1024 * 1024, variants,
     ...mesh === undefined ? {} : { mesh },
-    ...daemonEnv === undefined ? {} : { daemonEnv }
+    ...daemonNodeArgs === undefined ? {} : { daemonNodeArgs }
   }
 }
 
@@ -206,7 +207,7 @@ async function main (): Promise<number> {
     if (diamond.length > 0) await collect('W3-W6', async () => await benchDiamond(ctx, new Set(diamond)))
     if (options.only.has('S1')) await collect('S1', async () => await benchStore(scratch, options.reps, options.bytes, log))
     if (options.only.has('T1')) {
-      const transfer = { mesh: options.mesh !== undefined, ...options.daemonEnv === undefined ? {} : { daemonEnv: options.daemonEnv } }
+      const transfer = { mesh: options.mesh !== undefined, ...options.daemonNodeArgs === undefined ? {} : { daemonNodeArgs: options.daemonNodeArgs } }
       await collect('T1', async () => await benchTransfer(scratch, options.reps, options.bytes, log, transfer))
     }
   } finally {

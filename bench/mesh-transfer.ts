@@ -73,13 +73,13 @@ export class MeshTransferBench {
   private constructor (private readonly mesh: MeshDaemons, private readonly file: string, private readonly bytes: number) {}
 
   /** Starts the mesh (its own, so the agents' peak memory is T1's) and writes the pipeline. */
-  static async start (scratch: string, bytes: number, options: { daemonEnv?: Record<string, string> } = {}): Promise<MeshTransferBench> {
+  static async start (scratch: string, bytes: number, options: { daemonNodeArgs?: string[] } = {}): Promise<MeshTransferBench> {
     const dir = await mkdtemp(join(scratch, 't1-mesh-'))
     await writeFile(join(dir, 'produce.sh'), producerScript(bytes))
     const file = join(dir, 'pipeline.yaml')
     await writeFile(file, pipeline())
     const mesh = await startMesh(join(dir, 'mesh'), {
-      ...options.daemonEnv === undefined ? {} : { env: options.daemonEnv },
+      ...options.daemonNodeArgs === undefined ? {} : { nodeArgs: options.daemonNodeArgs },
       warmup: async (warmup, url, env) => {
         const run = await runCli(['run', warmup, '--coordinator', url, '--json'], { env })
         if (run.summary?.status !== 'succeeded') throw new Error(`the warm-up run failed: ${run.error ?? run.summary?.status ?? '?'}`)

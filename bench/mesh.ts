@@ -43,8 +43,10 @@ export interface MeshDaemons {
 }
 
 export interface MeshOptions {
-  /** Added to the daemons' environment (NODE_OPTIONS=--cpu-prof…, PIPEMESH_LOG_LEVEL). */
+  /** Added to the daemons' environment (PIPEMESH_LOG_LEVEL=debug…). */
   env?: Record<string, string>
+  /** Node options for the daemons, before the script (--cpu-prof…: Node 20 refuses it in NODE_OPTIONS). */
+  nodeArgs?: string[]
   /** Runs the warm-up pipeline and returns its wall time (ms); throws if it failed. */
   warmup: (file: string, url: string, cliEnv: NodeJS.ProcessEnv) => Promise<number>
 }
@@ -55,8 +57,8 @@ process.on('exit', () => { for (const child of live) { try { child.kill('SIGKILL
 
 interface Spawned extends Daemon { child: ChildProcess, exited: Promise<void>, waitFor: (pattern: RegExp) => Promise<RegExpMatchArray> }
 
-function startDaemon (name: string, args: string[], env: NodeJS.ProcessEnv): Spawned {
-  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+function startDaemon (name: string, args: string[], env: NodeJS.ProcessEnv, nodeArgs: readonly string[]): Spawned {
+  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   if (child.pid === undefined) throw new Error(`could not start ${name}`)
   live.add(child)
   let out = ''
@@ -102,10 +104,11 @@ export async function startMesh (root: string, options: MeshOptions): Promise<Me
   await mkdir(root, { recursive: true })
   const env: NodeJS.ProcessEnv = { ...process.env, PIPEMESH_LOG_LEVEL: 'info', ...options.env }
   delete env.PIPEMESH_COORDINATOR
+  const nodeArgs = options.nodeArgs ?? []
   const started: Spawned[] = []
   const t0 = performance.now()
   try {
-    const coordinator = startDaemon('coordinator', ['--data', join(root, 'coordinator'), 'coordinator', '--api', '127.0.0.1:0'], env)
+    const coordinator = startDaemon('coordinator', ['--data', join(root, 'coordinator'), 'coordinator', '--api', '127.0.0.1:0'], env, nodeArgs)
     started.push(coordinator)
     const url = (await coordinator.waitFor(/http api:\s+(\S+)/))[1]!
     const multiaddr = (await coordinator.waitFor(/libp2p:\s+(\S+)/))[1]!
@@ -116,7 +119,7 @@ export async function startMesh (root: string, options: MeshOptions): Promise<Me
     ]
     const agents = await Promise.all(agentArgs.map(async ([name, extra]) => {
       const { token } = await client.createToken(60_000)
-      const agent = startDaemon(name, ['--data', join(root, name), 'agent', '--coordinator', multiaddr, '--name', name, '--join', token, ...extra], env)
+      const agent = startDaemon(name, ['--data', join(root, name), 'agent', '--coordinator', multiaddr, '--name', name, '--join', token, ...extra], env, nodeArgs)
       started.push(agent)
       return agent
     }))

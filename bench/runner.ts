@@ -107,9 +107,9 @@ function paramArgs (params: Record<string, string> | undefined): string[] {
 
 /**
  * `pipemesh run FILE --coordinator URL --json` against a coordinator and two agents started once
- * per session (see mesh.ts). `daemonEnv` goes to the daemons only (e.g. NODE_OPTIONS=--cpu-prof).
+ * per session (see mesh.ts). `daemonNodeArgs` go to the daemons' node only (e.g. --cpu-prof).
  */
-export function createMeshVariant (options: { daemonEnv?: Record<string, string> } = {}): MeshVariant {
+export function createMeshVariant (options: { daemonNodeArgs?: string[] } = {}): MeshVariant {
   const startups: MeshStartup[] = []
   return {
     label: 'pipemesh mesh',
@@ -120,7 +120,7 @@ export function createMeshVariant (options: { daemonEnv?: Record<string, string>
     async session (scratch) {
       const root = await mkdtemp(join(scratch, 'mesh-'))
       const mesh = await startMesh(root, {
-        ...options.daemonEnv === undefined ? {} : { env: options.daemonEnv },
+        ...options.daemonNodeArgs === undefined ? {} : { nodeArgs: options.daemonNodeArgs },
         warmup: async (file, url, env) => {
           const run = await runCli(['run', file, '--coordinator', url, '--json'], { env })
           if (run.summary?.status !== 'succeeded') throw new Error(`the warm-up run failed: ${run.error ?? run.summary?.status ?? '?'}`)
@@ -143,7 +143,7 @@ export function createMeshVariant (options: { daemonEnv?: Record<string, string>
   }
 }
 
-export function variantByName (name: string, options: { daemonEnv?: Record<string, string> } = {}): PipemeshVariant {
+export function variantByName (name: string, options: { daemonNodeArgs?: string[] } = {}): PipemeshVariant {
   if (name === 'embedded') return embeddedVariant
   if (name === 'mesh') return createMeshVariant(options)
   throw new Error(`unknown --variant "${name}": expected embedded, mesh or both`)

@@ -1,7 +1,7 @@
 // T1: moving a large artifact between two processes. The baselines (raw TCP and node:tls over
 // loopback, 1 MiB writes) and, with the mesh variant, agent to agent through a running
-// coordinator (mesh-transfer.ts), interleaved rep by rep in the same run so that the machine's
-// load affects all alike.
+// coordinator (mesh-transfer.ts) next to one bare libp2p stream (the transport alone, no store),
+// interleaved rep by rep in the same run so that the machine's load affects all alike.
 
 import { rm } from 'node:fs/promises'
 import { makeTlsCert, transferBaseline, type TransferKind } from './baselines.js'
@@ -9,7 +9,7 @@ import { MeshTransferBench, type MeshTransferRep } from './mesh-transfer.js'
 import type { Row } from './stats.js'
 
 const MIB = 1024 * 1024
-const SYSTEM: Record<TransferKind, string> = { tcp: 'raw TCP', tls: 'node:tls' }
+const SYSTEM: Record<TransferKind, string> = { tcp: 'raw TCP', tls: 'node:tls', libp2p: 'libp2p stream' }
 export const MESH_SYSTEM = 'pipemesh mesh'
 
 export interface TransferBench { rows: Row[], failures: string[] }
@@ -17,14 +17,15 @@ export interface TransferBench { rows: Row[], failures: string[] }
 export interface TransferOptions {
   /** Also measure agent to agent in a mesh (coordinator + two agents started for T1). */
   mesh?: boolean
-  /** Environment for the mesh daemons (NODE_OPTIONS=--cpu-prof…). */
-  daemonEnv?: Record<string, string>
+  /** Node options for the mesh daemons (--cpu-prof…). */
+  daemonNodeArgs?: string[]
 }
 
 export async function benchTransfer (scratch: string, reps: number, bytes: number, log: (line: string) => void, options: TransferOptions = {}): Promise<TransferBench> {
   const workload = `T1 transfer ${bytes / MIB} MiB`
-  const rate: Record<TransferKind, number[]> = { tcp: [], tls: [] }
-  const rss: Record<TransferKind, number[]> = { tcp: [], tls: [] }
+  const kinds: TransferKind[] = options.mesh === true ? ['tcp', 'tls', 'libp2p'] : ['tcp', 'tls']
+  const rate: Record<TransferKind, number[]> = { tcp: [], tls: [], libp2p: [] }
+  const rss: Record<TransferKind, number[]> = { tcp: [], tls: [], libp2p: [] }
   const meshReps: MeshTransferRep[] = []
   const failures: string[] = []
   let certDir: string | undefined
@@ -37,13 +38,13 @@ export async function benchTransfer (scratch: string, reps: number, bytes: numbe
     }
     if (options.mesh === true) {
       try {
-        mesh = await MeshTransferBench.start(scratch, bytes, options.daemonEnv === undefined ? {} : { daemonEnv: options.daemonEnv })
+        mesh = await MeshTransferBench.start(scratch, bytes, options.daemonNodeArgs === undefined ? {} : { daemonNodeArgs: options.daemonNodeArgs })
       } catch (err) {
         failures.push(`T1 ${MESH_SYSTEM}: could not start the mesh: ${(err as Error).message}`)
       }
     }
     for (let rep = 1; rep <= reps; rep++) {
-      for (const kind of ['tcp', 'tls'] as const) {
+      for (const kind of kinds) {
         if (kind === 'tls' && certDir === undefined) continue
         try {
           const r = await transferBaseline(kind, bytes, certDir)
@@ -73,9 +74,10 @@ export async function benchTransfer (scratch: string, reps: number, bytes: numbe
     return failed === 0 ? `ok ${attempted}/${attempted}` : `FAIL ${failed}/${attempted}`
   }
   const rows: Row[] = []
-  for (const kind of ['tcp', 'tls'] as const) {
+  for (const kind of kinds) {
+    const note = kind === 'libp2p' ? 'tcp + noise + yamux as the agents build it, 1 MiB sends, no store: the transport alone' : undefined
     rows.push(
-      { workload, system: SYSTEM[kind], metric: 'rate', unit: 'MiB/s', better: 'higher', samples: rate[kind], check: checkOf(SYSTEM[kind], reps), ...kind === 'tls' ? { vs: 'raw TCP' } : {} },
+      { workload, system: SYSTEM[kind], metric: 'rate', unit: 'MiB/s', better: 'higher', samples: rate[kind], check: checkOf(SYSTEM[kind], reps), ...kind === 'tcp' ? {} : { vs: kind === 'tls' ? 'raw TCP' : 'node:tls' }, ...note === undefined ? {} : { note } },
       { workload, system: SYSTEM[kind], metric: 'peak RSS', unit: 'MB', better: 'lower', samples: rss[kind], note: 'larger of sender and receiver' }
     )
   }

@@ -53,7 +53,7 @@ function checkAll (run: PipemeshRun, variant: PipemeshVariant, expected: Paramet
 }
 
 /** One variant's samples and checks for one workload. */
-interface Side { variant: PipemeshVariant, samples: number[], check: Checks, gpu?: Checks }
+interface Side { variant: PipemeshVariant, samples: number[], check: Checks, gpu?: Checks, onGpuAgent?: number[] }
 
 function sides (variants: readonly PipemeshVariant[]): Side[] {
   return variants.map(variant => ({ variant, samples: [], check: new Checks() }))
@@ -128,6 +128,8 @@ async function benchTrueGraph (ctx: WorkloadContext, workload: string, graphFor:
         if (gpuSteps.size > 0 && variant.gpuAgent !== undefined) {
           side.gpu ??= new Checks()
           side.gpu.add(rep, run.summary === undefined ? 'no summary' : checkPlacement(run, gpuSteps, variant.gpuAgent))
+          side.onGpuAgent ??= []
+          side.onGpuAgent.push((run.summary?.steps ?? []).filter(s => gpuSteps.has(s.id) && s.agent === variant.gpuAgent).length)
         }
         pushIfRan(side.samples, run, run.ms / 1000)
         said.push(`${variant.label} ${(run.ms / 1000).toFixed(3)} s${run.error === undefined ? '' : ` (${run.error})`}`)
@@ -151,7 +153,7 @@ async function benchTrueGraph (ctx: WorkloadContext, workload: string, graphFor:
   for (const side of pm) {
     if (side.gpu === undefined) continue
     const gpuCount = graphFor(true).steps.filter(s => s.gpu === true).length
-    rows.push({ workload, system: side.variant.label, metric: 'GPU steps on GPU agent', unit: '', better: 'higher', samples: [], check: side.gpu.toString(), note: `${gpuCount} steps need gpu: 1; only ${side.variant.gpuAgent ?? '?'} has one` })
+    rows.push({ workload, system: side.variant.label, metric: 'GPU steps on GPU agent', unit: `of ${gpuCount}`, better: 'higher', samples: side.onGpuAgent ?? [], check: side.gpu.toString(), note: `from the --json summary's steps[].agent; only ${side.variant.gpuAgent ?? '?'} declares a GPU` })
   }
   const id = workload.slice(0, 2) as WorkloadId
   const checksOk: CheckResults = {}

@@ -6,6 +6,7 @@
 
 import '../src/util/polyfill.js'
 import { Command, Option } from 'commander'
+import { existsSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { CoordinatorApi } from '../src/client/api.js'
@@ -292,7 +293,7 @@ store.command('verify')
     const verifyOptions: Parameters<typeof storeVerify>[1] = { repair: opts.repair === true }
     if (opts.coordinator !== undefined) {
       const { HttpCoordinatorClient } = await import('../src/client/http.js')
-      verifyOptions.api = new HttpCoordinatorClient(opts.coordinator)
+      verifyOptions.api = new HttpCoordinatorClient(opts.coordinator, await apiToken())
     }
     const report = await storeVerify(await dataDir(), verifyOptions)
     print(jsonMode, report, () => [
@@ -359,9 +360,15 @@ for (const draining of [true, false]) {
     })
 }
 
+/** The bundled examples, found from wherever this module was loaded (dist/cli/, or the bundle in dist/). */
 function examplesDir (): string {
-  // dist/cli/main.js -> package root
-  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples')
+  let dir = dirname(fileURLToPath(import.meta.url))
+  for (let i = 0; i < 4; i++) {
+    const candidate = resolve(dir, 'examples')
+    if (existsSync(resolve(candidate, 'iris', 'pipeline.yaml'))) return candidate
+    dir = dirname(dir)
+  }
+  throw new PipemeshError('NOT_FOUND', 'cannot find the bundled examples directory next to this pipemesh installation')
 }
 
 async function main (): Promise<void> {

@@ -481,6 +481,7 @@ export class Coordinator implements CoordinatorApi {
     if (agent === undefined) throw new PipemeshError('NOT_FOUND', `no agent with id or name "${idOrName}" has connected since the coordinator started`, { hint: 'list agents with `pipemesh agents`' })
     this.registry.setDraining(agent.id, draining)
     this.db.setDrained(agent.id, draining)
+    await this.db.flush()
     this.log.info({ agentId: agent.id, name: agent.name, draining }, draining ? 'agent drained: it takes no new steps' : 'agent undrained')
     if (!draining) this.runs.capacityChanged()
     return this.registry.info().find(a => a.id === agent.id)!

@@ -115,6 +115,8 @@ export class RunManager {
       const summary = this.summarize(run.record, [...run.steps.values()])
       this.finishIfDone(run)
       this.dispatch()
+      // A run id handed to a client survives a crash right after.
+      await this.db.flush()
       return summary
     })
   }
@@ -140,6 +142,7 @@ export class RunManager {
       }
       this.db.putRun(run.record)
       this.finishIfDone(run)
+      await this.db.flush()
       return this.summarize(run.record, [...run.steps.values()])
     })
   }
@@ -332,6 +335,9 @@ export class RunManager {
             index.allocated = true
           }
         }
+        // Cancelled while the coordinator was down (or before its cancel reached the agent).
+        const run = this.active.get(index.runId)
+        if (run?.record.cancelRequested === true) agent?.send({ type: 'cancel', attemptId, reason: run.record.error ?? 'the run was cancelled' })
       }
       const unknown = running.filter(id => !this.attempts.has(id))
       if (unknown.length > 0) {

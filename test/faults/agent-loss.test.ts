@@ -65,7 +65,7 @@ steps:
     const detectedMs = Date.now() - killedAt
     expect(moved.agent).toBe(other)
     // Declared lost within the lease (plus polling and start-up slack on a loaded machine).
-    expect(detectedMs).toBeLessThan(LEASE_MS + 1500)
+    expect(detectedMs).toBeLessThan(LEASE_MS + 2500)
     await gate.open()
     const run = await finished(mesh, runId)
     expectNothingLost(run, clean)
@@ -96,7 +96,7 @@ steps:
     try {
       const moved = await stepWhere(mesh, runId, 'work', s => s.status === 'running' && s.attempts === 2, 'to run again elsewhere', 20_000)
       expect(moved.agent).toBe(other)
-      expect(Date.now() - stoppedAt).toBeLessThan(LEASE_MS + 1500)
+      expect(Date.now() - stoppedAt).toBeLessThan(LEASE_MS + 1800)
       // Both attempts' processes now finish: the hung agent's step is not stopped, only the agent.
       await gate.open()
       const run = await finished(mesh, runId)
@@ -111,6 +111,27 @@ steps:
     expectNothingLost(after, clean)
     expect(step(after, 'work').history?.map(a => [a.agent, a.state])).toEqual([[victim, 'lost'], [other, 'succeeded']])
     expect(step(after, 'use').attempts).toBe(1)
+  })
+
+  it('a step that only a disconnected agent can run waits for it (within its lease) instead of failing', async () => {
+    await mesh.startAgent('a3', [...AGENT_ARGS, '--label', 'box=a3'])
+    await mesh.waitForAgents(3)
+    await mesh.signalAgent('a3', 'SIGKILL')
+    const only = await pipeline(join(work.path, 'only'), `name: only-a3
+steps:
+  pinned:
+    command: echo pinned > \${{outputs.out}}
+    outputs: [out]
+    resources: { labels: { box: a3 } }
+    cache: false
+`)
+    const runId = await submit(mesh, client(), only)
+    const waiting = await stepWhere(mesh, runId, 'pinned', s => s.status === 'queued' && /waiting for a3/.test(s.reason ?? ''), 'to wait for a3')
+    expect(waiting.reason).toMatch(/disconnected, lease not yet expired/)
+    await mesh.startAgent('a3', [...AGENT_ARGS, '--label', 'box=a3'])
+    const run = await finished(mesh, runId)
+    expect(step(run, 'pinned')).toMatchObject({ status: 'succeeded', agent: 'a3' })
+    await mesh.signalAgent('a3', 'SIGKILL')
   })
 
   it('a drained agent finishes its running step and is given no new ones until undrained', async () => {

@@ -66,11 +66,15 @@ steps:
     const before = await mesh.client.getRun(runId)
     expect(step(before, 'first').status).toBe('succeeded')
 
+    // A drain is remembered across the restart.
+    await mesh.client.drainAgent('a1', true)
     await mesh.restartCoordinator()
     const resumed = await mesh.client.getRun(runId)
     expect(resumed.status).toBe('running')
     expect(step(resumed, 'first')).toMatchObject({ status: 'succeeded', attempts: 1 })
     await waitFor('both agents to reconnect', async () => (await mesh.client.agents()).filter(a => a.connected).length === 2 ? true : undefined, 20_000)
+    expect((await mesh.client.agents()).find(a => a.name === 'a1')?.draining).toBe(true)
+    await mesh.client.drainAgent('a1', false)
     await gate.open()
     const run = await finished(mesh, runId)
     expectNothingLost(run, clean)
@@ -78,7 +82,7 @@ steps:
     expect(run.steps.map(s => [s.id, s.attempts])).toEqual([['first', 1], ['held', 1], ['last', 1]])
     // The adopted attempt's log keeps what it printed before the restart and adds what came after.
     const logs = await runCli(['logs', runId, 'held', '--coordinator', mesh.url])
-    console.log("LOGS", logs.stdout); expect(logs.stdout).toMatch(/before the restart[\s\S]*after the restart/)
+    expect(logs.stdout).toMatch(/before the restart[\s\S]*after the restart/)
     const cli = await following
     expect(cli.exitCode, cli.stderr).toBe(0)
     expect(cli.json).toMatchObject({ runId, status: 'succeeded' })

@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url'
 import { execa } from 'execa'
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
-export const CLI = join(ROOT, 'dist', 'cli', 'main.js')
+// The bundled bin, exactly what users run.
+export const CLI = join(ROOT, 'dist', 'pipemesh.mjs')
 
 export interface CliResult { exitCode: number, stdout: string, stderr: string }
 
