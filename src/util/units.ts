@@ -6,11 +6,11 @@ import { PipemeshError } from '../errors.js'
 
 const BYTE_UNITS: Record<string, number> = {
   b: 1,
-  k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
-  ki: 1024, kib: 1024, mi: 1024 ** 2, mib: 1024 ** 2, gi: 1024 ** 3, gib: 1024 ** 3, ti: 1024 ** 4, tib: 1024 ** 4
+  k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12, p: 1e15, pb: 1e15,
+  ki: 1024, kib: 1024, mi: 1024 ** 2, mib: 1024 ** 2, gi: 1024 ** 3, gib: 1024 ** 3, ti: 1024 ** 4, tib: 1024 ** 4, pi: 1024 ** 5, pib: 1024 ** 5
 }
 
-const SIZE_HINT = 'expected a number of bytes, or a number with a unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 512MiB'
+const SIZE_HINT = 'expected a number of bytes, or a number with a unit (B, kB, MB, GB, TB, PB, KiB, MiB, GiB, TiB, PiB), e.g. 512MiB'
 const DURATION_HINT = 'expected a number of seconds, or numbers with units (ms, s, m, h, d), e.g. 500ms, 30s, 10m, 1h30m'
 
 function invalid (what: string, value: unknown, hint: string): PipemeshError {
