@@ -5,7 +5,8 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 
 /** The built `pipemesh` command (dist/cli/main.js). */
-export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url))
+// The bundled bin, exactly what users run (dist/bench/ -> dist/pipemesh.mjs).
+export const CLI = fileURLToPath(new URL('../pipemesh.mjs', import.meta.url))
 
 export interface Timed {
   code: number | null

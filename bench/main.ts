@@ -38,7 +38,7 @@ const USAGE = `usage: npm run bench -- [--variant both|embedded|mesh] [--reps N]
                   DIR (node --cpu-prof for them only; slows them down)
 Baselines, measured in the same run: GNU make -j2 (W0–W6), cp (S1), raw TCP and node:tls (T1;
 with the mesh, also one bare libp2p stream: the agents' transport without their store).
-A full default run (both variants, 3 reps, 1 GiB) takes about 10–15 minutes on 2 idle cores.`
+A full default run (both variants, 3 reps, 1 GiB) takes about 8 minutes on 2 quiet cores, 15 when loaded.`
 
 interface Options { reps: number, only: Set<Id>, json: boolean, bytes: number, variants: PipemeshVariant[], mesh?: MeshVariant, daemonNodeArgs?: string[] }
 

@@ -5,9 +5,10 @@
 //   cold: the input is not on agent-b yet: dispatch + fetch from agent-a + materialize + spawn;
 //   warm: the same run again (producer reused, consumer `cache: false`): the input is already
 //         held, so dispatch + materialize + spawn.
-// cold − warm is the fetch. The agents' transfer counters (GET /v1/agents) must show agent-a
-// served and agent-b fetched the bytes (the coordinator carries none); the agents' resident
-// memory is read from /proc throughout.
+// cold − warm is the fetch, a little over it: the cold materialize competes with the writeback of
+// the chunks just fetched (sampling /proc/<pid>/io once put the excess at ~7%). The agents'
+// transfer counters (GET /v1/agents) must show agent-a served and agent-b fetched the bytes (the
+// coordinator carries none); the agents' peak resident memory (VmHWM) is read from /proc.
 
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'

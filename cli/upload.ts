@@ -4,12 +4,9 @@
 // agent already holds are not sent).
 
 import { join } from 'node:path'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import prettyBytes from 'pretty-bytes'
 import type { CoordinatorApi } from '../src/client/api.js'
 import { prepareSubmission } from '../src/client/prepare.js'
-import { createNode } from '../src/net/node.js'
-import { serveArtifacts } from '../src/net/transfer.js'
 import type { Pipeline } from '../src/spec/types.js'
 import type { SubmissionArtifacts } from '../src/run/types.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
@@ -29,6 +26,10 @@ export async function uploadSubmission (pipeline: Pipeline, api: CoordinatorApi,
     const wanted = [...refs.values()].filter(r => missing.has(r.digest))
     const total = wanted.reduce((n, r) => n + r.size, 0)
     if (options.progress) process.stderr.write(`uploading ${wanted.length} artifact(s), ${prettyBytes(total)}, to the mesh\n`)
+    // libp2p loads only when there is something to upload: a rerun with nothing new stays fast.
+    const [{ generateKeyPair }, { createNode }, { serveArtifacts }] = await Promise.all([
+      import('@libp2p/crypto/keys'), import('../src/net/node.js'), import('../src/net/transfer.js')
+    ])
     const node = await createNode({ privateKey: await generateKeyPair('Ed25519') })
     try {
       await serveArtifacts(node, store, {})

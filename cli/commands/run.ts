@@ -13,7 +13,7 @@ import type { SubmitRequest } from '../../src/client/submit-request.js'
 import type { RunSummary } from '../../src/run/types.js'
 import { LiveView } from '../live-view.js'
 import { EXIT_FAILED, EXIT_OK } from '../errors.js'
-import { startEmbedded, type Embedded } from '../embedded.js'
+import type { Embedded } from '../embedded.js'
 
 export interface RunOptions {
   params: Record<string, string>
@@ -43,7 +43,7 @@ export async function runPipeline (file: string, options: RunOptions): Promise<{
     return { code: summary.status === 'succeeded' ? EXIT_OK : EXIT_FAILED, summary }
   }
   if (options.detach) throw new PipemeshError('INVALID_ARGUMENT', '--detach needs --coordinator: an embedded run ends with the command')
-  const embedded = await startEmbedded(options.dataDir, options.logger, { signal: interrupt.signal })
+  const embedded = await (await import('../embedded.js')).startEmbedded(options.dataDir, options.logger, { signal: interrupt.signal })
   try {
     const { prepareSubmission } = await import('../../src/client/prepare.js')
     const submission = await prepareSubmission(pipeline, embedded.agent.store, { signal: interrupt.signal })
