@@ -113,27 +113,6 @@ steps:
     expect(step(after, 'use').attempts).toBe(1)
   })
 
-  it('a step that only a disconnected agent can run waits for it (within its lease) instead of failing', async () => {
-    await mesh.startAgent('a3', [...AGENT_ARGS, '--label', 'box=a3'])
-    await mesh.waitForAgents(3)
-    await mesh.signalAgent('a3', 'SIGKILL')
-    const only = await pipeline(join(work.path, 'only'), `name: only-a3
-steps:
-  pinned:
-    command: echo pinned > \${{outputs.out}}
-    outputs: [out]
-    resources: { labels: { box: a3 } }
-    cache: false
-`)
-    const runId = await submit(mesh, client(), only)
-    const waiting = await stepWhere(mesh, runId, 'pinned', s => s.status === 'queued' && /waiting for a3/.test(s.reason ?? ''), 'to wait for a3')
-    expect(waiting.reason).toMatch(/disconnected, lease not yet expired/)
-    await mesh.startAgent('a3', [...AGENT_ARGS, '--label', 'box=a3'])
-    const run = await finished(mesh, runId)
-    expect(step(run, 'pinned')).toMatchObject({ status: 'succeeded', agent: 'a3' })
-    await mesh.signalAgent('a3', 'SIGKILL')
-  })
-
   it('a drained agent finishes its running step and is given no new ones until undrained', async () => {
     const gate = await Gate.create(join(work.path, 'drain'))
     const holdFile = await pipeline(join(work.path, 'hold'), `name: hold
@@ -166,4 +145,45 @@ steps:
     expect(list.find(a => a.name === drained)?.draining).toBe(false)
     await waitForRun(mesh.client, holdRun, r => r.status === 'succeeded', 'hold run to stay succeeded')
   })
+})
+
+// Its own mesh with a long lease: the agent must restart within the lease, and starting a node
+// process can take a few seconds on a loaded machine.
+describe('a disconnected agent within its lease', () => {
+  let mesh: Mesh
+  let work: Awaited<ReturnType<typeof tempDir>>
+
+  beforeAll(async () => {
+    work = await tempDir()
+    mesh = await startMesh({ leaseMs: 30_000 })
+    await mesh.startAgent('a1', AGENT_ARGS)
+    await mesh.waitForAgents(1)
+  }, 120_000)
+
+  afterAll(async () => {
+    await mesh?.stop()
+    await work?.cleanup()
+  })
+
+  it('a step that only a disconnected agent can run waits for it (within its lease) instead of failing', async () => {
+    await mesh.startAgent('a3', [...AGENT_ARGS, '--label', 'box=a3'])
+    await mesh.waitForAgents(2)
+    await mesh.signalAgent('a3', 'SIGKILL')
+    const only = await pipeline(join(work.path, 'only'), `name: only-a3
+steps:
+  pinned:
+    command: echo pinned > \${{outputs.out}}
+    outputs: [out]
+    resources: { labels: { box: a3 } }
+    cache: false
+`)
+    const runId = await submit(mesh, join(work.path, 'client'), only)
+    const waiting = await stepWhere(mesh, runId, 'pinned', s => s.status === 'queued' && /waiting for a3/.test(s.reason ?? ''), 'to wait for a3')
+    expect(waiting.reason).toMatch(/disconnected, lease not yet expired/)
+    await mesh.startAgent('a3', [...AGENT_ARGS, '--label', 'box=a3'])
+    const run = await finished(mesh, runId)
+    expect(step(run, 'pinned')).toMatchObject({ status: 'succeeded', agent: 'a3' })
+    await mesh.signalAgent('a3', 'SIGKILL')
+  })
+
 })
