@@ -71,6 +71,21 @@ async function apiToken (): Promise<string | undefined> {
   return env === undefined || env === '' ? undefined : env
 }
 
+/**
+ * `--coordinator` given before a subcommand (`pipemesh agents --coordinator URL revoke X`) lands on
+ * the parent command; it wins over the subcommand's own (or the environment's) value.
+ */
+function inheritedCoordinator (parent: Command, own: string | undefined): string | undefined {
+  return parent.getOptionValueSource('coordinator') === 'cli' ? parent.opts<{ coordinator?: string }>().coordinator : own
+}
+
+/** A whole number >= min from a flag, or a clear error (exit 2). */
+function wholeNumber (flag: string, value: string, min: number): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < min) throw new PipemeshError('INVALID_ARGUMENT', `${flag} must be a whole number >= ${min}, got "${value}"`)
+  return n
+}
+
 function print (json: boolean, value: unknown, text: () => string): void {
   process.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : text() + '\n')
 }
@@ -133,7 +148,8 @@ program.command('runs')
   .addOption(coordinatorOption())
   .action(async (opts: { limit: string, json?: boolean, coordinator?: string }) => {
     jsonMode = opts.json === true
-    const runs = await withApi(opts.coordinator, async api => await api.listRuns({ limit: Number(opts.limit) }))
+    const limit = wholeNumber('--limit', opts.limit, 1)
+    const runs = await withApi(opts.coordinator, async api => await api.listRuns({ limit }))
     print(jsonMode, runs, () => formatRuns(runs))
   })
 
@@ -172,7 +188,7 @@ program.command('logs')
     jsonMode = opts.json === true
     await withApi(opts.coordinator, async api => {
       const logOpts: { follow: boolean, attempt?: number } = { follow: opts.follow === true }
-      if (opts.attempt !== undefined) logOpts.attempt = Number(opts.attempt)
+      if (opts.attempt !== undefined) logOpts.attempt = wholeNumber('--attempt', opts.attempt, 1)
       for await (const line of api.logs(runId, stepId, logOpts)) {
         process.stdout.write(jsonMode ? JSON.stringify(line) + '\n' : `${new Date(line.t).toISOString()} ${line.stream === 'stderr' ? 'E' : 'O'} ${line.line}\n`)
       }
@@ -207,7 +223,7 @@ agentsCommand.command('revoke')
   .addOption(coordinatorOption())
   .action(async (idOrName: string, opts: { json?: boolean, coordinator?: string }) => {
     jsonMode = opts.json === true
-    const url = agentsCommand.getOptionValueSource('coordinator') === 'cli' ? agentsCommand.opts<{ coordinator?: string }>().coordinator : opts.coordinator
+    const url = inheritedCoordinator(agentsCommand, opts.coordinator)
     const member = await withApi(url, async api => await api.revokeAgent(idOrName))
     print(jsonMode, member, () => `agent ${member.name} (${member.peerId}) revoked`)
   })
@@ -309,8 +325,7 @@ store.command('gc')
   .option('--json', 'print JSON')
   .action(async (opts: { keepRuns: string, json?: boolean }) => {
     jsonMode = opts.json === true
-    const keep = Number(opts.keepRuns)
-    if (!Number.isInteger(keep) || keep < 0) throw new PipemeshError('INVALID_ARGUMENT', `--keep-runs must be a whole number >= 0, got "${opts.keepRuns}"`)
+    const keep = wholeNumber('--keep-runs', opts.keepRuns, 0)
     const { storeGc } = await import('./commands/store.js')
     const report = await storeGc(await dataDir(), keep, createLogger(globals().logLevel))
     print(jsonMode, report, () => `removed ${report.removedRuns} old runs, ${report.removedArtifacts} artifacts and ${report.removedChunks} chunks (${report.freedBytes} bytes freed)`)
@@ -353,7 +368,7 @@ for (const draining of [true, false]) {
     .action(async (idOrName: string, opts: { json?: boolean, coordinator?: string }) => {
       jsonMode = opts.json === true
       // `agent` has a --coordinator of its own (a multiaddr) that takes the flag when it is given.
-      const url = agentCommand.getOptionValueSource('coordinator') === 'cli' ? agentCommand.opts<{ coordinator?: string }>().coordinator : opts.coordinator
+      const url = inheritedCoordinator(agentCommand, opts.coordinator)
       if (url === undefined) throw new PipemeshError('INVALID_ARGUMENT', `pipemesh agent ${draining ? 'drain' : 'undrain'} needs --coordinator <url> (or PIPEMESH_COORDINATOR): draining is done by the running coordinator`)
       const agent = await withApi(url, async api => await api.drainAgent(idOrName, draining))
       print(jsonMode, agent, () => `agent ${agent.name} (${agent.id}) ${draining ? 'is draining: its running steps finish, it gets no new ones' : 'takes steps again'}`)

@@ -54,9 +54,12 @@ steps:
     }
   })
 
-  it('rejects a bad --keep-runs value with exit 2', async () => {
+  it('rejects bad numeric flags (--keep-runs, --limit) with exit 2 and the flag named', async () => {
     const result = await runCli(['--data', '/nonexistent-pipemesh-dir', 'store', 'gc', '--keep-runs', 'many'])
     expect(result.exitCode).toBe(2)
     expect(result.stderr).toMatch(/--keep-runs must be a whole number/)
+    const runs = await runCli(['--data', '/nonexistent-pipemesh-dir', 'runs', '--limit', 'ten'])
+    expect(runs.exitCode).toBe(2)
+    expect(runs.stderr).toMatch(/--limit must be a whole number >= 1, got "ten"/)
   })
 })
