@@ -24,9 +24,7 @@ describe('lost agents', () => {
 
   beforeAll(async () => {
     work = await tempDir()
-    mesh = await startMesh({ leaseMs: LEASE_MS })
-    await Promise.all([mesh.startAgent('a1', AGENT_ARGS), mesh.startAgent('a2', AGENT_ARGS)])
-    await mesh.waitForAgents(2)
+    mesh = await startMesh({ leaseMs: LEASE_MS, agents: { a1: AGENT_ARGS, a2: AGENT_ARGS } })
     file = await pipeline(join(work.path, 'p'), `name: lost-agents
 params: { gate: none }
 steps:
@@ -155,9 +153,7 @@ describe('a disconnected agent within its lease', () => {
 
   beforeAll(async () => {
     work = await tempDir()
-    mesh = await startMesh({ leaseMs: 30_000 })
-    await mesh.startAgent('a1', AGENT_ARGS)
-    await mesh.waitForAgents(1)
+    mesh = await startMesh({ leaseMs: 30_000, agents: { a1: AGENT_ARGS } })
   }, 120_000)
 
   afterAll(async () => {

@@ -22,9 +22,7 @@ describe('coordinator restarts', () => {
 
   beforeAll(async () => {
     work = await tempDir()
-    mesh = await startMesh({ leaseMs: LEASE_MS })
-    await Promise.all([mesh.startAgent('a1', AGENT_ARGS), mesh.startAgent('a2', AGENT_ARGS)])
-    await mesh.waitForAgents(2)
+    mesh = await startMesh({ leaseMs: LEASE_MS, agents: { a1: AGENT_ARGS, a2: AGENT_ARGS } })
     // `held` only orders after `first`, so that losing the agent that ran `held` loses nothing `first` made.
     file = await pipeline(join(work.path, 'p'), `name: restart
 params: { gate: none }

@@ -44,12 +44,10 @@ describe('corrupt chunks in a mesh', () => {
 
   beforeAll(async () => {
     work = await tempDir()
-    mesh = await startMesh({ leaseMs: LEASE_MS })
-    await Promise.all([
-      mesh.startAgent('ra', ['--resources', 'cpu=2', '--label', 'role=a']),
-      mesh.startAgent('rb', ['--resources', 'cpu=2', '--label', 'role=b'])
-    ])
-    await mesh.waitForAgents(2)
+    mesh = await startMesh({
+      leaseMs: LEASE_MS,
+      agents: { ra: ['--resources', 'cpu=2', '--label', 'role=a'], rb: ['--resources', 'cpu=2', '--label', 'role=b'] }
+    })
     // make runs on rb (and is reused later); use runs on ra, which fetches the data from rb.
     file = await pipeline(join(work.path, 'p'), `name: corrupt
 steps:

@@ -25,12 +25,10 @@ describe('a peer serving wrong bytes', () => {
 
   beforeAll(async () => {
     work = await tempDir()
-    mesh = await startMesh({ leaseMs: LEASE_MS })
-    await Promise.all([
-      mesh.startAgent('maker', ['--resources', 'cpu=2', '--label', 'role=maker']),
-      mesh.startAgent('user', ['--resources', 'cpu=2', '--label', 'role=user'])
-    ])
-    await mesh.waitForAgents(2)
+    mesh = await startMesh({
+      leaseMs: LEASE_MS,
+      agents: { maker: ['--resources', 'cpu=2', '--label', 'role=maker'], user: ['--resources', 'cpu=2', '--label', 'role=user'] }
+    })
   }, 120_000)
 
   afterAll(async () => {

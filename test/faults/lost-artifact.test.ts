@@ -19,9 +19,7 @@ describe('lost artifacts', () => {
 
   beforeAll(async () => {
     work = await tempDir()
-    mesh = await startMesh({ leaseMs: LEASE_MS })
-    await Promise.all([mesh.startAgent('a1', AGENT_ARGS), mesh.startAgent('a2', AGENT_ARGS)])
-    await mesh.waitForAgents(2)
+    mesh = await startMesh({ leaseMs: LEASE_MS, agents: { a1: AGENT_ARGS, a2: AGENT_ARGS } })
   }, 120_000)
 
   afterAll(async () => {

@@ -21,9 +21,7 @@ describe('misbehaving steps', () => {
 
   beforeAll(async () => {
     work = await tempDir()
-    mesh = await startMesh({ leaseMs: LEASE_MS })
-    await mesh.startAgent('solo', ['--resources', 'cpu=4', '--max-artifact-size', '100KiB', '--max-log-size', '4KiB'])
-    await mesh.waitForAgents(1)
+    mesh = await startMesh({ leaseMs: LEASE_MS, agents: { solo: ['--resources', 'cpu=4', '--max-artifact-size', '100KiB', '--max-log-size', '4KiB'] } })
   }, 120_000)
 
   afterAll(async () => {

@@ -58,7 +58,11 @@ async function waitForOutput (p: MeshProcess, pattern: RegExp, timeoutMs: number
   }
 }
 
-export async function startMesh (options: { leaseMs?: number } = {}): Promise<Mesh> {
+/**
+ * Starts a coordinator and, when `agents` is given (name -> extra agent flags), those agents too,
+ * returning once all of them are connected.
+ */
+export async function startMesh (options: { leaseMs?: number, agents?: Record<string, string[]> } = {}): Promise<Mesh> {
   const root = await tempDir('pipemesh-mesh-')
   const coordinatorArgs = (api: string): string[] => ['--data', join(root.path, 'coordinator'), 'coordinator', '--api', api, '--lease', `${options.leaseMs ?? 5000}ms`]
   let coordinator = spawn('coordinator', coordinatorArgs('127.0.0.1:0'))
@@ -119,6 +123,11 @@ export async function startMesh (options: { leaseMs?: number } = {}): Promise<Me
           await new Promise(resolve => setTimeout(resolve, 100))
         }
       }
+    }
+    const wanted = Object.entries(options.agents ?? {})
+    if (wanted.length > 0) {
+      await Promise.all(wanted.map(async ([name, args]) => await mesh.startAgent(name, args)))
+      await mesh.waitForAgents(wanted.length)
     }
     return mesh
   } catch (err) {

@@ -15,9 +15,7 @@ describe('cancelling a run on a mesh', () => {
 
   beforeAll(async () => {
     work = await tempDir()
-    mesh = await startMesh()
-    await Promise.all([mesh.startAgent('one', ['--resources', 'cpu=2']), mesh.startAgent('two', ['--resources', 'cpu=2'])])
-    await mesh.waitForAgents(2)
+    mesh = await startMesh({ agents: { one: ['--resources', 'cpu=2'], two: ['--resources', 'cpu=2'] } })
   }, 120_000)
 
   afterAll(async () => {

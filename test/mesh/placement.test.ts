@@ -19,13 +19,13 @@ describe('a mesh of a coordinator and three agents', () => {
 
   beforeAll(async () => {
     work = await tempDir()
-    mesh = await startMesh()
-    await Promise.all([
-      mesh.startAgent('gpu-box', ['--resources', 'gpu=1,cpu=2,memory=4GiB', '--label', 'zone=a']),
-      mesh.startAgent('cpu-big', ['--resources', 'cpu=3,memory=8GiB', '--label', 'zone=b']),
-      mesh.startAgent('cpu-small', ['--resources', 'cpu=1,memory=2GiB', '--label', 'zone=b'])
-    ])
-    await mesh.waitForAgents(3)
+    mesh = await startMesh({
+      agents: {
+        'gpu-box': ['--resources', 'gpu=1,cpu=2,memory=4GiB', '--label', 'zone=a'],
+        'cpu-big': ['--resources', 'cpu=3,memory=8GiB', '--label', 'zone=b'],
+        'cpu-small': ['--resources', 'cpu=1,memory=2GiB', '--label', 'zone=b']
+      }
+    })
   }, 120_000)
 
   afterAll(async () => {

@@ -21,9 +21,7 @@ describe('admission to the mesh', () => {
   beforeAll(async () => {
     work = await tempDir()
     // A generous lease: on a loaded machine a short one could lose a slow agent and add attempts.
-    mesh = await startMesh({ leaseMs: 15_000 })
-    await Promise.all([mesh.startAgent('m1', ['--resources', 'cpu=1']), mesh.startAgent('m2', ['--resources', 'cpu=1'])])
-    await mesh.waitForAgents(2)
+    mesh = await startMesh({ leaseMs: 15_000, agents: { m1: ['--resources', 'cpu=1'], m2: ['--resources', 'cpu=1'] } })
   }, 120_000)
 
   afterAll(async () => {
