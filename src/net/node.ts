@@ -18,6 +18,8 @@ import { throwIfAborted } from '../errors.js'
  * fast as 16 MiB over loopback.
  */
 export const STREAM_WINDOW_BYTES = 2 * 1024 * 1024
+/** A paused stream may buffer up to its window; the read buffer limit must stay above it. */
+const STREAM_READ_BUFFER_BYTES = Math.max(4 * 1024 * 1024, 2 * STREAM_WINDOW_BYTES)
 
 export interface NodeGater {
   /** Called with the remote peer id (base58) once it has proven it holds that key. */
@@ -42,7 +44,7 @@ export async function createNode (options: CreateNodeOptions): Promise<Libp2p> {
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({
-      streamOptions: { maxStreamWindowSize: STREAM_WINDOW_BYTES }
+      streamOptions: { maxStreamWindowSize: STREAM_WINDOW_BYTES, maxReadBufferLength: STREAM_READ_BUFFER_BYTES }
     })],
     connectionGater: gaterFor(options.gater),
     connectionManager: {

@@ -17,15 +17,22 @@ import { DIGEST_PATTERN, type Digest } from '../store/types.js'
 export const CHUNKS_PROTOCOL = '/pipemesh/chunks/1.0.0'
 /** Most digests in one request. */
 const MAX_BATCH_ITEMS = 512
-/** A chunk batch is cut at this many bytes; two batches are kept in flight per holder. */
+/**
+ * A chunk batch is cut at this many bytes. Three batches are kept in flight per holder, so the
+ * holder always has the next one queued when it finishes one: requests cost the client no
+ * memory (its stream is paused past CLIENT_HIGH_WATER, and the yamux window stops the holder).
+ */
 const BATCH_BYTES = 8 * 1024 * 1024
-const BATCHES_IN_FLIGHT = 2
-/** Chunks a client hashes and writes at once, and a server reads ahead of the one it sends. */
+const BATCHES_IN_FLIGHT = 3
+/**
+ * Chunks a client hashes and writes at once, and a server reads (and verifies) ahead of the one
+ * it sends; both run on the store's chunk workers, so these only bound the bytes held.
+ */
 const WRITES_IN_FLIGHT = 4
 const READ_AHEAD = 4
 const MAX_REQUEST_BYTES = 64 * 1024
-/** Received bytes a holder's stream may queue before it is paused. */
-const CLIENT_HIGH_WATER = 8 * 1024 * 1024
+/** Received bytes a holder's stream may queue before it is paused (4 chunks: the writes in flight hold as many). */
+const CLIENT_HIGH_WATER = 4 * 1024 * 1024
 
 const digest = z.string().regex(DIGEST_PATTERN) as unknown as z.ZodType<Digest>
 const requestSchema = z.object({

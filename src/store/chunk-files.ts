@@ -1,12 +1,13 @@
 // Chunk bodies too large for LevelDB live as plain files, `<dir>/chunks/ab/<hex>`: measured 2.5-5x
 // faster to write than LevelDB values, with no compaction rewriting them. Each body is written to
-// `<dir>/tmp/` and renamed into place, so a chunk file is either absent or complete.
+// `<dir>/tmp/` and renamed into place, so a chunk file is either absent or complete. The bulk
+// paths (ingest, materialize, peers' chunks) hash and move bodies on the chunk workers.
 
 import { randomBytes } from 'node:crypto'
-import { constants as fsConstants } from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { PipemeshError } from '../errors.js'
+import { chunkWorkers, type ChunkDirs, type JobResult } from './chunk-workers.js'
 import type { Digest } from './types.js'
 
 /** Turns "disk full" into LIMIT_EXCEEDED naming what was being stored and where. */
@@ -31,12 +32,16 @@ export class ChunkFiles {
   readonly chunksDir: string
   readonly tmpDir: string
   readonly quarantineDir: string
+  readonly dirs: ChunkDirs
+  /** Fan-out directories known to exist, so that most writes skip the mkdir. */
+  private readonly madeDirs = new Set<string>()
 
   private constructor (root: string) {
     this.root = root
     this.chunksDir = path.join(root, 'chunks')
     this.tmpDir = path.join(root, 'tmp')
     this.quarantineDir = path.join(root, 'quarantine')
+    this.dirs = { chunksDir: this.chunksDir, tmpDir: this.tmpDir }
   }
 
   /** Prepares the directories and clears temp files left by a crash. */
@@ -74,12 +79,18 @@ export class ChunkFiles {
         await fh.close()
       }
       const dest = this.pathOf(digest)
+      const dir = path.dirname(dest)
+      // Fan-out directories are made on first use.
+      if (!this.madeDirs.has(dir)) {
+        await fs.mkdir(dir, { recursive: true })
+        this.madeDirs.add(dir)
+      }
       try {
         await fs.rename(tmp, dest)
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-        // Fan-out directories are made on first use.
-        await fs.mkdir(path.dirname(dest), { recursive: true })
+        // Removed under us since (a wiped store): make it again.
+        await fs.mkdir(dir, { recursive: true })
         await fs.rename(tmp, dest)
       }
     } catch (err) {
@@ -88,20 +99,41 @@ export class ChunkFiles {
     }
   }
 
-  /** Reads up to `buf.length` bytes of the body; returns how many were read (fewer: truncated). */
-  async readInto (digest: Digest, buf: Uint8Array): Promise<number> {
-    const fh = await fs.open(this.pathOf(digest), fsConstants.O_RDONLY)
+  /**
+   * Reads the next chunk of an open file (`fd` stays open until this settles), hashes it and
+   * stores a body of INLINE_MAX bytes or more as a chunk file; a smaller one comes back in
+   * `bytes` for the index. `n` 0: end of file.
+   */
+  async ingestRange (fd: number, position: number, length: number, inlineMax: number): Promise<JobResult> {
     try {
-      let filled = 0
-      while (filled < buf.byteLength) {
-        const { bytesRead } = await fh.read(buf, filled, buf.byteLength - filled, filled)
-        if (bytesRead === 0) break
-        filled += bytesRead
-      }
-      return filled
-    } finally {
-      await fh.close()
+      return await chunkWorkers.ingest(fd, position, length, inlineMax, this.dirs)
+    } catch (err) {
+      const digest = (err as { digest?: string }).digest
+      throw asStorageError(err, digest === undefined ? `a chunk at offset ${position}` : `chunk ${digest}`, this.root)
     }
+  }
+
+  /** Hashes `bytes` and stores them if they are `digest`; resolves with the digest they have. */
+  async writeIfMatches (digest: Digest, bytes: Uint8Array): Promise<Digest> {
+    try {
+      const r = await chunkWorkers.store(bytes, digest, this.dirs)
+      return r.digest as Digest
+    } catch (err) {
+      throw asStorageError(err, `chunk ${digest}`, this.root)
+    }
+  }
+
+  /** Reads up to `size` bytes of the body and hashes them (ENOENT when absent). */
+  async readHashed (digest: Digest, size: number): Promise<{ bytes: Uint8Array, digest: Digest }> {
+    return await chunkWorkers.read(this.pathOf(digest), size)
+  }
+
+  /**
+   * Writes the body at `position` of `destFd` if it still hashes to `digest` with `size` bytes;
+   * returns what was read (ENOENT when absent). `destFd` stays open until this settles.
+   */
+  async copyOut (digest: Digest, size: number, destFd: number, position: number): Promise<{ n: number, digest: Digest }> {
+    return await chunkWorkers.copyOut(this.pathOf(digest), size, digest, destFd, position)
   }
 
   async size (digest: Digest): Promise<number | undefined> {

@@ -49,44 +49,81 @@ export class Chunks {
   }
 
   /**
-   * Returns the verified body. `scratch`, when large enough, receives file bodies (callers that
-   * stream reuse a few buffers); the result may be a view of it. Throws MissingContentError when
-   * absent and CorruptContentError (after quarantining) when the bytes do not match.
+   * Stores a chunk from a peer or a repair: hashed and written on a chunk worker, indexed once
+   * its body is in place. Bytes that do not hash to `digest` are refused and nothing is kept.
    */
-  async read (digest: Digest, scratch?: Buffer): Promise<Buffer> {
-    // Inline bodies first: one LevelDB lookup for the many small files of a code tree. An inline
-    // body and its index entry are written and deleted together.
-    const value = await this.db.inline.get(digest)
-    const record = value === undefined ? await this.db.chunks.get(digest) : { size: value.byteLength, inline: true }
+  async putChecked (digest: Digest, bytes: Uint8Array): Promise<void> {
+    if (bytes.byteLength < INLINE_MAX) {
+      const actual = sha256Digest(bytes)
+      if (actual !== digest) throw new CorruptContentError(digest, `received bytes hash to ${actual}`)
+      await this.put(digest, bytes)
+      return
+    }
+    const actual = await this.files.writeIfMatches(digest, bytes)
+    if (actual !== digest) throw new CorruptContentError(digest, `received bytes hash to ${actual}`)
+    const record: ChunkRecord = { size: bytes.byteLength, inline: false }
+    await this.db.write([{ type: 'put', sublevel: this.db.chunks, key: digest, value: record }], `chunk ${digest}`)
+  }
+
+  /**
+   * Returns the verified body. Throws MissingContentError when absent and CorruptContentError
+   * (after quarantining) when the bytes do not match.
+   */
+  async read (digest: Digest): Promise<Buffer> {
+    const record = await this.db.chunks.get(digest)
     if (record === undefined) throw new MissingContentError(digest, `chunk not in store ${this.db.dir}`)
+    return await this.readRecorded(digest, record)
+  }
+
+  /** read() for a caller that already looked up the index record. */
+  async readRecorded (digest: Digest, record: ChunkRecord): Promise<Buffer> {
     let bytes: Buffer
-    if (value !== undefined) {
-      bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength)
-    } else if (record.inline) {
-      await this.forget(digest)
-      throw new MissingContentError(digest, `chunk body missing from the index of ${this.db.dir}`)
-    } else {
-      const buf = scratch !== undefined && scratch.byteLength >= record.size
-        ? scratch.subarray(0, record.size)
-        : Buffer.allocUnsafe(record.size)
-      let n: number
-      try {
-        n = await this.files.readInto(digest, buf)
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    let actual: Digest
+    if (record.inline) {
+      const value = await this.db.inline.get(digest)
+      if (value === undefined) {
         await this.forget(digest)
-        throw new MissingContentError(digest, `chunk file ${this.files.pathOf(digest)} has vanished`)
+        throw new MissingContentError(digest, `chunk body missing from the index of ${this.db.dir}`)
       }
-      bytes = buf.subarray(0, n)
+      bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+      actual = sha256Digest(bytes)
+    } else {
+      // Hashed on a chunk worker: a server reading ahead for a peer keeps its event loop for the
+      // connection.
+      const r = await this.files.readHashed(digest, record.size).catch(async (err: unknown) => await this.vanished(digest, err))
+      bytes = Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength)
+      actual = r.digest
     }
-    const actual = sha256Digest(bytes)
-    if (actual !== digest || bytes.byteLength !== record.size) {
-      const where = await this.quarantine(digest)
-      throw new CorruptContentError(digest,
-        `stored bytes (${bytes.byteLength} of ${record.size}) hash to ${actual}` +
-        (where === undefined ? '' : `; moved to ${where}`) + '; it must be fetched or rebuilt again')
-    }
+    if (actual !== digest || bytes.byteLength !== record.size) throw await this.corrupt(digest, bytes.byteLength, record.size, actual)
     return bytes
+  }
+
+  /**
+   * Writes a file body, verified, at `position` of the open `destFd` (materialize). Nothing is
+   * written unless the bytes match; then the chunk is quarantined as read() would.
+   */
+  async copyOut (digest: Digest, record: ChunkRecord, destFd: number, position: number): Promise<void> {
+    const r = await this.files.copyOut(digest, record.size, destFd, position).catch(async (err: unknown) => await this.vanished(digest, err))
+    if (r.digest !== digest || r.n !== record.size) throw await this.corrupt(digest, r.n, record.size, r.digest)
+  }
+
+  /** The index records of `digests` (undefined where absent), in one LevelDB call. */
+  async records (digests: Digest[]): Promise<Array<ChunkRecord | undefined>> {
+    if (digests.length === 0) return []
+    return await this.db.chunks.getMany(digests)
+  }
+
+  private async vanished (digest: Digest, err: unknown): Promise<never> {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    await this.forget(digest)
+    throw new MissingContentError(digest, `chunk file ${this.files.pathOf(digest)} has vanished`)
+  }
+
+  private async corrupt (digest: Digest, got: number, size: number, actual: Digest): Promise<CorruptContentError> {
+    const where = await this.quarantine(digest)
+    return new CorruptContentError(digest,
+      `stored bytes (${got} of ${size}) hash to ${actual}` +
+      (where === undefined ? '' : `; moved to ${where}`) + '; it must be fetched or rebuilt again')
   }
 
   /**

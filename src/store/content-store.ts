@@ -4,14 +4,14 @@
 
 import fs from 'node:fs/promises'
 import path from 'node:path'
-import { CorruptContentError, MissingContentError, PipemeshError, throwIfAborted } from '../errors.js'
+import { MissingContentError, PipemeshError, throwIfAborted } from '../errors.js'
 import { RwLock } from './async-util.js'
 import { ChunkFiles } from './chunk-files.js'
 import { Chunks } from './chunks.js'
 import { Batcher, StoreDb, type Op, type RootRecord } from './db.js'
 import { ingestListed, ingestPath, type IngestContext } from './ingest.js'
 import { collectGarbage, verifyStore, type GcReport, type VerifyOptions, type VerifyReport } from './maintenance.js'
-import { MAX_CHUNK_BYTES, decodeManifest, manifestSize, sha256Digest, type ChunkRef, type Manifest } from './manifest.js'
+import { MAX_CHUNK_BYTES, decodeManifest, manifestSize, type ChunkRef, type Manifest } from './manifest.js'
 import { materializeTo } from './materialize.js'
 import { absentChunks, closureOf, loadManifest, type Closure } from './reach.js'
 import { isDigest, type ArtifactRef, type Digest } from './types.js'
@@ -225,11 +225,7 @@ export class ContentStore {
     if (bytes.byteLength > MAX_CHUNK_BYTES) {
       throw new PipemeshError('LIMIT_EXCEEDED', `chunk ${digest} is ${bytes.byteLength} bytes, over the ${MAX_CHUNK_BYTES}-byte chunk limit`)
     }
-    const actual = sha256Digest(bytes)
-    if (actual !== digest) throw new CorruptContentError(digest, `received bytes hash to ${actual}`)
-    await this.lock.shared(async () => {
-      if (!(await this.chunks.has(digest))) await this.chunks.put(digest, bytes)
-    })
+    await this.lock.shared(async () => { await this.chunks.putChecked(digest, bytes) })
   }
 
   /** Records a fully present artifact as held (after a transfer); refuses an incomplete one. */

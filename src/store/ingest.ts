@@ -1,6 +1,7 @@
-// Turns files and directories into chunks and manifests. Files are read with positional reads into
-// a few reusable buffers, hashed in order on the main thread and written with bounded
-// parallelism, so memory stays flat whatever the file size. Only regular files, directories and
+// Turns files and directories into chunks and manifests. Multi-chunk files are read, hashed and
+// written by the chunk workers (a few chunks in flight, each worker with one reusable buffer), so
+// memory stays flat whatever the file size and hashing uses every core; small files are hashed on
+// the main thread, where open/read/close latency dominates. Only regular files, directories and
 // symlinks that stay inside the tree are accepted.
 
 import { constants as fsConstants, type Stats } from 'node:fs'
@@ -10,16 +11,15 @@ import path from 'node:path'
 import { PipemeshError, UnsafePathError, throwIfAborted } from '../errors.js'
 import { assertSafeRelativePath, assertSafeSymlinkTarget, normalizeRelativePath } from '../util/safe-path.js'
 import { forEachLimit } from './async-util.js'
+import { chunkWorkers, type JobResult } from './chunk-workers.js'
 import { INLINE_MAX, type Chunks } from './chunks.js'
 import type { Batcher, StoreDb } from './db.js'
 import { comparePaths, encodeManifest, sha256Digest, type ChunkRef, type FileManifest, type TreeEntry } from './manifest.js'
 import type { Digest } from './types.js'
 
-/** Buffers per large file: one being hashed, the rest reading ahead or being written. */
-const SLOTS = 4
 /** Small files at once: they are dominated by open/read/close latency, not bandwidth. */
 const SMALL_FILE_PARALLEL = 16
-/** Multi-chunk files at once: each holds SLOTS chunk buffers. */
+/** Multi-chunk files at once: they share the chunk workers. */
 const LARGE_FILE_PARALLEL = 2
 
 export interface IngestContext {
@@ -126,40 +126,41 @@ export async function ingestFile (ctx: IngestContext, abs: string): Promise<Inge
 
 async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, chunks: ChunkRef[]): Promise<number> {
   const cs = ctx.chunkSize
-  const bufs = Array.from({ length: SLOTS }, () => Buffer.allocUnsafe(cs))
-  const busy: Array<Promise<void>> = Array.from({ length: SLOTS }, async () => {})
-  const reads: Array<Promise<number>> = []
-  const issue = (i: number): void => {
-    const s = i % SLOTS
-    // A slot's buffer is reused only once the previous chunk in it has been written.
-    const p = busy[s]!.then(async () => await readFull(fh, bufs[s]!, i * cs))
+  const files = ctx.chunks.files
+  // Chunks are read, hashed and written on the chunk workers, several at once; results are
+  // taken in file order, so the manifest and the byte count stay sequential.
+  const jobs = new Map<number, Promise<JobResult>>()
+  let issued = 0
+  const issue = (): void => {
+    const p = files.ingestRange(fh.fd, issued * cs, cs, INLINE_MAX)
     p.catch(() => {})
-    reads[i] = p
+    jobs.set(issued++, p)
   }
-  for (let i = 0; i < SLOTS; i++) issue(i)
+  for (let i = 0; i < chunkWorkers.depth; i++) issue()
   let size = 0
   try {
     for (let i = 0; ; i++) {
       throwIfAborted(ctx.signal)
-      const n = await reads[i]!
-      if (n === 0) break
-      const s = i % SLOTS
-      const view = bufs[s]!.subarray(0, n)
-      const digest = sha256Digest(view)
-      chunks.push({ digest, size: n })
-      size += n
-      countBytes(ctx, n)
-      const write = storeIfNew(ctx, digest, view)
-      write.catch(() => {})
-      busy[s] = write
-      if (n < cs) break
-      issue(i + SLOTS)
+      const r = await jobs.get(i)!
+      jobs.delete(i)
+      if (r.n === 0) break
+      const digest = r.digest as Digest
+      chunks.push({ digest, size: r.n })
+      size += r.n
+      countBytes(ctx, r.n)
+      if (ctx.batch.claim(digest)) {
+        // A small tail chunk came back to go inline; a large one is already on disk.
+        if (r.bytes !== undefined) ctx.batch.add(await ctx.chunks.storeBody(digest, r.bytes), r.n)
+        else ctx.batch.add([{ type: 'put', sublevel: ctx.db.chunks, key: digest, value: { size: r.n, inline: false } }])
+      }
+      if (r.n < cs) break
+      issue()
     }
   } finally {
-    // The handle must outlive every read and write still using it or its buffers.
-    await Promise.allSettled([...reads, ...busy])
+    // The descriptor must outlive every job still reading it: a closed and reused fd number
+    // would be read from another file.
+    await Promise.allSettled(jobs.values())
   }
-  await Promise.all(busy)
   return size
 }
 

@@ -8,17 +8,16 @@ import { constants as fsConstants } from 'node:fs'
 import fs from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
-import { CorruptContentError, PipemeshError, throwIfAborted } from '../errors.js'
+import { CorruptContentError, MissingContentError, PipemeshError, throwIfAborted } from '../errors.js'
 import { resolveInside, assertSafeSymlinkTarget } from '../util/safe-path.js'
 import { forEachLimit } from './async-util.js'
 import { asStorageError } from './chunk-files.js'
+import { chunkWorkers } from './chunk-workers.js'
 import { INLINE_MAX, type Chunks } from './chunks.js'
 import type { FileEntry, FileManifest, Manifest } from './manifest.js'
 import type { Digest } from './types.js'
 
-/** Chunks read ahead of the one being written. */
-const PREFETCH = 4
-/** Small files at once (latency-bound), and multi-chunk files at once (each holds PREFETCH buffers). */
+/** Small files at once (latency-bound), and multi-chunk files at once (they share the chunk workers). */
 const SMALL_FILE_PARALLEL = 16
 const LARGE_FILE_PARALLEL = 2
 /** Files up to this size count as small. */
@@ -47,41 +46,61 @@ async function writeAll (fh: FileHandle, bytes: Uint8Array, position: number): P
   }
 }
 
+/** Index records are looked up this many chunks at a time, in one LevelDB call each. */
+const RECORD_GROUP = 256
+
 async function writeFileFromChunks (ctx: MaterializeContext, owner: Digest, m: FileManifest, file: string, executable: boolean): Promise<void> {
   const fh = await fs.open(file, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600)
   try {
-    const count = m.chunks.length
-    const slots = Math.min(PREFETCH, count)
-    let largest = 0
-    for (const c of m.chunks) largest = Math.max(largest, c.size)
-    // Inline (small) chunks come straight from LevelDB and need no scratch buffer.
-    const bufs = largest < INLINE_MAX ? [] : Array.from({ length: slots }, () => Buffer.allocUnsafe(largest))
-    const reads: Array<Promise<Buffer>> = []
-    const issue = (i: number): void => {
-      const p = ctx.chunks.read(m.chunks[i]!.digest, bufs[i % slots])
-      p.catch(() => {})
-      reads[i] = p
+    // Chunk files are read, verified and written at their offset by the chunk workers, several
+    // at once; only bodies that hash right are written. Inline chunks come from LevelDB here.
+    const running = new Set<Promise<void>>()
+    let failure: { err: unknown } | undefined
+    const track = (p: Promise<void>): void => {
+      const q: Promise<void> = p.catch((err: unknown) => { failure ??= { err } }).finally(() => running.delete(q))
+      running.add(q)
     }
-    for (let i = 0; i < slots; i++) issue(i)
+    const wrote = (n: number): void => {
+      ctx.bytes += n
+      ctx.onProgress?.(ctx.bytes)
+    }
+    let position = 0
     try {
-      let position = 0
-      for (let i = 0; i < count; i++) {
-        throwIfAborted(ctx.signal)
-        const chunk = m.chunks[i]!
-        const bytes = await reads[i]!
-        if (bytes.byteLength !== chunk.size) {
-          throw new CorruptContentError(owner, `its manifest gives chunk ${chunk.digest} ${chunk.size} bytes, but it has ${bytes.byteLength}`)
+      for (let g = 0; g < m.chunks.length && failure === undefined; g += RECORD_GROUP) {
+        const group = m.chunks.slice(g, g + RECORD_GROUP)
+        // Whether a body is inline follows from its size, and an inline body is stored and
+        // removed with its record: small chunks need no record lookup (most code-tree files).
+        const large = group.filter(c => c.size >= INLINE_MAX)
+        const found = await ctx.chunks.records(large.map(c => c.digest))
+        let k = 0
+        const records = group.map(c => c.size < INLINE_MAX ? { size: c.size, inline: true } : found[k++])
+        for (let j = 0; j < group.length && failure === undefined; j++) {
+          throwIfAborted(ctx.signal)
+          const chunk = group[j]!
+          const record = records[j]
+          if (record === undefined) throw new MissingContentError(chunk.digest, 'chunk not in store')
+          if (record.size !== chunk.size) {
+            throw new CorruptContentError(owner, `its manifest gives chunk ${chunk.digest} ${chunk.size} bytes, but it has ${record.size}`)
+          }
+          const at = position
+          position += chunk.size
+          if (record.inline) {
+            track((async () => {
+              const bytes = await ctx.chunks.readRecorded(chunk.digest, record)
+              await writeAll(fh, bytes, at)
+              wrote(bytes.byteLength)
+            })())
+          } else {
+            track(ctx.chunks.copyOut(chunk.digest, record, fh.fd, at).then(() => { wrote(chunk.size) }))
+          }
+          while (running.size >= chunkWorkers.depth) await Promise.race(running)
         }
-        await writeAll(fh, bytes, position)
-        position += bytes.byteLength
-        ctx.bytes += bytes.byteLength
-        ctx.onProgress?.(ctx.bytes)
-        // The slot just written is free for the chunk PREFETCH places ahead.
-        if (i + slots < count) issue(i + slots)
       }
     } finally {
-      await Promise.allSettled(reads)
+      // The descriptor must outlive every job writing to it.
+      await Promise.all(running)
     }
+    if (failure !== undefined) throw failure.err
     await fh.chmod(fileMode(executable, ctx.readOnly))
   } finally {
     await fh.close()

@@ -206,6 +206,34 @@ describe('corruption', () => {
     await expect(store.materialize(ref.digest, path.join(dir, 'out'))).rejects.toBeInstanceOf(MissingContentError)
   })
 
+  it('ingesting the content again replaces a truncated chunk body and keeps a good one', async () => {
+    const store = await openStore('s')
+    const data = randomBytes(3 * CHUNK)
+    await fs.writeFile(path.join(dir, 'f'), data)
+    const ref = await store.ingest(path.join(dir, 'f'))
+    const [short, good] = (await chunkFiles(path.join(dir, 's'))).sort()
+    await fs.truncate(short!, 100)
+    const goodInode = (await fs.stat(good!)).ino
+    await store.ingest(path.join(dir, 'f'))
+    expect((await fs.stat(short!)).size).toBe(CHUNK)
+    expect((await fs.stat(good!)).ino).toBe(goodInode)
+    await store.materialize(ref.digest, path.join(dir, 'out'))
+    expect((await fs.readFile(path.join(dir, 'out'))).equals(data)).toBe(true)
+  })
+
+  it('refuses a peer chunk that does not match its digest and writes no body', async () => {
+    const store = await openStore('s')
+    const bytes = randomBytes(CHUNK)
+    const digest = sha256Digest(bytes)
+    const wrong = Buffer.from(bytes)
+    wrong[7] = wrong[7]! ^ 1
+    await expect(store.writeChunk(digest, wrong)).rejects.toBeInstanceOf(CorruptContentError)
+    expect(await store.hasChunk(digest)).toBe(false)
+    expect(await chunkFiles(path.join(dir, 's'))).toEqual([])
+    await store.writeChunk(digest, bytes)
+    expect(Buffer.from(await store.readChunk(digest)).equals(bytes)).toBe(true)
+  })
+
   it('verify finds corrupt chunks and repair refetches them from a peer', async () => {
     const store = await openStore('s')
     const peer = await openStore('peer')
