@@ -3,12 +3,16 @@
 // see (or standing in a GPU for tests). GPUs come from nvidia-smi directly: systeminformation's
 // graphics() only reads nvidia-smi after `lspci` succeeds (absent in most CUDA containers), runs
 // it synchronously, and lists display chips (a server's BMC VGA) that no step can compute on.
+// Every agent start (and so every embedded `pipemesh run`) pays for detection, so on Linux the
+// CPU model and distribution are read from /proc/cpuinfo (via os.cpus) and /etc/os-release:
+// systeminformation's osInfo() also runs `hostname`, MAC address and code page probes
+// synchronously (~20-40 ms of a blocked event loop) for fields nobody here reads. It is loaded,
+// lazily, only on other platforms.
 
 import os from 'node:os'
-import { statfs } from 'node:fs/promises'
-import { dirname, resolve } from 'node:path'
-import { execa } from 'execa'
-import si from 'systeminformation'
+import { execFile } from 'node:child_process'
+import { access, constants as fsConstants, readFile, statfs } from 'node:fs/promises'
+import { delimiter, dirname, join, resolve } from 'node:path'
 import { closest, distance } from 'fastest-levenshtein'
 import { CancelledError, PipemeshError, throwIfAborted } from '../src/errors.js'
 import type { GpuInfo } from '../src/scheduler/types.js'
@@ -63,9 +67,8 @@ export async function detectCapabilities (options: DetectOptions): Promise<Agent
   const { signal } = options
   throwIfAborted(signal)
   const warnings: string[] = []
-  const [cpuInfo, osInfo, detected, diskFree] = await Promise.all([
-    bounded(si.cpu(), signal),
-    bounded(si.osInfo(), signal),
+  const [described, detected, diskFree] = await Promise.all([
+    describeMachine(signal),
     detectNvidiaGpus(options.gpuTimeoutMs ?? 5000, warnings, signal),
     freeDisk(options.dataDir)
   ])
@@ -74,8 +77,7 @@ export async function detectCapabilities (options: DetectOptions): Promise<Agent
   const cores = os.availableParallelism()
   const limit = process.constrainedMemory()
   const memory = limit > 0 && limit < os.totalmem() ? limit : os.totalmem()
-  const siModel = cpuInfo === undefined ? '' : `${cpuInfo.manufacturer} ${cpuInfo.brand}`.trim()
-  const distro = osInfo === undefined ? '' : `${osInfo.distro} ${osInfo.release}`.trim()
+  const { model: cpuModel, distro } = described
 
   const o = options.overrides ?? {}
   const capacityGpus = offeredGpus(gpus, o, warnings)
@@ -86,7 +88,7 @@ export async function detectCapabilities (options: DetectOptions): Promise<Agent
     hostname: os.hostname(),
     os: `${distro === '' ? os.type() : distro} (${os.platform()} ${os.release()})`,
     arch: os.arch(),
-    cpu: { model: siModel !== '' ? siModel : (os.cpus()[0]?.model.trim() ?? 'unknown'), cores },
+    cpu: { model: cpuModel !== '' ? cpuModel : (os.cpus()[0]?.model.trim() ?? 'unknown'), cores },
     memory,
     gpus,
     diskFree,
@@ -156,13 +158,71 @@ export function parseLabels (items: string[]): Record<string, string> {
   return out
 }
 
+/** CPU model and "distribution release" (empty strings where unknown: os.* values stand in). */
+async function describeMachine (signal?: AbortSignal): Promise<{ model: string, distro: string }> {
+  if (process.platform === 'linux') {
+    return { model: os.cpus()[0]?.model.trim() ?? '', distro: await linuxDistribution() }
+  }
+  const { default: si } = await import('systeminformation')
+  const [cpuInfo, osInfo] = await Promise.all([bounded(si.cpu(), signal), bounded(si.osInfo(), signal)])
+  return {
+    model: cpuInfo === undefined ? '' : `${cpuInfo.manufacturer} ${cpuInfo.brand}`.trim(),
+    distro: osInfo === undefined ? '' : `${osInfo.distro} ${osInfo.release}`.trim()
+  }
+}
+
+/** `NAME VERSION_ID` from os-release (what systeminformation reports), e.g. `Debian GNU/Linux 12`. */
+async function linuxDistribution (): Promise<string> {
+  for (const file of ['/etc/os-release', '/usr/lib/os-release']) {
+    const text = await readFile(file, 'utf8').catch(() => undefined)
+    if (text === undefined) continue
+    const fields = new Map<string, string>()
+    for (const line of text.split('\n')) {
+      const m = /^([A-Z_]+)=(.*)$/.exec(line.trim())
+      if (m !== null) fields.set(m[1]!, m[2]!.replace(/^(["'])(.*)\1$/, '$2'))
+    }
+    return `${fields.get('NAME') ?? ''} ${fields.get('VERSION_ID') ?? ''}`.trim()
+  }
+  return ''
+}
+
+interface ExecResult { stdout: string, stderr: string, exitCode?: number, code?: string, timedOut: boolean, canceled: boolean, failed: boolean }
+
+/** Runs a program to completion without throwing (node:child_process: execa is ~200 KB to load). */
+async function run (file: string, args: string[], timeoutMs: number, signal?: AbortSignal): Promise<ExecResult> {
+  return await new Promise(resolve => {
+    execFile(file, args, { timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8', ...(signal === undefined ? {} : { signal }) }, (err, stdout, stderr) => {
+      if (err === null) { resolve({ stdout, stderr, exitCode: 0, timedOut: false, canceled: false, failed: false }); return }
+      const e = err as NodeJS.ErrnoException & { code?: string | number, killed?: boolean, signal?: string | null }
+      const canceled = signal?.aborted === true
+      resolve({
+        stdout: String(stdout ?? ''),
+        stderr: String(stderr ?? ''),
+        ...(typeof e.code === 'number' ? { exitCode: e.code } : {}),
+        ...(typeof e.code === 'string' ? { code: e.code } : {}),
+        timedOut: !canceled && e.killed === true && e.signal === 'SIGKILL',
+        canceled,
+        failed: true
+      })
+    })
+  })
+}
+
+/** Whether an executable of this name is in one of PATH's directories (as execFile would find it). */
+async function onPath (name: string): Promise<boolean> {
+  const dirs = (process.env.PATH ?? '').split(delimiter).filter(d => d !== '')
+  const found = await Promise.all(dirs.map(async dir => await access(join(dir, name), fsConstants.X_OK).then(() => true, () => false)))
+  return found.includes(true)
+}
+
 /** NVIDIA GPUs from nvidia-smi; none (with a warning when it exists but fails) otherwise. */
 async function detectNvidiaGpus (timeoutMs: number, warnings: string[], signal?: AbortSignal): Promise<GpuInfo[]> {
+  // Most machines have no nvidia-smi: looking for it costs a few stats, spawning ~5 ms of this
+  // process's time even when the spawn fails.
+  if (!await onPath('nvidia-smi')) return []
   const query = '--query-gpu=index,uuid,name,memory.total,driver_version'
-  const r = await execa('nvidia-smi', [query, '--format=csv,noheader,nounits'], {
-    reject: false, timeout: timeoutMs, ...(signal === undefined ? {} : { cancelSignal: signal })
-  })
-  if (r.isCanceled) throw new CancelledError('capability detection cancelled')
+  const r = await run('nvidia-smi', [query, '--format=csv,noheader,nounits'], timeoutMs, signal)
+  if (r.canceled) throw new CancelledError('capability detection cancelled')
   if (r.code === 'ENOENT') return []
   if (r.timedOut) {
     warnings.push(`nvidia-smi did not answer within ${timeoutMs} ms; no GPU detected`)

@@ -1,15 +1,12 @@
 // Embedded mode: a coordinator and one agent started in this process, talking libp2p over
 // 127.0.0.1 exactly as they do across machines. `pipemesh run` without --coordinator uses it.
+// The two start side by side (the agent opens its store and detects capabilities while the
+// coordinator opens its databases and starts listening), since every embedded run pays for both.
 
-import { homedir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { Coordinator } from '../coordinator/coordinator.js'
 import { Agent } from '../agent/agent.js'
-
-export function defaultDataDir (flag?: string): string {
-  return resolve(flag ?? process.env.PIPEMESH_HOME ?? join(homedir(), '.pipemesh'))
-}
 
 export interface Embedded {
   coordinator: Coordinator
@@ -18,21 +15,30 @@ export interface Embedded {
 }
 
 export async function startEmbedded (dataDir: string, logger: Logger, options: { signal?: AbortSignal } = {}): Promise<Embedded> {
-  const coordinator = await Coordinator.start({ dataDir: join(dataDir, 'coordinator'), logger: logger.child({ component: 'coordinator' }) })
-  let agent: Agent
-  try {
-    const address = `${coordinator.multiaddrs()[0] ?? ''}`
-    agent = await Agent.start({
+  const starting = Coordinator.start({ dataDir: join(dataDir, 'coordinator'), logger: logger.child({ component: 'coordinator' }) })
+  const address = starting.then(coordinator => {
+    const first = `${coordinator.multiaddrs()[0] ?? ''}`
+    return first.includes('/p2p/') ? first : `${first}/p2p/${coordinator.peerId}`
+  })
+  // Agent.start awaits it; an agent that fails before that must not leave it unhandled.
+  address.catch(() => {})
+  const [coordinatorStarted, agentStarted] = await Promise.allSettled([
+    starting,
+    Agent.start({
       dataDir: join(dataDir, 'agent'),
-      coordinator: address.includes('/p2p/') ? address : `${address}/p2p/${coordinator.peerId}`,
+      coordinator: address,
       logger: logger.child({ component: 'agent' }),
       // The agent in this process is a member by construction: no join token needed.
-      onIdentity: async (peerId) => { await coordinator.membership.admit(peerId, 'embedded') }
+      onIdentity: async (peerId) => { await (await starting).membership.admit(peerId, 'embedded') }
     })
-  } catch (err) {
-    await coordinator.stop()
-    throw err
+  ])
+  if (coordinatorStarted.status === 'rejected' || agentStarted.status === 'rejected') {
+    if (agentStarted.status === 'fulfilled') await agentStarted.value.stop({ graceMs: 0 })
+    if (coordinatorStarted.status === 'fulfilled') await coordinatorStarted.value.stop()
+    throw coordinatorStarted.status === 'rejected' ? coordinatorStarted.reason : (agentStarted as PromiseRejectedResult).reason
   }
+  const coordinator = coordinatorStarted.value
+  const agent = agentStarted.value
   const close = async (): Promise<void> => {
     await agent.stop({ graceMs: 0 })
     await coordinator.stop()

@@ -2,17 +2,19 @@
 // The `pipemesh` command. Parses arguments (commander), builds the API client the command needs
 // (HTTP for a remote coordinator, or an in-process one on the local data dir) and turns errors
 // into messages and exit codes. Heavy modules (libp2p, LevelDB) load only for commands that use
-// them, so status queries start fast.
+// them, so status queries start fast: a module behind a dynamic import() is evaluated only when
+// imported (see scripts/postbuild.mjs), so keep static imports here to what every command needs.
 
 import '../src/util/polyfill.js'
 import { Command, Option } from 'commander'
 import { existsSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { Logger } from 'pino'
 import type { CoordinatorApi } from '../src/client/api.js'
 import { PipemeshError } from '../src/errors.js'
 import { EXIT_INVALID, reportError } from './errors.js'
-import { createLogger } from './logger.js'
+import { defaultDataDir } from './data-dir.js'
 import { formatAgents, formatExplanation, formatRun, formatRuns } from './format.js'
 
 const program = new Command()
@@ -41,8 +43,13 @@ function collectParam (value: string, previous: Record<string, string>): Record<
 }
 
 async function dataDir (): Promise<string> {
-  const { defaultDataDir } = await import('./embedded.js')
   return defaultDataDir(globals().data)
+}
+
+/** pino loads only for the commands that log (it is not needed to talk HTTP). */
+async function logger (): Promise<Logger> {
+  const { createLogger } = await import('./logger.js')
+  return createLogger(globals().logLevel)
 }
 
 /** The API a query command talks to: a remote coordinator, or the local state read in process. */
@@ -52,7 +59,7 @@ async function withApi<T> (url: string | undefined, fn: (api: CoordinatorApi) =>
     return await fn(new HttpCoordinatorClient(url, await apiToken()))
   }
   const { openOffline } = await import('./embedded.js')
-  const coordinator = await openOffline(await dataDir(), createLogger(globals().logLevel))
+  const coordinator = await openOffline(await dataDir(), await logger())
   try {
     return await fn(coordinator)
   } finally {
@@ -105,9 +112,12 @@ program.command('run')
       json: jsonMode,
       detach: opts.detach === true,
       dataDir: await dataDir(),
-      logger: createLogger(globals().logLevel)
+      logLevel: globals().logLevel
     }
-    if (opts.coordinator !== undefined) runOptions.coordinator = opts.coordinator
+    if (opts.coordinator !== undefined) {
+      runOptions.coordinator = opts.coordinator
+      runOptions.apiToken = await apiToken()
+    }
     const { code, summary } = await runPipeline(file, runOptions)
     print(jsonMode, summary, () => formatRun(summary))
     process.exitCode = code
@@ -119,7 +129,7 @@ program.command('demo')
   .action(async (opts: { json?: boolean }) => {
     jsonMode = opts.json === true
     const { runDemo } = await import('./commands/demo.js')
-    process.exitCode = await runDemo({ json: jsonMode, dataDir: await dataDir(), logger: createLogger(globals().logLevel), examples: examplesDir() })
+    process.exitCode = await runDemo({ json: jsonMode, dataDir: await dataDir(), logLevel: globals().logLevel, examples: examplesDir() })
   })
 
 program.command('schema')
@@ -327,7 +337,7 @@ store.command('gc')
     jsonMode = opts.json === true
     const keep = wholeNumber('--keep-runs', opts.keepRuns, 0)
     const { storeGc } = await import('./commands/store.js')
-    const report = await storeGc(await dataDir(), keep, createLogger(globals().logLevel))
+    const report = await storeGc(await dataDir(), keep, await logger())
     print(jsonMode, report, () => `removed ${report.removedRuns} old runs, ${report.removedArtifacts} artifacts and ${report.removedChunks} chunks (${report.freedBytes} bytes freed)`)
   })
 

@@ -1,32 +1,46 @@
-// Puts a pipeline's content into a remote mesh: ingests data sources, code and environment files
-// into the client's own store, asks the coordinator which the mesh lacks, and, only if some are
-// missing, serves them from a short-lived libp2p node while an agent pulls them (chunks that
-// agent already holds are not sent).
+// Puts a pipeline's content into a remote mesh. First only hashes its data sources, code and
+// environment files (large files' digests remembered across runs, see src/client/digests.ts) and
+// asks the coordinator which the mesh lacks: a rerun of unchanged content stops there, without
+// opening a store or loading libp2p. Otherwise it ingests them into the client's own store and
+// serves them from a short-lived libp2p node while an agent pulls them (chunks that agent already
+// holds are not sent).
 
 import { join } from 'node:path'
-import prettyBytes from 'pretty-bytes'
 import type { CoordinatorApi } from '../src/client/api.js'
-import { prepareSubmission } from '../src/client/prepare.js'
+import { ContentHasher, DigestCache } from '../src/client/digests.js'
+import { prepareSubmission, submissionRefs } from '../src/client/prepare.js'
 import type { Pipeline } from '../src/spec/types.js'
 import type { SubmissionArtifacts } from '../src/run/types.js'
-import type { ArtifactRef, Digest } from '../src/store/types.js'
-import { ContentStore } from '../src/store/content-store.js'
 
 export async function uploadSubmission (pipeline: Pipeline, api: CoordinatorApi, options: { dataDir: string, signal?: AbortSignal, progress: boolean }): Promise<SubmissionArtifacts> {
-  const store = await ContentStore.open(join(options.dataDir, 'client', 'store'))
+  const prepareOptions = options.signal === undefined ? {} : { signal: options.signal }
+  const clientDir = join(options.dataDir, 'client')
+  let hashed: SubmissionArtifacts | undefined
   try {
-    const prepareOptions = options.signal === undefined ? {} : { signal: options.signal }
+    const cache = await DigestCache.load(join(clientDir, 'digests.json'))
+    hashed = (await prepareSubmission(pipeline, new ContentHasher(cache), prepareOptions)).artifacts
+    await cache.save()
+  } catch (err) {
+    if (options.signal?.aborted === true) throw err
+    // Whatever went wrong (a missing or unsafe file) is reported by the store's ingest below,
+    // the one place that decides what may be stored.
+  }
+  if (hashed !== undefined && (await api.missingArtifacts([...submissionRefs(hashed).keys()])).length === 0) return hashed
+  return await uploadFromStore(pipeline, api, clientDir, options)
+}
+
+async function uploadFromStore (pipeline: Pipeline, api: CoordinatorApi, clientDir: string, options: { signal?: AbortSignal, progress: boolean }): Promise<SubmissionArtifacts> {
+  const prepareOptions = options.signal === undefined ? {} : { signal: options.signal }
+  const [{ ContentStore }, { default: prettyBytes }] = await Promise.all([import('../src/store/content-store.js'), import('pretty-bytes')])
+  const store = await ContentStore.open(join(clientDir, 'store'))
+  try {
     const { artifacts } = await prepareSubmission(pipeline, store, prepareOptions)
-    const refs = new Map<Digest, ArtifactRef>()
-    for (const ref of Object.values(artifacts.inputs)) refs.set(ref.digest, ref)
-    for (const code of Object.values(artifacts.code)) refs.set(code.ref.digest, code.ref)
-    for (const env of Object.values(artifacts.environments)) refs.set(env.files.digest, env.files)
+    const refs = submissionRefs(artifacts)
     const missing = new Set(await api.missingArtifacts([...refs.keys()]))
     if (missing.size === 0) return artifacts
     const wanted = [...refs.values()].filter(r => missing.has(r.digest))
     const total = wanted.reduce((n, r) => n + r.size, 0)
     if (options.progress) process.stderr.write(`uploading ${wanted.length} artifact(s), ${prettyBytes(total)}, to the mesh\n`)
-    // libp2p loads only when there is something to upload: a rerun with nothing new stays fast.
     const [{ generateKeyPair }, { createNode }, { serveArtifacts }] = await Promise.all([
       import('@libp2p/crypto/keys'), import('../src/net/node.js'), import('../src/net/transfer.js')
     ])

@@ -2,12 +2,11 @@
 // and prints its test metrics; the second run changes nothing and so reuses every step.
 
 import { join } from 'node:path'
-import type { Logger } from 'pino'
 import { EXIT_FAILED, EXIT_OK } from '../errors.js'
 import { formatRun } from '../format.js'
 import { readOutputFile, runPipeline } from './run.js'
 
-export async function runDemo (options: { json: boolean, dataDir: string, logger: Logger, examples: string }): Promise<number> {
+export async function runDemo (options: { json: boolean, dataDir: string, logLevel?: string | undefined, examples: string }): Promise<number> {
   const file = join(options.examples, 'iris', 'pipeline.yaml')
   const say = (text: string): void => { if (!options.json) process.stdout.write(text + '\n') }
   let metrics: unknown
@@ -17,7 +16,7 @@ export async function runDemo (options: { json: boolean, dataDir: string, logger
     json: options.json,
     detach: false,
     dataDir: options.dataDir,
-    logger: options.logger,
+    logLevel: options.logLevel,
     afterRun: async (embedded, summary) => {
       if (summary.status !== 'succeeded') return
       metrics = JSON.parse(await readOutputFile(embedded, summary, 'evaluate', 'metrics'))
@@ -30,7 +29,7 @@ export async function runDemo (options: { json: boolean, dataDir: string, logger
   }
   say(`\n${describeMetrics(metrics)}\n`)
   say('running the same pipeline again: nothing changed, so every step should be reused\n')
-  const second = await runPipeline(file, { params: {}, json: options.json, detach: false, dataDir: options.dataDir, logger: options.logger })
+  const second = await runPipeline(file, { params: {}, json: options.json, detach: false, dataDir: options.dataDir, logLevel: options.logLevel })
   say(formatRun(second.summary))
   const reused = second.summary.steps.filter(s => s.status === 'reused').length
   say(`\n${reused} of ${second.summary.steps.length} steps reused.${reused === second.summary.steps.length ? '' : ' (some steps set cache: false or lost their outputs)'}`)

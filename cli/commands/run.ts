@@ -1,17 +1,18 @@
 // `pipemesh run` and `pipemesh demo`: validate a pipeline, put its content in the mesh, submit it
 // and follow it to the end. Without --coordinator, a coordinator and an agent start in process.
+// What only one mode needs is imported there: a run against a coordinator loads neither libp2p
+// nor LevelDB unless it has content to upload, and the live view (whose terminal-width code
+// costs ~30 ms to load) loads only when shown.
 
 import { readFile, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Logger } from 'pino'
 import { loadPipeline } from '../../src/spec/parse.js'
 import { PipemeshError } from '../../src/errors.js'
 import type { CoordinatorApi } from '../../src/client/api.js'
 import type { SubmitRequest } from '../../src/client/submit-request.js'
 import type { RunSummary } from '../../src/run/types.js'
-import { LiveView } from '../live-view.js'
 import { EXIT_FAILED, EXIT_OK } from '../errors.js'
 import type { Embedded } from '../embedded.js'
 
@@ -21,7 +22,10 @@ export interface RunOptions {
   detach: boolean
   dataDir: string
   coordinator?: string
-  logger: Logger
+  /** Bearer token for the coordinator's API (with `coordinator`). */
+  apiToken?: string | undefined
+  /** Log level of the embedded coordinator and agent (default warn, or $PIPEMESH_LOG_LEVEL). */
+  logLevel?: string | undefined
   /** Called with the embedded mesh after the run ends, before it stops (the demo reads outputs). */
   afterRun?: (embedded: Embedded, summary: RunSummary) => Promise<void>
   quiet?: boolean
@@ -34,7 +38,7 @@ export async function runPipeline (file: string, options: RunOptions): Promise<{
   const base = { pipeline: { text, file: pipeline.file!, baseDir: pipeline.baseDir }, params: options.params }
   if (options.coordinator !== undefined) {
     const { HttpCoordinatorClient } = await import('../../src/client/http.js')
-    const api = new HttpCoordinatorClient(options.coordinator)
+    const api = new HttpCoordinatorClient(options.coordinator, options.apiToken)
     const { uploadSubmission } = await import('../upload.js')
     const artifacts = await uploadSubmission(pipeline, api, { dataDir: options.dataDir, signal: interrupt.signal, progress: !options.json })
     const started = await api.submit({ ...base, artifacts })
@@ -43,7 +47,8 @@ export async function runPipeline (file: string, options: RunOptions): Promise<{
     return { code: summary.status === 'succeeded' ? EXIT_OK : EXIT_FAILED, summary }
   }
   if (options.detach) throw new PipemeshError('INVALID_ARGUMENT', '--detach needs --coordinator: an embedded run ends with the command')
-  const embedded = await (await import('../embedded.js')).startEmbedded(options.dataDir, options.logger, { signal: interrupt.signal })
+  const { createLogger } = await import('../logger.js')
+  const embedded = await (await import('../embedded.js')).startEmbedded(options.dataDir, createLogger(options.logLevel), { signal: interrupt.signal })
   try {
     const { prepareSubmission } = await import('../../src/client/prepare.js')
     const submission = await prepareSubmission(pipeline, embedded.agent.store, { signal: interrupt.signal })
@@ -60,7 +65,7 @@ export async function runPipeline (file: string, options: RunOptions): Promise<{
 
 /** Follows a run's events to its end, drawing the live view; Ctrl-C cancels the run. */
 async function follow (api: CoordinatorApi, started: RunSummary, options: RunOptions, interrupt: AbortController): Promise<RunSummary> {
-  const view = options.json || options.quiet === true ? undefined : new LiveView(`run ${started.runId} of ${started.pipeline}`)
+  const view = options.json || options.quiet === true ? undefined : new (await import('../live-view.js')).LiveView(`run ${started.runId} of ${started.pipeline}`)
   let cancelling = false
   const onSignal = (): void => {
     if (cancelling) { interrupt.abort(); return }
@@ -101,9 +106,9 @@ async function follow (api: CoordinatorApi, started: RunSummary, options: RunOpt
 /** How long `pipemesh run` keeps trying to reach a coordinator that went away mid-run. */
 const RECONNECT_FOR_MS = 10 * 60_000
 
-/** The coordinator is unreachable or the stream broke (fetch reports that as a TypeError). */
+/** The coordinator is unreachable or the stream broke (the HTTP client reports both as UNREACHABLE). */
 function connectionLost (err: unknown): boolean {
-  return err instanceof PipemeshError ? err.code === 'UNREACHABLE' : err instanceof TypeError
+  return err instanceof PipemeshError && err.code === 'UNREACHABLE'
 }
 
 /** Reads a small output file of a finished step from the embedded agent's store. */

@@ -1,11 +1,11 @@
 // Turns a validated pipeline into a submission: ingests its data sources, each step's code and
 // each environment's files into a content store, so the run refers to content by digest only.
-// Unchanged files cost a hash and no new storage (content addressing dedups them).
+// Unchanged files cost a hash and no new storage (content addressing dedups them). The same walk
+// over a ContentHasher (digests.ts) gives the digests without storing anything.
 
 import { createHash } from 'node:crypto'
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path'
-import type { ContentStore } from '../store/content-store.js'
-import type { Digest } from '../store/types.js'
+import type { ArtifactRef, Digest } from '../store/types.js'
 import type { Pipeline } from '../spec/types.js'
 import type { Submission, SubmissionArtifacts } from '../run/types.js'
 
@@ -14,7 +14,13 @@ export interface PrepareOptions {
   onProgress?: (what: string) => void
 }
 
-export async function prepareSubmission (pipeline: Pipeline, store: ContentStore, options: PrepareOptions = {}): Promise<Submission> {
+/** What prepareSubmission needs of a store: a ContentStore, or a ContentHasher that stores nothing. */
+export interface Ingester {
+  ingest: (source: string, options?: { signal?: AbortSignal, label?: string }) => Promise<ArtifactRef>
+  ingestFiles: (baseDir: string, relPaths: string[], options?: { signal?: AbortSignal }) => Promise<{ ref: ArtifactRef, files: Record<string, Digest> }>
+}
+
+export async function prepareSubmission (pipeline: Pipeline, store: Ingester, options: PrepareOptions = {}): Promise<Submission> {
   const artifacts: SubmissionArtifacts = { inputs: {}, code: {}, environments: {} }
   const opts = options.signal === undefined ? {} : { signal: options.signal }
   for (const [name, path] of Object.entries(pipeline.inputs)) {
@@ -41,6 +47,15 @@ export async function prepareSubmission (pipeline: Pipeline, store: ContentStore
     artifacts.environments[env.name] = { files: files.ref, digest: environmentDigest(files.ref.digest, env.setup) }
   }
   return { pipeline, artifacts }
+}
+
+/** Every artifact a submission refers to, by digest (what the mesh must hold for it to run). */
+export function submissionRefs (artifacts: SubmissionArtifacts): Map<Digest, ArtifactRef> {
+  const refs = new Map<Digest, ArtifactRef>()
+  for (const ref of Object.values(artifacts.inputs)) refs.set(ref.digest, ref)
+  for (const code of Object.values(artifacts.code)) refs.set(code.ref.digest, code.ref)
+  for (const env of Object.values(artifacts.environments)) refs.set(env.files.digest, env.files)
+  return refs
 }
 
 /** An environment is identified by its files and its setup command together. */

@@ -1,0 +1,105 @@
+#!/usr/bin/env node
+// The `pipemesh` bin (copied to dist/pipemesh.mjs by scripts/postbuild.mjs). It runs the bundled
+// CLI, dist/pipemesh-bundle.cjs, through a V8 code cache: compiling the bundle's JavaScript is a
+// large share of a CLI invocation (~0.1-0.2 s of CPU for an embedded `pipemesh run`), and Node 20
+// caches compiled code only for its own modules. The first successful invocation of each kind of
+// command writes the bytecode V8 compiled for it; later ones load that instead of compiling.
+//
+// The cache lives in $XDG_CACHE_HOME/pipemesh (default ~/.cache/pipemesh), one file per
+// installation (the bundle's path), Node version and kind of command. Each file starts with a
+// stamp of the bundle it was made from (its sha256 as built, and its size, inode and mtime now),
+// and is used only for that very bundle: V8 itself checks only the source's length, its own
+// version and flags. A rebuild overwrites the files of its installation. Any problem with the cache (unwritable directory, corrupt or rejected data) only
+// means compiling as usual. PIPEMESH_CODE_CACHE=0 turns it off.
+
+import { createHash } from 'node:crypto'
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { homedir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import vm from 'node:vm'
+
+// Replaced by the build with the bundle's sha256.
+const BUNDLE_SHA256 = '__PIPEMESH_BUNDLE_SHA256__'
+const bundle = join(dirname(fileURLToPath(import.meta.url)), 'pipemesh-bundle.cjs')
+
+/**
+ * Invocations that run much the same code share a cache: a cache holds what its first successful
+ * invocation compiled, and loading it costs in proportion to its size (0.8-3 MB here). Runs and
+ * the daemons each have their own; other commands are told apart by whether they talk to a
+ * coordinator over HTTP or open the local state (LevelDB) in process.
+ */
+function commandKind (args) {
+  // Global options that take a value, so that the value is not taken for the command.
+  const withValue = new Set(['--data', '--log-level', '--api-token-file'])
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]
+    if (withValue.has(a)) { i++; continue }
+    if (a.startsWith('-')) continue
+    const remote = args.includes('--coordinator') || (process.env.PIPEMESH_COORDINATOR ?? '') !== ''
+    if (a === 'coordinator' || (a === 'agent' && args.length > i + 1 && args[i + 1].startsWith('-'))) return a
+    if (a === 'run' || a === 'demo') return remote ? 'run-remote' : 'run'
+    return remote ? 'remote' : 'local'
+  }
+  return 'none'
+}
+
+function cacheDir () {
+  if (process.env.PIPEMESH_CODE_CACHE === '0') return undefined
+  try {
+    return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'pipemesh')
+  } catch {
+    return undefined
+  }
+}
+
+/** Identifies the bundle's content: as built, and unchanged on disk since (hand edits included). */
+function bundleStamp () {
+  try {
+    const st = statSync(bundle, { bigint: true })
+    return createHash('sha256').update(`${BUNDLE_SHA256} ${st.size} ${st.ino} ${st.mtimeNs}`).digest()
+  } catch {
+    return undefined
+  }
+}
+
+const dir = cacheDir()
+const installation = createHash('sha256').update(bundle).digest('hex').slice(0, 16)
+const stamp = bundleStamp()
+const cacheFile = dir === undefined || stamp === undefined ? undefined : join(dir, `code-${installation}-${process.version}-${process.arch}-${commandKind(process.argv.slice(2))}.bin`)
+
+let cachedData
+if (cacheFile !== undefined) {
+  try {
+    const data = readFileSync(cacheFile)
+    if (data.subarray(0, stamp.length).equals(stamp)) cachedData = data.subarray(stamp.length)
+  } catch {}
+}
+
+// The build leaves the bundle pure ASCII: latin1 reads it exactly, and faster than UTF-8.
+const source = readFileSync(bundle, 'latin1')
+const script = new vm.Script(source, {
+  filename: bundle,
+  ...(cachedData === undefined ? {} : { cachedData }),
+  importModuleDynamically: vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER
+})
+
+if (cacheFile !== undefined && (cachedData === undefined || script.cachedDataRejected === true)) {
+  // After a successful command: its bytecode then covers what that kind of command runs.
+  process.once('exit', code => {
+    if (code !== 0) return
+    const tmp = `${cacheFile}.${process.pid}.tmp`
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 })
+      writeFileSync(tmp, Buffer.concat([stamp, script.createCachedData()]), { mode: 0o600 })
+      renameSync(tmp, cacheFile)
+    } catch {
+      try { rmSync(tmp, { force: true }) } catch {}
+    }
+  })
+}
+
+// The bundle is one function expression (see postbuild.mjs), called as Node calls a CommonJS module.
+const module = { exports: {} }
+script.runInThisContext()(module.exports, createRequire(bundle), module, bundle, dirname(bundle), pathToFileURL(bundle).href)

@@ -1,0 +1,281 @@
+// Content digests of a pipeline's files without storing anything: the digests a ContentStore
+// would give the same files (same 1 MiB chunking, same manifests, same tree rules), so a client
+// can ask a mesh what it lacks before it opens a store or starts libp2p. Mirrors
+// src/store/ingest.ts; test/src/client/digests.test.ts checks the two agree. A disagreement is
+// safe (the digest is then held by nobody, and the CLI falls back to ingesting into its store),
+// as long as different content never gets the digest of something else.
+//
+// Large files' digests are remembered across runs in a small file (DigestCache), keyed by what
+// stat says; an entry is trusted only when device, inode, size, mtime and ctime all match to the
+// nanosecond, and is only written for files that had not been modified for a while before they
+// were hashed (a write in the same clock tick as the hash would otherwise go unseen: "racy git").
+
+import { randomBytes } from 'node:crypto'
+import { constants as fsConstants, type BigIntStats, type Stats } from 'node:fs'
+import fs from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
+import path from 'node:path'
+import { PipemeshError, UnsafePathError, throwIfAborted } from '../errors.js'
+import { comparePaths, encodeManifest, sha256Digest, type ChunkRef, type TreeEntry } from '../store/manifest.js'
+import type { ArtifactRef, Digest } from '../store/types.js'
+import { assertSafeRelativePath, assertSafeSymlinkTarget, normalizeRelativePath } from '../util/safe-path.js'
+
+/** The chunk size of a ContentStore opened with default options (DEFAULT_CHUNK_SIZE). */
+export const CHUNK_SIZE = 1024 * 1024
+
+/** Files smaller than this are hashed every time: a cache look-up would cost about as much. */
+const CACHE_MIN_BYTES = CHUNK_SIZE
+/** A file modified this recently before hashing is not cached (see the module comment). */
+const RACY_NS = 2_000_000_000n
+const CACHE_MAX_ENTRIES = 1024
+const CACHE_VERSION = 1
+
+interface CacheEntry { dev: string, ino: string, size: number, mtimeNs: string, ctimeNs: string, digest: Digest, executable: boolean, usedAt: number }
+
+/** Remembered file digests, one JSON file; unreadable or foreign content counts as empty. */
+export class DigestCache {
+  private entries = new Map<string, CacheEntry>()
+  private dirty = false
+
+  private constructor (private readonly file: string) {}
+
+  static async load (file: string): Promise<DigestCache> {
+    const cache = new DigestCache(file)
+    try {
+      const parsed = JSON.parse(await fs.readFile(file, 'utf8')) as { version?: number, entries?: Record<string, CacheEntry> }
+      if (parsed.version === CACHE_VERSION && parsed.entries !== undefined && typeof parsed.entries === 'object') {
+        for (const [key, entry] of Object.entries(parsed.entries)) {
+          if (isEntry(entry)) cache.entries.set(key, entry)
+        }
+      }
+    } catch {}
+    return cache
+  }
+
+  lookup (abs: string, st: BigIntStats): { digest: Digest, size: number, executable: boolean } | undefined {
+    const e = this.entries.get(abs)
+    if (e === undefined || e.dev !== String(st.dev) || e.ino !== String(st.ino) || e.size !== Number(st.size) ||
+      e.mtimeNs !== String(st.mtimeNs) || e.ctimeNs !== String(st.ctimeNs) || e.executable !== ((Number(st.mode) & 0o111) !== 0)) return undefined
+    e.usedAt = Date.now()
+    this.dirty = true
+    return { digest: e.digest, size: e.size, executable: e.executable }
+  }
+
+  /** Remembers a digest computed between stats `before` and `after` (the same file, unchanged). */
+  remember (abs: string, before: BigIntStats, after: BigIntStats, hashStartedNs: bigint, digest: Digest): void {
+    const same = before.dev === after.dev && before.ino === after.ino && before.size === after.size &&
+      before.mtimeNs === after.mtimeNs && before.ctimeNs === after.ctimeNs
+    const newest = after.mtimeNs > after.ctimeNs ? after.mtimeNs : after.ctimeNs
+    if (!same || newest > hashStartedNs - RACY_NS) return
+    this.entries.set(abs, {
+      dev: String(after.dev), ino: String(after.ino), size: Number(after.size), mtimeNs: String(after.mtimeNs), ctimeNs: String(after.ctimeNs),
+      digest, executable: (Number(after.mode) & 0o111) !== 0, usedAt: Date.now()
+    })
+    this.dirty = true
+  }
+
+  /** Writes the cache if anything changed: a temporary file renamed over it, so readers never see half. */
+  async save (): Promise<void> {
+    if (!this.dirty) return
+    const kept = [...this.entries].sort((a, b) => b[1].usedAt - a[1].usedAt).slice(0, CACHE_MAX_ENTRIES)
+    const tmp = `${this.file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
+    try {
+      await fs.mkdir(path.dirname(this.file), { recursive: true })
+      await fs.writeFile(tmp, JSON.stringify({ version: CACHE_VERSION, entries: Object.fromEntries(kept) }), { mode: 0o600 })
+      await fs.rename(tmp, this.file)
+      this.dirty = false
+    } catch {
+      // Only a cache: the next run hashes again.
+      await fs.rm(tmp, { force: true }).catch(() => {})
+    }
+  }
+}
+
+function isEntry (e: unknown): e is CacheEntry {
+  const x = e as CacheEntry
+  return typeof x === 'object' && x !== null && typeof x.dev === 'string' && typeof x.ino === 'string' && typeof x.size === 'number' &&
+    typeof x.mtimeNs === 'string' && typeof x.ctimeNs === 'string' && typeof x.digest === 'string' && /^sha256:[0-9a-f]{64}$/.test(x.digest) &&
+    typeof x.executable === 'boolean' && typeof x.usedAt === 'number'
+}
+
+interface HashedFile { digest: Digest, size: number, executable: boolean }
+
+/**
+ * Computes what `ContentStore.ingest` and `ingestFiles` would return, storing nothing. Used
+ * through the same interface as the store (see prepare.ts).
+ */
+export class ContentHasher {
+  constructor (private readonly cache?: DigestCache) {}
+
+  async ingest (source: string, options: { signal?: AbortSignal } = {}): Promise<ArtifactRef> {
+    throwIfAborted(options.signal)
+    const abs = path.resolve(source)
+    const st = await fs.lstat(abs).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') throw new PipemeshError('NOT_FOUND', `cannot store ${abs}: it does not exist`)
+      throw err
+    })
+    if (st.isFile()) {
+      const f = await this.hashFile(abs, options.signal)
+      return { digest: f.digest, kind: 'file', size: f.size }
+    }
+    if (!st.isDirectory()) throw new UnsafePathError(abs, `is ${describeStats(st)}; an artifact must be a regular file or a directory`)
+    const scan: Scan = { entries: new Map(), files: [] }
+    await this.scanDir(scan, abs, '', options.signal)
+    const tree = await this.finishTree(scan, options.signal)
+    return { digest: tree.digest, kind: 'tree', size: tree.size }
+  }
+
+  async ingestFiles (baseDir: string, relPaths: string[], options: { signal?: AbortSignal } = {}): Promise<{ ref: ArtifactRef, files: Record<string, Digest> }> {
+    throwIfAborted(options.signal)
+    const base = path.resolve(baseDir)
+    const scan: Scan = { entries: new Map(), files: [] }
+    for (const raw of relPaths) {
+      const rel = normalizeRelativePath(raw, 'listed path')
+      const abs = rel === '' ? base : path.join(base, ...rel.split('/'))
+      const st = await fs.lstat(abs).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') throw new PipemeshError('NOT_FOUND', `${raw} does not exist in ${base}`)
+        throw err
+      })
+      if (rel === '') {
+        if (!st.isDirectory()) throw new UnsafePathError(base, 'is not a directory')
+        await this.scanDir(scan, abs, '', options.signal)
+        continue
+      }
+      const segments = rel.split('/')
+      for (let i = 1; i < segments.length; i++) addEntry(scan, { path: segments.slice(0, i).join('/'), type: 'dir' })
+      await this.scanPath(scan, abs, rel, st, options.signal)
+    }
+    const tree = await this.finishTree(scan, options.signal)
+    return { ref: { digest: tree.digest, kind: 'tree', size: tree.size }, files: tree.files }
+  }
+
+  private async scanPath (scan: Scan, abs: string, rel: string, st: Stats, signal?: AbortSignal): Promise<void> {
+    throwIfAborted(signal)
+    assertSafeRelativePath(rel, 'file name')
+    if (st.isDirectory()) {
+      addEntry(scan, { path: rel, type: 'dir' })
+      await this.scanDir(scan, abs, rel, signal)
+    } else if (st.isFile()) {
+      if (!scan.entries.has(rel)) {
+        scan.entries.set(rel, { path: rel, type: 'file', digest: 'sha256:', size: 0, executable: false })
+        scan.files.push({ rel, abs })
+      }
+    } else if (st.isSymbolicLink()) {
+      addEntry(scan, { path: rel, type: 'symlink', target: assertSafeSymlinkTarget(rel, await fs.readlink(abs)) })
+    } else {
+      throw new UnsafePathError(abs, `is ${describeStats(st)}; only regular files, directories and symlinks can be stored`)
+    }
+  }
+
+  private async scanDir (scan: Scan, absDir: string, relDir: string, signal?: AbortSignal): Promise<void> {
+    const dirents = await fs.readdir(absDir, { withFileTypes: true })
+    const stats = await Promise.all(dirents.map(async d => await fs.lstat(path.join(absDir, d.name))))
+    for (let j = 0; j < dirents.length; j++) {
+      const name = dirents[j]!.name
+      await this.scanPath(scan, path.join(absDir, name), relDir === '' ? name : `${relDir}/${name}`, stats[j]!, signal)
+    }
+  }
+
+  private async finishTree (scan: Scan, signal?: AbortSignal): Promise<{ digest: Digest, size: number, files: Record<string, Digest> }> {
+    for (const { rel, abs } of scan.files) {
+      const f = await this.hashFile(abs, signal)
+      scan.entries.set(rel, { path: rel, type: 'file', digest: f.digest, size: f.size, executable: f.executable })
+    }
+    const entries = [...scan.entries.values()].sort((a, b) => comparePaths(a.path, b.path))
+    let size = 0
+    for (const e of entries) if (e.type === 'file') size += e.size
+    const digest = sha256Digest(encodeManifest({ type: 'tree', entries }))
+    const files = Object.fromEntries(entries.flatMap(e => e.type === 'file' ? [[e.path, e.digest]] : [])) as Record<string, Digest>
+    return { digest, size, files }
+  }
+
+  /** The file manifest's digest: 1 MiB chunks, each hashed, as the store chunks the file. */
+  private async hashFile (abs: string, signal?: AbortSignal): Promise<HashedFile> {
+    let fh: FileHandle
+    try {
+      fh = await fs.open(abs, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new UnsafePathError(abs, 'is a symbolic link; expected a regular file')
+      throw err
+    }
+    try {
+      const before = await fh.stat({ bigint: true })
+      if (!before.isFile()) throw new UnsafePathError(abs, 'is not a regular file; only regular files, directories and symlinks can be stored')
+      const cacheable = this.cache !== undefined && before.size >= BigInt(CACHE_MIN_BYTES)
+      if (cacheable) {
+        const hit = this.cache.lookup(abs, before)
+        if (hit !== undefined) return hit
+      }
+      // File times are wall-clock times.
+      const startedNs = BigInt(Date.now()) * 1_000_000n
+      const chunks: ChunkRef[] = []
+      let size = 0
+      if (Number(before.size) < CHUNK_SIZE) {
+        // As the store does: one read with a spare byte; a file that grew meanwhile is chunked.
+        const buf = Buffer.allocUnsafe(Number(before.size) + 1)
+        const n = await readFull(fh, buf, 0)
+        if (n <= Number(before.size)) {
+          if (n > 0) chunks.push({ digest: sha256Digest(buf.subarray(0, n)), size: n })
+          size = n
+        } else {
+          size = await chunkAll(fh, chunks, signal)
+        }
+      } else {
+        size = await chunkAll(fh, chunks, signal)
+      }
+      const digest = sha256Digest(encodeManifest({ type: 'file', size, chunks }))
+      const executable = (Number(before.mode) & 0o111) !== 0
+      if (cacheable) this.cache.remember(abs, before, await fh.stat({ bigint: true }), startedNs, digest)
+      return { digest, size, executable }
+    } finally {
+      await fh.close()
+    }
+  }
+}
+
+interface Scan { entries: Map<string, TreeEntry>, files: Array<{ rel: string, abs: string }> }
+
+function addEntry (scan: Scan, entry: TreeEntry): void {
+  const existing = scan.entries.get(entry.path)
+  if (existing !== undefined && existing.type !== entry.type) {
+    throw new UnsafePathError(entry.path, `listed both as a ${existing.type} and as a ${entry.type} (a path under a symlink?)`)
+  }
+  if (existing === undefined) scan.entries.set(entry.path, entry)
+}
+
+async function readFull (fh: FileHandle, buf: Buffer, position: number): Promise<number> {
+  let filled = 0
+  while (filled < buf.byteLength) {
+    const { bytesRead } = await fh.read(buf, filled, buf.byteLength - filled, position + filled)
+    if (bytesRead === 0) break
+    filled += bytesRead
+  }
+  return filled
+}
+
+/** Hashes the whole file in CHUNK_SIZE pieces, reading the next piece while hashing this one. */
+async function chunkAll (fh: FileHandle, chunks: ChunkRef[], signal?: AbortSignal): Promise<number> {
+  const bufs = [Buffer.allocUnsafe(CHUNK_SIZE), Buffer.allocUnsafe(CHUNK_SIZE)]
+  let size = 0
+  let next = readFull(fh, bufs[0]!, 0)
+  for (let i = 0; ; i++) {
+    throwIfAborted(signal)
+    const n = await next
+    if (n === 0) break
+    const buf = bufs[i % 2]!
+    if (n === CHUNK_SIZE) next = readFull(fh, bufs[(i + 1) % 2]!, (i + 1) * CHUNK_SIZE)
+    chunks.push({ digest: sha256Digest(buf.subarray(0, n)), size: n })
+    size += n
+    if (n < CHUNK_SIZE) break
+  }
+  return size
+}
+
+function describeStats (st: Stats): string {
+  if (st.isSocket()) return 'a socket'
+  if (st.isFIFO()) return 'a FIFO'
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device'
+  if (st.isSymbolicLink()) return 'a symbolic link'
+  if (st.isDirectory()) return 'a directory'
+  return 'not a regular file'
+}
