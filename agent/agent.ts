@@ -35,8 +35,11 @@ export const AGENT_VERSION = '0.1.0'
 
 export interface AgentOptions {
   dataDir: string
-  /** The coordinator's multiaddr, including /p2p/<peer id>. */
-  coordinator: string
+  /**
+   * The coordinator's multiaddr, including /p2p/<peer id>. A promise lets the agent open its
+   * store and detect capabilities while that coordinator is still starting (embedded mode).
+   */
+  coordinator: string | Promise<string>
   logger: Logger
   name?: string
   listen?: string[]
@@ -67,7 +70,7 @@ export class Agent {
   readonly store: ContentStore
   readonly transfers: TransferStats
   private readonly node: Libp2p
-  private readonly options: AgentOptions
+  private readonly options: AgentOptions & { coordinator: string }
   private readonly log: Logger
   private readonly environments: EnvironmentManager
   private readonly capabilities: WireCapabilities
@@ -82,7 +85,7 @@ export class Agent {
   private guard: ContentGuard | undefined
   private readonly admission: Admission
 
-  private constructor (init: { node: Libp2p, store: ContentStore, transfers: TransferStats, environments: EnvironmentManager, capabilities: WireCapabilities, options: AgentOptions, admission: Admission }) {
+  private constructor (init: { node: Libp2p, store: ContentStore, transfers: TransferStats, environments: EnvironmentManager, capabilities: WireCapabilities, options: AgentOptions & { coordinator: string }, admission: Admission }) {
     this.admission = init.admission
     this.node = init.node
     this.store = init.store
@@ -93,16 +96,21 @@ export class Agent {
     this.log = init.options.logger
   }
 
-  static async start (options: AgentOptions): Promise<Agent> {
-    await mkdir(options.dataDir, { recursive: true })
-    const detectOptions: Parameters<typeof detectCapabilities>[0] = { dataDir: options.dataDir }
-    if (options.resources !== undefined) detectOptions.overrides = options.resources
-    if (options.labels !== undefined) detectOptions.labels = options.labels
-    const [capabilities, privateKey, store] = await Promise.all([
-      detectCapabilities(detectOptions),
-      loadOrCreatePrivateKey(options.dataDir),
-      ContentStore.open(join(options.dataDir, 'store'), options.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: options.maxArtifactBytes })
-    ])
+  static async start (startOptions: AgentOptions): Promise<Agent> {
+    await mkdir(startOptions.dataDir, { recursive: true })
+    const detectOptions: Parameters<typeof detectCapabilities>[0] = { dataDir: startOptions.dataDir }
+    if (startOptions.resources !== undefined) detectOptions.overrides = startOptions.resources
+    if (startOptions.labels !== undefined) detectOptions.labels = startOptions.labels
+    const opening = ContentStore.open(join(startOptions.dataDir, 'store'), startOptions.maxArtifactBytes === undefined ? {} : { maxArtifactBytes: startOptions.maxArtifactBytes })
+    let started: [Awaited<ReturnType<typeof detectCapabilities>>, Awaited<ReturnType<typeof loadOrCreatePrivateKey>>, ContentStore, string]
+    try {
+      started = await Promise.all([detectCapabilities(detectOptions), loadOrCreatePrivateKey(startOptions.dataDir), opening, startOptions.coordinator])
+    } catch (err) {
+      await opening.then(async store => { await store.close() }, () => {})
+      throw err
+    }
+    const [capabilities, privateKey, store, coordinator] = started
+    const options = { ...startOptions, coordinator }
     const coordinatorId = multiaddr(options.coordinator).getComponents().find(c => c.name === 'p2p')?.value
     if (coordinatorId === undefined) {
       await store.close()
@@ -361,18 +369,24 @@ export class Agent {
     const log = this.log.child({ runId: task.runId, step: task.stepId, attempt: task.attempt })
     const entry: Running = { task, controller, done: Promise.resolve() }
     this.running.set(task.attemptId, entry)
-    entry.done = this.execute(task, sources, controller.signal, log)
+    let reported = false
+    const report = (result: AttemptResult): void => {
+      if (reported) return
+      reported = true
+      // The coordinator counts the outputs and the log as held here from the result itself.
+      this.deliver({ type: 'finished', result })
+      log.debug({ status: result.status, exitCode: result.exitCode }, 'attempt finished')
+    }
+    // The result goes out as soon as it is known; the attempt stays in `running` (and shutdown
+    // waits for it) until its working directory is cleaned up.
+    entry.done = this.execute(task, sources, controller.signal, log, report)
       .then(result => {
         this.running.delete(task.attemptId)
-        const produced = Object.values(result.outputs)
-        if (result.log !== undefined) produced.push(result.log)
-        if (produced.length > 0) this.sendNow({ type: 'holdings', add: produced, remove: [] })
-        this.deliver({ type: 'finished', result })
-        log.debug({ status: result.status, exitCode: result.exitCode }, 'attempt finished')
+        report(result)
       })
   }
 
-  private async execute (task: Task, sources: Record<string, PeerAddress[]>, signal: AbortSignal, log: Logger): Promise<AttemptResult> {
+  private async execute (task: Task, sources: Record<string, PeerAddress[]>, signal: AbortSignal, log: Logger, report: (result: AttemptResult) => void): Promise<AttemptResult> {
     const startedAt = Date.now()
     try {
       await this.ensureContent(task, sources, signal, log)
@@ -389,6 +403,8 @@ export class Agent {
         signal,
         onLine: line => { lines.push(line) },
         onStart: pid => { this.sendNow({ type: 'started', attemptId: task.attemptId, pid }) },
+        // Log lines still batched go first: the coordinator drops lines of a finished attempt.
+        onResult: result => { lines.flush(); report(result) },
         keepWorkdir: this.options.keepWorkdirs === true,
         trackDir: join(this.options.dataDir, 'pids'),
         ...(this.options.maxLogBytes === undefined ? {} : { maxLogBytes: this.options.maxLogBytes }),

@@ -2,9 +2,9 @@
 // read-only inputs and an empty outputs/, the environment prepared, the process run, declared
 // outputs and the log stored. Step failures come back as an AttemptResult, never as a throw.
 
-import { existsSync, mkdirSync } from 'node:fs'
-import { chmod, lstat, readdir, realpath, rmdir, unlink } from 'node:fs/promises'
-import { join, relative, sep } from 'node:path'
+import { existsSync } from 'node:fs'
+import { chmod, lstat, mkdir, readdir, realpath, rmdir, unlink } from 'node:fs/promises'
+import { dirname, join, relative, sep } from 'node:path'
 import { CorruptContentError, MissingContentError, PipemeshError, toWireError, type WireError } from '../src/errors.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
@@ -25,8 +25,13 @@ export interface AttemptDeps {
   workRoot: string
   signal?: AbortSignal
   onLine?: (line: LogLine) => void
-  /** Called with the step process's pid once it started. */
+  /** Called with the step process's pid once it has run for a moment (see runProcess). */
   onStart?: (pid: number) => void
+  /**
+   * Called with the result of an attempt whose process ran, as soon as it is known: before its
+   * working directory is removed, which runAttempt's own promise waits for.
+   */
+  onResult?: (result: AttemptResult) => void
   /** Leave the working directory (and its log) in place, for debugging. */
   keepWorkdir?: boolean
   maxLogBytes?: number
@@ -84,26 +89,29 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
 
   const unsafe = unsafeNames(task)
   if (unsafe !== undefined) return finish('failed', { error: toWireError(new PipemeshError('INVALID_ARGUMENT', `${step}: ${unsafe}`)) })
-  const stepDir = join(deps.workRoot, task.runId, task.stepId)
-  const workdir = join(stepDir, task.attemptId)
+  const runDir = join(deps.workRoot, task.runId)
+  // One level under the run: `<run>/<step>.<attempt>`, with its TMPDIR and log beside it.
+  const workdir = join(runDir, `${task.stepId}.${task.attempt}`)
   const tmpDir = `${workdir}.tmp`
   const logFile = `${workdir}.log`
   let logWritten = false
   let linkedModules = false
+  const firstInRun = enterRunDir(runDir)
   const cleanup = async (): Promise<void> => {
+    const lastInRun = leaveRunDir(runDir)
     if (deps.keepWorkdir === true) return
     if (logWritten) await unlink(logFile).catch(() => {})
     const known = [...(task.outputs.length > 0 ? ['outputs'] : []), ...(linkedModules ? ['node_modules'] : [])]
     await Promise.all([removeWorkdir(workdir, known), removeWorkdir(tmpDir, [])])
-    // Empty parents go too (another attempt creating them meanwhile retries: see prepareWorkdir).
-    await rmdir(stepDir).then(async () => { await rmdir(join(deps.workRoot, task.runId)) }).catch(() => {})
+    // The run's directory goes with the last of its attempts here. Counted rather than tried
+    // each time: a failing rmdir costs more than a short step's own work.
+    if (lastInRun) await rmdir(runDir).catch(() => {})
   }
 
   let env: Record<string, string>
   let inputsBefore: Map<string, string> | undefined
   try {
-    await prepareWorkdir(task, deps, stepDir, workdir)
-    mkdirSync(tmpDir, { recursive: true })
+    await prepareWorkdir(task, deps, firstInRun, workdir, tmpDir)
     if (Object.keys(task.inputs).length > 0) inputsBefore = await snapshotTree(join(workdir, 'inputs'))
     env = stepEnv(task, deps.baseEnv ?? inheritedEnv(), workdir, tmpDir)
     if (task.environment !== undefined) {
@@ -162,30 +170,60 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
   } else {
     result = await collect(task, deps, workdir, inputsBefore, base, finish)
   }
+  // The outcome is final: whoever waits for it need not also wait for the directories to go.
+  deps.onResult?.(result)
   await cleanup()
   return result
 }
 
+function throwFirstRejection (results: Array<PromiseSettledResult<unknown>>): void {
+  for (const r of results) if (r.status === 'rejected') throw r.reason
+}
+
+/** Attempts of this process under each run directory: the last one out removes the directory. */
+const runDirUsers = new Map<string, number>()
+
+/** True for the first attempt of the run in this process (which creates the directory). */
+function enterRunDir (dir: string): boolean {
+  const users = (runDirUsers.get(dir) ?? 0) + 1
+  runDirUsers.set(dir, users)
+  return users === 1
+}
+
+/** True when no other attempt of this process uses the directory any more. */
+function leaveRunDir (dir: string): boolean {
+  const left = (runDirUsers.get(dir) ?? 1) - 1
+  if (left > 0) { runDirUsers.set(dir, left); return false }
+  runDirUsers.delete(dir)
+  return true
+}
+
 /**
- * Creates the working directory: the code snapshot materialized as the directory itself, then
- * inputs/ (when the step has inputs) and outputs/ (when it declares outputs). The mkdirs are
- * synchronous: ~40 µs each, less than a trip through the thread pool costs the event loop, and
- * the agent runs hundreds of short steps a second.
+ * Creates the working directory and its TMPDIR: the code snapshot materialized as the directory
+ * itself, then inputs/ (when the step has inputs) and outputs/ (when it declares outputs). The
+ * run's directory is made by its first attempt (`runDir` given). Directories are made through
+ * the thread pool: under load a mkdir took ~0.25 ms here, time the event loop owes other steps.
  */
-async function prepareWorkdir (task: Task, deps: AttemptDeps, stepDir: string, workdir: string): Promise<void> {
+async function prepareWorkdir (task: Task, deps: AttemptDeps, first: boolean, workdir: string, tmpDir: string): Promise<void> {
+  const runDir = dirname(workdir)
   for (let tries = 0; ; tries++) {
     try {
-      // A finishing attempt of the run may remove these empty parents at any moment: retried below.
-      mkdirSync(stepDir, { recursive: true })
-      if (task.code !== undefined) await materializeRepairing(deps, '.code', task.code, workdir, signalOpt(deps.signal))
-      else mkdirSync(workdir)
+      if (first || tries > 0) await mkdir(runDir, { recursive: true })
+      const made = task.code !== undefined ? materializeRepairing(deps, '.code', task.code, workdir, signalOpt(deps.signal)) : mkdir(workdir)
+      await Promise.allSettled([made, mkdir(tmpDir)]).then(throwFirstRejection)
       break
     } catch (err) {
+      const code = (err as { code?: unknown }).code
       if (tries >= 3) throw err
-      // A re-delivered attempt (an agent restart) finds its old directory: start afresh.
-      if (existsSync(workdir)) { await removeTree(workdir); continue }
-      if (!existsSync(stepDir)) continue
-      throw err
+      if (code === 'ENOENT') {
+        // The previous last attempt of the run, finishing, removed the run's directory: the
+        // next try makes it again.
+      } else if (code === 'EEXIST' || code === 'CONFLICT') {
+        // A re-delivered attempt (an agent restart) finds its old directories: start afresh.
+        await Promise.all([removeTree(workdir), removeTree(tmpDir)])
+      } else {
+        throw err
+      }
     }
   }
   if (task.code !== undefined) {
@@ -195,11 +233,11 @@ async function prepareWorkdir (task: Task, deps: AttemptDeps, stepDir: string, w
       }
     }
   }
-  if (task.outputs.length > 0) mkdirSync(join(workdir, 'outputs'))
+  if (task.outputs.length > 0) await mkdir(join(workdir, 'outputs'))
   const names = Object.keys(task.inputs)
   if (names.length === 0) return
   const inputs = join(workdir, 'inputs')
-  mkdirSync(inputs)
+  await mkdir(inputs)
   for (const name of names) {
     await materializeRepairing(deps, name, (task.inputs[name] as ArtifactRef).digest, join(inputs, name), { ...signalOpt(deps.signal), readOnly: true })
   }

@@ -5,6 +5,7 @@
 import { fork, type ChildProcess } from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import { existsSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { dirname, join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { fileURLToPath } from 'node:url'
@@ -17,6 +18,11 @@ export interface StepChild extends EventEmitter {
   stderr: PassThrough
   /** Stop reading its pipes (a process that left its group may hold them open). */
   destroyPipes: () => void
+  /**
+   * The agent is stopping the step: when its main process exits, the rest of its group is left
+   * to the agent's grace period instead of being killed at once.
+   */
+  stopping: () => void
 }
 
 class LauncherChild extends EventEmitter implements StepChild {
@@ -25,18 +31,20 @@ class LauncherChild extends EventEmitter implements StepChild {
   readonly stderr = new PassThrough()
   constructor (private readonly launcher: Launcher, readonly id: number) { super() }
   destroyPipes (): void { this.launcher.request({ type: 'destroy-pipes', id: this.id }) }
+  stopping (): void { this.launcher.request({ type: 'stopping', id: this.id }) }
 }
 
 class Launcher {
   private readonly process: ChildProcess
-  private readonly children = new Map<number, LauncherChild>()
+  readonly children = new Map<number, LauncherChild>()
   private nextId = 1
 
   constructor () {
     this.process = fork(launcherScript(), [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     this.process.on('message', (event: LauncherEvent) => { this.onEvent(event) })
     this.process.on('exit', () => {
-      if (launcher === this) launcher = undefined
+      const i = launchers.indexOf(this)
+      if (i >= 0) launchers.splice(i, 1)
       for (const child of this.children.values()) {
         child.stdout.end()
         child.stderr.end()
@@ -50,12 +58,12 @@ class Launcher {
     this.process.channel?.unref()
   }
 
-  spawn (file: string, args: string[], cwd: string, env: Record<string, string>, lingerMs: number): StepChild {
+  spawn (file: string, args: string[], options: SpawnOptions): StepChild {
     const id = this.nextId++
     const child = new LauncherChild(this, id)
     this.children.set(id, child)
     if (this.children.size === 1) this.process.channel?.ref()
-    this.request({ type: 'spawn', id, file, args, cwd, env, lingerMs })
+    this.request({ type: 'spawn', id, file, args, ...options })
     return child
   }
 
@@ -73,9 +81,6 @@ class Launcher {
         break
       case 'data':
         (event.stream === 'stdout' ? child.stdout : child.stderr).write(Buffer.from(event.data.buffer, event.data.byteOffset, event.data.byteLength))
-        break
-      case 'exit':
-        child.emit('exit', event.code, event.signal)
         break
       case 'error':
         child.emit('error', new Error(event.message))
@@ -100,12 +105,31 @@ class Launcher {
   }
 }
 
-let launcher: Launcher | undefined
+/**
+ * Launchers started so far. Node's spawn blocks its caller until the child has exec'd (2-4 ms
+ * here), so one launcher serializes every step start; with a few, steps start in parallel.
+ */
+const launchers: Launcher[] = []
+const MAX_LAUNCHERS = Math.min(4, Math.max(1, availableParallelism()))
+
+export interface SpawnOptions {
+  cwd: string
+  env: Record<string, string>
+  /** How long the pipes are still read after the process exited. */
+  lingerMs: number
+  /** When `file` cannot be found: run this under /bin/sh -c instead (see splitCommand). */
+  viaShell?: string
+}
 
 /** Starts a step process through the launcher (started on first use). */
-export function spawnStep (file: string, args: string[], options: { cwd: string, env: Record<string, string>, lingerMs: number }): StepChild {
-  launcher ??= new Launcher()
-  return launcher.spawn(file, args, options.cwd, options.env, options.lingerMs)
+export function spawnStep (file: string, args: string[], options: SpawnOptions): StepChild {
+  let pick = launchers[0]
+  for (const l of launchers) if (l.children.size < (pick?.children.size ?? Infinity)) pick = l
+  if (pick === undefined || (pick.children.size > 0 && launchers.length < MAX_LAUNCHERS)) {
+    pick = new Launcher()
+    launchers.push(pick)
+  }
+  return pick.spawn(file, args, options)
 }
 
 /** dist/agent/launcher.js next to this module once built; from the sources (tests), the built copy. */

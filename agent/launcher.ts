@@ -10,22 +10,28 @@ import { spawn, type ChildProcess } from 'node:child_process'
 
 /** What the agent asks of the launcher. */
 export type LauncherRequest =
-  | { type: 'spawn', id: number, file: string, args: string[], cwd: string, env: Record<string, string>, lingerMs: number }
+  | { type: 'spawn', id: number, file: string, args: string[], cwd: string, env: Record<string, string>, lingerMs: number, viaShell?: string }
   | { type: 'destroy-pipes', id: number }
+  /** The agent is stopping the step (timeout, cancel): its group gets the agent's grace period. */
+  | { type: 'stopping', id: number }
 
 /** What the launcher reports back. */
 export type LauncherEvent =
   | { type: 'spawned', id: number, pid: number }
   | { type: 'data', id: number, stream: 'stdout' | 'stderr', data: Uint8Array }
-  | { type: 'exit', id: number, code: number | null, signal: NodeJS.Signals | null }
   | { type: 'close', id: number, code: number | null, signal: NodeJS.Signals | null }
   | { type: 'error', id: number, message: string, started: boolean }
 
 function main (): void {
   const children = new Map<number, ChildProcess>()
+  const stopping = new Set<number>()
   const send = (event: LauncherEvent): void => { process.send?.(event) }
 
   process.on('message', (msg: LauncherRequest) => {
+    if (msg.type === 'stopping') {
+      stopping.add(msg.id)
+      return
+    }
     if (msg.type === 'destroy-pipes') {
       const child = children.get(msg.id)
       child?.stdout?.destroy()
@@ -34,7 +40,14 @@ function main (): void {
     }
     let child: ChildProcess
     try {
-      child = spawn(msg.file, msg.args, { cwd: msg.cwd, env: msg.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+      const options = { cwd: msg.cwd, env: msg.env, stdio: ['ignore', 'pipe', 'pipe'] as Array<'ignore' | 'pipe'>, detached: true }
+      child = spawn(msg.file, msg.args, options)
+      if (child.pid === undefined && msg.viaShell !== undefined) {
+        // Not found (or not executable) as a program: the shell reports it as it always would
+        // (exit 127, "not found"), or finds what only it knows.
+        child.once('error', () => {})
+        child = spawn('/bin/sh', ['-c', msg.viaShell], options)
+      }
     } catch (err) {
       send({ type: 'error', id: msg.id, message: (err as Error).message, started: false })
       return
@@ -44,13 +57,18 @@ function main (): void {
     child.stdout?.on('data', (data: Buffer) => { send({ type: 'data', id: msg.id, stream: 'stdout', data }) })
     child.stderr?.on('data', (data: Buffer) => { send({ type: 'data', id: msg.id, stream: 'stderr', data }) })
     child.once('error', (err) => { send({ type: 'error', id: msg.id, message: err.message, started: child.pid !== undefined }) })
-    child.once('exit', (code, signal) => {
-      send({ type: 'exit', id: msg.id, code, signal })
+    child.once('exit', () => {
+      // Whatever the step left behind in its group (a background job holding our pipes) ends
+      // with it, unless the agent is stopping it and gives the group its grace period.
+      if (!stopping.has(msg.id) && child.pid !== undefined) {
+        try { process.kill(-child.pid, 'SIGKILL') } catch {}
+      }
       // A process that left the group (setsid) may hold the pipes forever: stop waiting for it.
       setTimeout(() => { child.stdout?.destroy(); child.stderr?.destroy() }, msg.lingerMs).unref()
     })
     child.once('close', (code, signal) => {
       children.delete(msg.id)
+      stopping.delete(msg.id)
       send({ type: 'close', id: msg.id, code, signal })
     })
   })

@@ -31,6 +31,8 @@ interface ActiveRun {
   pipeline: Pipeline
   steps: Map<string, StepRecord>
   pending: Set<string>
+  /** Steps whose status is 'queued', in the order they became so: what dispatch looks at. */
+  queued: Set<string>
   timer?: NodeJS.Timeout
 }
 
@@ -100,7 +102,7 @@ export class RunManager {
         order,
         submission
       }
-      const run: ActiveRun = { record, pipeline, steps: new Map(), pending: new Set(order) }
+      const run: ActiveRun = { record, pipeline, steps: new Map(), pending: new Set(order), queued: new Set() }
       for (const id of order) {
         run.steps.set(id, { runId: record.id, id, status: 'pending', attempts: [], outputs: {} })
       }
@@ -158,6 +160,10 @@ export class RunManager {
 
   attemptFinished (agentId: string, result: AttemptResult): void {
     void this.serialize(async () => {
+      // What the attempt stored is held by its agent whatever became of the attempt.
+      const produced = Object.values(result.outputs)
+      if (result.log !== undefined) produced.push(result.log)
+      if (produced.length > 0) this.agents.addHoldings(agentId, produced)
       const found = this.lookupAttempt(agentId, result.attemptId)
       if (found === undefined) {
         // Fencing: a result for an attempt we gave up on (lost lease, cancelled run) is dropped.
@@ -176,7 +182,6 @@ export class RunManager {
       if (result.error !== undefined) attempt.error = result.error
       if (result.log !== undefined) attempt.log = result.log
       if (result.status === 'succeeded') {
-        this.agents.addHoldings(agentId, Object.values(result.outputs))
         this.succeed(run, step, result.outputs)
       } else if (result.status === 'cancelled' && run.record.cancelRequested === true) {
         this.setStep(run, step, 'cancelled', run.record.error ?? 'cancelled')
@@ -283,7 +288,7 @@ export class RunManager {
     const recovered: string[] = []
     for await (const record of this.db.unfinishedRuns()) {
       const steps = await this.db.listSteps(record.id)
-      const run: ActiveRun = { record, pipeline: record.submission.pipeline, steps: new Map(steps.map(s => [s.id, s])), pending: new Set() }
+      const run: ActiveRun = { record, pipeline: record.submission.pipeline, steps: new Map(steps.map(s => [s.id, s])), pending: new Set(), queued: new Set() }
       for (const step of run.steps.values()) {
         if (step.status === 'pending') run.pending.add(step.id)
         if (step.status !== 'running') continue
@@ -297,6 +302,7 @@ export class RunManager {
           step.status = 'queued'
         }
       }
+      for (const step of run.steps.values()) if (step.status === 'queued') run.queued.add(step.id)
       this.active.set(record.id, run)
       this.armRunTimeout(run)
       recovered.push(record.id)
@@ -488,12 +494,11 @@ export class RunManager {
     const runs = [...this.active.values()].sort((a, b) => a.record.createdAt - b.record.createdAt)
     for (const run of runs) {
       if (run.record.cancelRequested === true) continue
-      for (const id of run.record.order) {
+      for (const id of run.queued) {
         const step = run.steps.get(id)!
-        if (step.status !== 'queued') continue
         if (step.notBefore !== undefined && step.notBefore > now) { nextRetry = Math.min(nextRetry, step.notBefore); continue }
         const spec = run.pipeline.steps[id]!
-        const key = Object.keys(spec.inputs).length === 0 ? JSON.stringify(spec.resources) : undefined
+        const key = placementKey(spec)
         if (key !== undefined && full.has(key)) continue
         const content = checkContent({ spec, steps: run.steps, artifacts: run.record.submission.artifacts, holders: this.holderView, now, graceUntil: this.graceUntil })
         if (content.kind !== 'ok') {
@@ -699,11 +704,14 @@ export class RunManager {
 
   private setStep (run: ActiveRun, step: StepRecord, status: StepRecord['status'], reason: string | undefined): void {
     step.status = status
+    if (status === 'queued') run.queued.add(step.id)
+    else run.queued.delete(step.id)
     if (reason === undefined) delete step.reason
     else step.reason = reason
     if (status === 'skipped' || status === 'cancelled' || status === 'failed') step.finishedAt ??= Date.now()
     this.db.putStep(step)
-    this.emit({ type: 'step', runId: run.record.id, step: this.summarizeStep(step), at: Date.now() })
+    // Nobody follows most runs (a CLI run or the live API does): skip building the summary then.
+    if (this.events.listenerCount('event') > 0) this.emit({ type: 'step', runId: run.record.id, step: this.summarizeStep(step), at: Date.now() })
   }
 
   private lookupAttempt (agentId: string, attemptId: string): { run: ActiveRun, step: StepRecord, attempt: AttemptRecord } | undefined {
@@ -780,6 +788,22 @@ export class RunManager {
     }
     return out
   }
+}
+
+const placementKeys = new WeakMap<StepSpec, string | null>()
+
+/**
+ * Steps with the same requirements and no inputs get the same placement answer within one
+ * dispatch pass: once one of them is queued for lack of room, the rest are too. The key is cached
+ * because a pass may look at hundreds of queued steps each time a step finishes.
+ */
+function placementKey (spec: StepSpec): string | undefined {
+  let key = placementKeys.get(spec)
+  if (key === undefined) {
+    key = Object.keys(spec.inputs).length === 0 ? JSON.stringify(spec.resources) : null
+    placementKeys.set(spec, key)
+  }
+  return key ?? undefined
 }
 
 function newRunId (now: number): string {

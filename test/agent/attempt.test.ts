@@ -173,7 +173,7 @@ describe('runAttempt', () => {
       const show = 'echo "$PIPEMESH_RUN_ID|$PIPEMESH_STEP|$PIPEMESH_ATTEMPT|$PIPEMESH_WORKDIR|$PWD|cuda=$CUDA_VISIBLE_DEVICES|nv=$NVIDIA_VISIBLE_DEVICES|$SEED|${PIPEMESH_TEST_AGENT_ONLY:-unset}|$TMPDIR"'
       const t = task({ command: show, attempt: 2, gpus: [1, 3], env: { SEED: '7' } })
       const r = await runAttempt(t, deps)
-      const workdir = join(deps.workRoot, 'run-1', 'train', t.attemptId)
+      const workdir = join(deps.workRoot, 'run-1', `train.${t.attempt}`)
       expect((await storedLog(r.log)).map(l => l.line)).toEqual([`run-1|train|2|${workdir}|${workdir}|cuda=1,3|nv=1,3|7|unset|${workdir}.tmp`])
 
       const cpu = await runAttempt(task({ command: 'echo "[${CUDA_VISIBLE_DEVICES-unset}] $NVIDIA_VISIBLE_DEVICES"' }), deps)
@@ -219,7 +219,7 @@ describe('runAttempt', () => {
 
     const kept = task({ command: 'echo hi > note' })
     expect((await runAttempt(kept, { ...deps, keepWorkdir: true })).status).toBe('succeeded')
-    expect(existsSync(join(deps.workRoot, 'run-1', 'train', kept.attemptId, 'note'))).toBe(true)
+    expect(existsSync(join(deps.workRoot, 'run-1', `train.${kept.attempt}`, 'note'))).toBe(true)
   })
 
   it('does not start an attempt that is already cancelled', async () => {

@@ -96,6 +96,25 @@ describe('runProcess', () => {
     expect(r.spawnError).toMatch(/^could not start pipemesh-no-such-program: .*(ENOENT|EACCES)/)
   })
 
+  it('runs a plain-word string command as the shell would, without starting one', async () => {
+    const lines: LogLine[] = []
+    // /proc/self/stat of `cat` names cat itself: no sh in between.
+    const r = await runProcess({ command: 'cat /proc/self/stat', cwd: dir, env, onLine: l => lines.push(l) })
+    expect(r.exitCode).toBe(0)
+    expect(lines[0]?.line).toMatch(/^\d+ \(cat\) /)
+    // Shell syntax, builtins and assignments still go through sh.
+    const viaSh: LogLine[] = []
+    await runProcess({ command: 'cd / && pwd', cwd: dir, env, onLine: l => viaSh.push(l) })
+    expect(viaSh.map(l => l.line)).toEqual(['/'])
+  })
+
+  it('reports a missing program in a string command the way sh does (exit 127, "not found")', async () => {
+    const r = await runProcess({ command: 'pipemesh-no-such-program --flag', cwd: dir, env })
+    expect(r.exitCode).toBe(127)
+    expect(r.spawnError).toBeUndefined()
+    expect(r.stderrTail.join('\n')).toMatch(/pipemesh-no-such-program: .*not found/)
+  })
+
   it('kills the whole process tree at the timeout', async () => {
     const lines: string[] = []
     const r = await runProcess({
