@@ -1,9 +1,10 @@
 // Content digests of a pipeline's files without storing anything: the digests a ContentStore
 // would give the same files (same 1 MiB chunking, same manifests, same tree rules), so a client
-// can ask a mesh what it lacks before it opens a store or starts libp2p. Mirrors
-// src/store/ingest.ts; test/src/client/digests.test.ts checks the two agree. A disagreement is
-// safe (the digest is then held by nobody, and the CLI falls back to ingesting into its store),
-// as long as different content never gets the digest of something else.
+// can ask a mesh what it lacks before it opens a store or starts libp2p. Trees are walked by the
+// store's own walk (src/store/tree-walk.ts); a file is chunked as src/store/ingest.ts chunks it,
+// and test/src/client/digests.test.ts checks the two agree. A disagreement is safe (the digest is
+// then held by nobody, and the CLI falls back to ingesting into its store), as long as different
+// content never gets the digest of something else.
 //
 // Large files' digests are remembered across runs in a small file (DigestCache), keyed by what
 // stat says; an entry is trusted only when device, inode, size, mtime and ctime all match to the
@@ -11,14 +12,14 @@
 // were hashed (a write in the same clock tick as the hash would otherwise go unseen: "racy git").
 
 import { randomBytes } from 'node:crypto'
-import { constants as fsConstants, type BigIntStats, type Stats } from 'node:fs'
+import { constants as fsConstants, type BigIntStats } from 'node:fs'
 import fs from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
-import { PipemeshError, UnsafePathError, throwIfAborted } from '../errors.js'
-import { comparePaths, encodeManifest, sha256Digest, type ChunkRef, type TreeEntry } from '../store/manifest.js'
+import { UnsafePathError, throwIfAborted } from '../errors.js'
+import { encodeManifest, sha256Digest, type ChunkRef } from '../store/manifest.js'
+import { walkListed, walkPath, type TreeSink, type WalkedFile } from '../store/tree-walk.js'
 import type { ArtifactRef, Digest } from '../store/types.js'
-import { assertSafeRelativePath, assertSafeSymlinkTarget, normalizeRelativePath } from '../util/safe-path.js'
 
 /** The chunk size of a ContentStore opened with default options (DEFAULT_CHUNK_SIZE). */
 export const CHUNK_SIZE = 1024 * 1024
@@ -98,99 +99,30 @@ function isEntry (e: unknown): e is CacheEntry {
     typeof x.executable === 'boolean' && typeof x.usedAt === 'number'
 }
 
-interface HashedFile { digest: Digest, size: number, executable: boolean }
-
 /**
  * Computes what `ContentStore.ingest` and `ingestFiles` would return, storing nothing. Used
- * through the same interface as the store (see prepare.ts).
+ * through the same interface as the store (see prepare.ts). Trees are walked by the store's own
+ * walk (tree-walk.ts); only a file's chunking is done here, hashing without writing.
  */
 export class ContentHasher {
   constructor (private readonly cache?: DigestCache) {}
 
   async ingest (source: string, options: { signal?: AbortSignal } = {}): Promise<ArtifactRef> {
-    throwIfAborted(options.signal)
-    const abs = path.resolve(source)
-    const st = await fs.lstat(abs).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') throw new PipemeshError('NOT_FOUND', `cannot store ${abs}: it does not exist`)
-      throw err
-    })
-    if (st.isFile()) {
-      const f = await this.hashFile(abs, options.signal)
-      return { digest: f.digest, kind: 'file', size: f.size }
-    }
-    if (!st.isDirectory()) throw new UnsafePathError(abs, `is ${describeStats(st)}; an artifact must be a regular file or a directory`)
-    const scan: Scan = { entries: new Map(), files: [] }
-    await this.scanDir(scan, abs, '', options.signal)
-    const tree = await this.finishTree(scan, options.signal)
-    return { digest: tree.digest, kind: 'tree', size: tree.size }
+    const { digest, kind, size } = await walkPath(path.resolve(source), this.sink(options.signal))
+    return { digest, kind, size }
   }
 
   async ingestFiles (baseDir: string, relPaths: string[], options: { signal?: AbortSignal } = {}): Promise<{ ref: ArtifactRef, files: Record<string, Digest> }> {
-    throwIfAborted(options.signal)
-    const base = path.resolve(baseDir)
-    const scan: Scan = { entries: new Map(), files: [] }
-    for (const raw of relPaths) {
-      const rel = normalizeRelativePath(raw, 'listed path')
-      const abs = rel === '' ? base : path.join(base, ...rel.split('/'))
-      const st = await fs.lstat(abs).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') throw new PipemeshError('NOT_FOUND', `${raw} does not exist in ${base}`)
-        throw err
-      })
-      if (rel === '') {
-        if (!st.isDirectory()) throw new UnsafePathError(base, 'is not a directory')
-        await this.scanDir(scan, abs, '', options.signal)
-        continue
-      }
-      const segments = rel.split('/')
-      for (let i = 1; i < segments.length; i++) addEntry(scan, { path: segments.slice(0, i).join('/'), type: 'dir' })
-      await this.scanPath(scan, abs, rel, st, options.signal)
-    }
-    const tree = await this.finishTree(scan, options.signal)
+    const tree = await walkListed(path.resolve(baseDir), relPaths, this.sink(options.signal))
     return { ref: { digest: tree.digest, kind: 'tree', size: tree.size }, files: tree.files }
   }
 
-  private async scanPath (scan: Scan, abs: string, rel: string, st: Stats, signal?: AbortSignal): Promise<void> {
-    throwIfAborted(signal)
-    assertSafeRelativePath(rel, 'file name')
-    if (st.isDirectory()) {
-      addEntry(scan, { path: rel, type: 'dir' })
-      await this.scanDir(scan, abs, rel, signal)
-    } else if (st.isFile()) {
-      if (!scan.entries.has(rel)) {
-        scan.entries.set(rel, { path: rel, type: 'file', digest: 'sha256:', size: 0, executable: false })
-        scan.files.push({ rel, abs })
-      }
-    } else if (st.isSymbolicLink()) {
-      addEntry(scan, { path: rel, type: 'symlink', target: assertSafeSymlinkTarget(rel, await fs.readlink(abs)) })
-    } else {
-      throw new UnsafePathError(abs, `is ${describeStats(st)}; only regular files, directories and symlinks can be stored`)
-    }
-  }
-
-  private async scanDir (scan: Scan, absDir: string, relDir: string, signal?: AbortSignal): Promise<void> {
-    const dirents = await fs.readdir(absDir, { withFileTypes: true })
-    const stats = await Promise.all(dirents.map(async d => await fs.lstat(path.join(absDir, d.name))))
-    for (let j = 0; j < dirents.length; j++) {
-      const name = dirents[j]!.name
-      await this.scanPath(scan, path.join(absDir, name), relDir === '' ? name : `${relDir}/${name}`, stats[j]!, signal)
-    }
-  }
-
-  private async finishTree (scan: Scan, signal?: AbortSignal): Promise<{ digest: Digest, size: number, files: Record<string, Digest> }> {
-    for (const { rel, abs } of scan.files) {
-      const f = await this.hashFile(abs, signal)
-      scan.entries.set(rel, { path: rel, type: 'file', digest: f.digest, size: f.size, executable: f.executable })
-    }
-    const entries = [...scan.entries.values()].sort((a, b) => comparePaths(a.path, b.path))
-    let size = 0
-    for (const e of entries) if (e.type === 'file') size += e.size
-    const digest = sha256Digest(encodeManifest({ type: 'tree', entries }))
-    const files = Object.fromEntries(entries.flatMap(e => e.type === 'file' ? [[e.path, e.digest]] : [])) as Record<string, Digest>
-    return { digest, size, files }
+  private sink (signal: AbortSignal | undefined): TreeSink {
+    return { file: async (abs) => await this.hashFile(abs, signal), tree: () => {}, chunkSize: CHUNK_SIZE, signal }
   }
 
   /** The file manifest's digest: 1 MiB chunks, each hashed, as the store chunks the file. */
-  private async hashFile (abs: string, signal?: AbortSignal): Promise<HashedFile> {
+  private async hashFile (abs: string, signal?: AbortSignal): Promise<WalkedFile> {
     let fh: FileHandle
     try {
       fh = await fs.open(abs, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK)
@@ -233,16 +165,6 @@ export class ContentHasher {
   }
 }
 
-interface Scan { entries: Map<string, TreeEntry>, files: Array<{ rel: string, abs: string }> }
-
-function addEntry (scan: Scan, entry: TreeEntry): void {
-  const existing = scan.entries.get(entry.path)
-  if (existing !== undefined && existing.type !== entry.type) {
-    throw new UnsafePathError(entry.path, `listed both as a ${existing.type} and as a ${entry.type} (a path under a symlink?)`)
-  }
-  if (existing === undefined) scan.entries.set(entry.path, entry)
-}
-
 async function readFull (fh: FileHandle, buf: Buffer, position: number): Promise<number> {
   let filled = 0
   while (filled < buf.byteLength) {
@@ -269,13 +191,4 @@ async function chunkAll (fh: FileHandle, chunks: ChunkRef[], signal?: AbortSigna
     if (n < CHUNK_SIZE) break
   }
   return size
-}
-
-function describeStats (st: Stats): string {
-  if (st.isSocket()) return 'a socket'
-  if (st.isFIFO()) return 'a FIFO'
-  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device'
-  if (st.isSymbolicLink()) return 'a symbolic link'
-  if (st.isDirectory()) return 'a directory'
-  return 'not a regular file'
 }

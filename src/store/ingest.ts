@@ -1,26 +1,20 @@
-// Turns files and directories into chunks and manifests. Multi-chunk files are read, hashed and
+// Turns files and directories into chunks and manifests in the store (the walk over a directory
+// is tree-walk.ts, shared with the client's hasher). Multi-chunk files are read, hashed and
 // written by the chunk workers (a few chunks in flight, each worker with one reusable buffer), so
 // memory stays flat whatever the file size and hashing uses every core; small files are hashed on
 // the main thread, where open/read/close latency dominates. Only regular files, directories and
 // symlinks that stay inside the tree are accepted.
 
-import { constants as fsConstants, type Stats } from 'node:fs'
+import { constants as fsConstants } from 'node:fs'
 import fs from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
-import path from 'node:path'
 import { PipemeshError, UnsafePathError, throwIfAborted } from '../errors.js'
-import { assertSafeRelativePath, assertSafeSymlinkTarget, normalizeRelativePath } from '../util/safe-path.js'
-import { forEachLimit } from './async-util.js'
 import { chunkWorkers, type JobResult } from './chunk-workers.js'
 import { INLINE_MAX, type Chunks } from './chunks.js'
 import type { Batcher, StoreDb } from './db.js'
-import { comparePaths, encodeManifest, sha256Digest, type ChunkRef, type FileManifest, type TreeEntry } from './manifest.js'
+import { encodeManifest, sha256Digest, type ChunkRef, type FileManifest } from './manifest.js'
+import { describeStats, walkListed, walkPath, type TreeSink } from './tree-walk.js'
 import type { Digest } from './types.js'
-
-/** Small files at once: they are dominated by open/read/close latency, not bandwidth. */
-const SMALL_FILE_PARALLEL = 16
-/** Multi-chunk files at once: they share the chunk workers. */
-const LARGE_FILE_PARALLEL = 2
 
 export interface IngestContext {
   db: StoreDb
@@ -67,15 +61,6 @@ async function storeIfNew (ctx: IngestContext, digest: Digest, bytes: Buffer): P
   const ops = await ctx.chunks.storeBody(digest, bytes)
   // Only inline bodies travel in the batch; file bodies are already on disk.
   ctx.batch.add(ops, ops.length > 1 ? bytes.byteLength : 0)
-}
-
-function describeStats (st: Stats): string {
-  if (st.isSocket()) return 'a socket'
-  if (st.isFIFO()) return 'a FIFO'
-  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device'
-  if (st.isSymbolicLink()) return 'a symbolic link'
-  if (st.isDirectory()) return 'a directory'
-  return 'not a regular file'
 }
 
 /** Chunks one regular file and queues its chunks and manifest; the file digest is returned. */
@@ -164,72 +149,15 @@ async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, chunks: Chunk
   return size
 }
 
-interface Scan {
-  entries: Map<string, TreeEntry>
-  files: Array<{ rel: string, abs: string, size: number }>
-  size: number
-}
-
-function addEntry (scan: Scan, entry: TreeEntry): void {
-  const existing = scan.entries.get(entry.path)
-  if (existing !== undefined && existing.type !== entry.type) {
-    throw new UnsafePathError(entry.path, `listed both as a ${existing.type} and as a ${entry.type} (a path under a symlink?)`)
+/** The store's side of a tree walk: files stored through the chunk workers, manifests batched. */
+function storeSink (ctx: IngestContext): TreeSink {
+  return {
+    file: async (abs) => await ingestFile(ctx, abs),
+    tree: (digest, bytes) => { ctx.batch.add([{ type: 'put', sublevel: ctx.db.manifests, key: digest, value: bytes }], bytes.byteLength) },
+    chunkSize: ctx.chunkSize,
+    onScanned: (bytes) => { if (bytes > ctx.maxArtifactBytes) throw overLimit(ctx, bytes) },
+    signal: ctx.signal
   }
-  if (existing === undefined) scan.entries.set(entry.path, entry)
-}
-
-/** Adds `abs` (at tree path `rel`) and, for a directory, everything under it. */
-async function scanPath (ctx: IngestContext, scan: Scan, abs: string, rel: string, st: Stats): Promise<void> {
-  throwIfAborted(ctx.signal)
-  assertSafeRelativePath(rel, 'file name')
-  if (st.isDirectory()) {
-    addEntry(scan, { path: rel, type: 'dir' })
-    await scanDir(ctx, scan, abs, rel)
-  } else if (st.isFile()) {
-    if (!scan.entries.has(rel)) {
-      scan.entries.set(rel, { path: rel, type: 'file', digest: 'sha256:', size: 0, executable: false })
-      scan.files.push({ rel, abs, size: st.size })
-      scan.size += st.size
-      if (scan.size > ctx.maxArtifactBytes) throw overLimit(ctx, scan.size)
-    }
-  } else if (st.isSymbolicLink()) {
-    const target = assertSafeSymlinkTarget(rel, await fs.readlink(abs))
-    addEntry(scan, { path: rel, type: 'symlink', target })
-  } else {
-    throw new UnsafePathError(abs, `is ${describeStats(st)}; only regular files, directories and symlinks can be stored`)
-  }
-}
-
-async function scanDir (ctx: IngestContext, scan: Scan, absDir: string, relDir: string): Promise<void> {
-  const dirents = await fs.readdir(absDir, { withFileTypes: true })
-  // lstat in small groups: one at a time is latency-bound on trees of many small files.
-  for (let i = 0; i < dirents.length; i += 64) {
-    const group = dirents.slice(i, i + 64)
-    const stats = await Promise.all(group.map(async d => await fs.lstat(path.join(absDir, d.name))))
-    for (let j = 0; j < group.length; j++) {
-      const name = group[j]!.name
-      await scanPath(ctx, scan, path.join(absDir, name), relDir === '' ? name : `${relDir}/${name}`, stats[j]!)
-    }
-  }
-}
-
-/** Ingests the scanned files and queues the tree manifest; returns its digest. */
-async function finishTree (ctx: IngestContext, scan: Scan): Promise<{ digest: Digest, size: number, files: Record<string, Digest> }> {
-  const one = async ({ rel, abs }: { rel: string, abs: string }): Promise<void> => {
-    const f = await ingestFile(ctx, abs)
-    scan.entries.set(rel, { path: rel, type: 'file', digest: f.digest, size: f.size, executable: f.executable })
-  }
-  await forEachLimit(scan.files.filter(f => f.size < ctx.chunkSize), SMALL_FILE_PARALLEL, one, ctx.signal)
-  await forEachLimit(scan.files.filter(f => f.size >= ctx.chunkSize), LARGE_FILE_PARALLEL, one, ctx.signal)
-  const entries = [...scan.entries.values()].sort((a, b) => comparePaths(a.path, b.path))
-  let size = 0
-  for (const e of entries) if (e.type === 'file') size += e.size
-  const bytes = encodeManifest({ type: 'tree', entries })
-  const digest = sha256Digest(bytes)
-  ctx.batch.add([{ type: 'put', sublevel: ctx.db.manifests, key: digest, value: bytes }], bytes.byteLength)
-  // fromEntries defines own properties: a file named "__proto__" stays a plain key.
-  const files = Object.fromEntries(entries.flatMap(e => e.type === 'file' ? [[e.path, e.digest]] : [])) as Record<string, Digest>
-  return { digest, size, files }
 }
 
 /**
@@ -237,47 +165,13 @@ async function finishTree (ctx: IngestContext, scan: Scan): Promise<{ digest: Di
  * path (a pipeline's own inputs) resolve it with fs.realpath first.
  */
 export async function ingestPath (ctx: IngestContext, abs: string): Promise<{ digest: Digest, kind: 'file' | 'tree', size: number }> {
-  const st = await fs.lstat(abs).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') throw new PipemeshError('NOT_FOUND', `cannot store ${abs}: it does not exist`)
-    throw err
-  })
-  if (st.isFile()) {
-    if (st.size > ctx.maxArtifactBytes) throw overLimit(ctx, st.size)
-    const f = await ingestFile(ctx, abs)
-    return { digest: f.digest, kind: 'file', size: f.size }
-  }
-  if (!st.isDirectory()) {
-    throw new UnsafePathError(abs, `is ${describeStats(st)}; an artifact must be a regular file or a directory`)
-  }
-  const scan: Scan = { entries: new Map(), files: [], size: 0 }
-  await scanDir(ctx, scan, abs, '')
-  const tree = await finishTree(ctx, scan)
-  return { digest: tree.digest, kind: 'tree', size: tree.size }
+  return await walkPath(abs, storeSink(ctx))
 }
 
 /**
  * Ingests the listed paths (files or directories, relative to `baseDir`) as one tree that keeps
- * them at those relative paths, with their parent directories. Directories on the way to a
- * listed path are followed even if they are links; the listed paths and what lies under them
- * are not.
+ * them at those relative paths, with their parent directories (see walkListed).
  */
 export async function ingestListed (ctx: IngestContext, baseDir: string, relPaths: string[]): Promise<{ digest: Digest, size: number, files: Record<string, Digest> }> {
-  const scan: Scan = { entries: new Map(), files: [], size: 0 }
-  for (const raw of relPaths) {
-    const rel = normalizeRelativePath(raw, 'listed path')
-    const abs = rel === '' ? baseDir : path.join(baseDir, ...rel.split('/'))
-    const st = await fs.lstat(abs).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') throw new PipemeshError('NOT_FOUND', `${raw} does not exist in ${baseDir}`)
-      throw err
-    })
-    if (rel === '') {
-      if (!st.isDirectory()) throw new UnsafePathError(baseDir, 'is not a directory')
-      await scanDir(ctx, scan, abs, '')
-      continue
-    }
-    const segments = rel.split('/')
-    for (let i = 1; i < segments.length; i++) addEntry(scan, { path: segments.slice(0, i).join('/'), type: 'dir' })
-    await scanPath(ctx, scan, abs, rel, st)
-  }
-  return await finishTree(ctx, scan)
+  return await walkListed(baseDir, relPaths, storeSink(ctx))
 }
