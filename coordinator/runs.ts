@@ -595,7 +595,7 @@ export class RunManager {
     const agent = this.agents.get(agentId)!
     agent.view = allocate(agent.view, spec.resources, gpus)
     const number = step.attempts.length + 1
-    const attemptId = `${run.record.id}.${step.id}.${number}.${randomBytes(3).toString('hex')}`
+    const attemptId = `${run.record.id}.${step.id}.${number}.${nextAttemptTag()}`
     const attempt: AttemptRecord = {
       id: attemptId, number, agentId, agentName: agent.name, state: 'running', exitCode: null, startedAt: Date.now(), gpus
     }
@@ -804,6 +804,17 @@ function placementKey (spec: StepSpec): string | undefined {
     placementKeys.set(spec, key)
   }
   return key ?? undefined
+}
+
+/**
+ * Tells apart attempts that share run, step and number (one given up on, then made again after a
+ * coordinator restart): random per coordinator process, then counted, since a randomBytes call
+ * per dispatched step showed in fan-out profiles.
+ */
+const ATTEMPT_TAG_PREFIX = randomBytes(3).toString('hex')
+let attemptTagCounter = 0
+function nextAttemptTag (): string {
+  return `${ATTEMPT_TAG_PREFIX}${(attemptTagCounter++).toString(36)}`
 }
 
 function newRunId (now: number): string {

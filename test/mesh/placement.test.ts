@@ -93,8 +93,11 @@ steps:
     expect(byId.make?.agent).toBe('gpu-box')
     expect(['cpu-big', 'cpu-small']).toContain(byId.use?.agent)
     expect(await fetchOutput(json, 'use', 'sum')).toBe(await fetchOutput(json, 'make', 'sum'))
-    const after = await waitForCounters(mesh, c => (c['gpu-box']?.bytesServed ?? 0) - (before['gpu-box']?.bytesServed ?? 0) >= 5_000_000)
+    // Counters travel with heartbeats: each agent's may lag the other's.
     const consumer = byId.use!.agent!
+    const after = await waitForCounters(mesh, c =>
+      (c['gpu-box']?.bytesServed ?? 0) - (before['gpu-box']?.bytesServed ?? 0) >= 5_000_000 &&
+      (c[consumer]?.bytesFetched ?? 0) - (before[consumer]?.bytesFetched ?? 0) >= 5_000_000)
     expect((after[consumer]?.bytesFetched ?? 0) - (before[consumer]?.bytesFetched ?? 0)).toBeGreaterThanOrEqual(5_000_000)
   })
 
