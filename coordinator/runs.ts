@@ -114,8 +114,9 @@ export class RunManager {
       this.log.info({ runId: record.id, pipeline: pipeline.name, steps: order.length }, 'run submitted')
       this.emit({ type: 'run', runId: record.id, status: 'running', at: now })
       await this.advance(run)
-      const summary = this.summarize(run.record, [...run.steps.values()])
+      // A run whose every step was reused is over already: say so in the reply.
       this.finishIfDone(run)
+      const summary = this.summarize(run.record, [...run.steps.values()])
       this.dispatch()
       // A run id handed to a client survives a crash right after.
       await this.db.flush()

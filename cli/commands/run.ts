@@ -73,6 +73,14 @@ async function follow (api: CoordinatorApi, started: RunSummary, options: RunOpt
     process.stderr.write('\ncancelling the run (Ctrl-C again to stop waiting)\n')
     void api.cancel(started.runId).catch(() => {})
   }
+  if (started.status !== 'running') {
+    // Over at submission (every step reused, or none could run): nothing to follow.
+    const at = started.finishedAt ?? Date.now()
+    for (const step of started.steps) view?.update({ type: 'step', runId: started.runId, step, at })
+    view?.update({ type: 'run', runId: started.runId, status: started.status, at })
+    view?.done()
+    return started
+  }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
   // The run lives on the coordinator: if it restarts (or the network drops), follow it again.
