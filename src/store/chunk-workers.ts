@@ -6,140 +6,22 @@
 // main thread keeps the index, the order of chunks and the error policy. One message each way per
 // chunk, no thread-pool hops in between.
 
+import { existsSync } from 'node:fs'
 import os from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import type { Digest } from './types.js'
 
-// Plain CommonJS so that it runs as an eval'd worker: no separate file to find next to a bundle.
-const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads')
-const fs = require('node:fs')
-const path = require('node:path')
-const { createHash, randomBytes } = require('node:crypto')
-let scratch = Buffer.alloc(0)
-const madeDirs = new Set()
-
-// A large allocation starts 16 bytes past a page boundary, and the kernel copies page-cache pages
-// into such a buffer 4-5x slower than into one placed elsewhere in the page (4K aliasing in the
-// copy: measured 0.7-0.9 GB/s against 3-7 GB/s). Reads go into buffers placed mid-page.
-function readBuffer (n) {
-  return new Uint8Array(new ArrayBuffer(n + 4096), 2048, n)
-}
-function scratchOf (n) {
-  if (scratch.length < n) scratch = Buffer.from(readBuffer(n).buffer, 2048, n)
-  return scratch.subarray(0, n)
-}
-function readFull (fd, buf, position) {
-  let filled = 0
-  while (filled < buf.length) {
-    const n = fs.readSync(fd, buf, filled, buf.length - filled, position + filled)
-    if (n === 0) break
-    filled += n
-  }
-  return filled
-}
-function writeFull (fd, buf, position) {
-  let done = 0
-  while (done < buf.length) done += fs.writeSync(fd, buf, done, buf.length - done, position + done)
-}
-function digestOf (bytes) {
-  return 'sha256:' + createHash('sha256').update(bytes).digest('hex')
-}
-function chunkPath (dir, digest) {
-  const hex = digest.slice(7)
-  return dir + '/' + hex.slice(0, 2) + '/' + hex
-}
-// A complete body may already be there (stored earlier, or by a concurrent job): bodies only
-// ever appear by rename, so one of the right size is left alone; anything else is replaced.
-function place (job, digest, bytes) {
-  const dest = chunkPath(job.chunksDir, digest)
-  try {
-    if (fs.statSync(dest).size === bytes.length) return false
-  } catch (err) {
-    if (err.code !== 'ENOENT') throw err
-  }
-  const tmp = job.tmpDir + '/' + digest.slice(7, 23) + '.' + randomBytes(6).toString('hex')
-  try {
-    const fd = fs.openSync(tmp, 'wx')
-    try { writeFull(fd, bytes, 0) } finally { fs.closeSync(fd) }
-    const dir = path.dirname(dest)
-    if (!madeDirs.has(dir)) {
-      fs.mkdirSync(dir, { recursive: true })
-      madeDirs.add(dir)
-    }
-    fs.renameSync(tmp, dest)
-  } catch (err) {
-    try { fs.unlinkSync(tmp) } catch {}
-    // A directory removed under us (a wiped store) must be made again next time.
-    madeDirs.clear()
-    if (err && typeof err === 'object') err.digest = digest
-    throw err
-  }
-  return true
-}
-function run (job) {
-  switch (job.op) {
-    case 'ingest': {
-      const buf = scratchOf(job.length)
-      const n = readFull(job.fd, buf, job.position)
-      if (n === 0) return { n: 0 }
-      const view = buf.subarray(0, n)
-      const digest = digestOf(view)
-      if (n < job.inlineMax) {
-        const copy = new Uint8Array(n)
-        copy.set(view)
-        return { n, digest, bytes: copy, transfer: [copy.buffer] }
-      }
-      place(job, digest, view)
-      return { n, digest }
-    }
-    case 'store': {
-      const bytes = Buffer.from(job.bytes, job.offset, job.length)
-      const digest = digestOf(bytes)
-      if (digest === job.digest) place(job, digest, bytes)
-      return { n: bytes.length, digest }
-    }
-    case 'read': {
-      const bytes = readBuffer(job.size)
-      const fd = fs.openSync(job.file, 'r')
-      let n
-      try { n = readFull(fd, bytes, 0) } finally { fs.closeSync(fd) }
-      const view = bytes.subarray(0, n)
-      return { n, digest: digestOf(view), bytes: view, transfer: [bytes.buffer] }
-    }
-    case 'copyOut': {
-      const buf = scratchOf(job.size)
-      const fd = fs.openSync(job.file, 'r')
-      let n
-      try { n = readFull(fd, buf, 0) } finally { fs.closeSync(fd) }
-      const view = buf.subarray(0, n)
-      const digest = digestOf(view)
-      if (digest === job.digest && n === job.size) writeFull(job.destFd, view, job.position)
-      return { n, digest }
-    }
-    default:
-      throw new Error('unknown chunk job ' + job.op)
-  }
-}
-parentPort.on('message', (job) => {
-  let reply
-  try {
-    const r = run(job)
-    reply = { id: job.id, n: r.n, digest: r.digest, bytes: r.bytes }
-    parentPort.postMessage(reply, r.transfer || [])
-  } catch (err) {
-    parentPort.postMessage({ id: job.id, error: { message: String(err && err.message), code: err && err.code, syscall: err && err.syscall, path: err && err.path, digest: err && err.digest } })
-  }
-})
-`
-
-interface Reply { id: number, n: number, digest?: Digest, bytes?: Uint8Array, error?: { message: string, code?: string, syscall?: string, path?: string, digest?: string } }
+/** A worker's answer to one job (chunk-worker.ts). */
+export interface Reply { id: number, n: number, digest?: Digest, bytes?: Uint8Array, error?: { message: string, code?: string, syscall?: string, path?: string, digest?: string } }
 export interface JobResult { n: number, digest?: Digest, bytes?: Uint8Array }
 
 /** Where chunk bodies go: `<chunksDir>/ab/<hex>`, written through `<tmpDir>`. */
 export interface ChunkDirs { chunksDir: string, tmpDir: string }
 
-type Job =
+/** One chunk's work, done by chunk-worker.ts. */
+export type Job =
   | { op: 'ingest', fd: number, position: number, length: number, inlineMax: number } & ChunkDirs
   | { op: 'store', bytes: SharedArrayBuffer, offset: number, length: number, digest: Digest } & ChunkDirs
   | { op: 'read', file: string, size: number }
@@ -147,7 +29,7 @@ type Job =
 
 interface Slot { worker: Worker, pending: number }
 
-/** Where data starts in a shared buffer: mid-page, away from 4K aliasing in copies (see readBuffer). */
+/** Where data starts in a shared buffer: mid-page, away from 4K aliasing in copies (see readBuffer in chunk-worker.ts). */
 const SHARED_OFFSET = 2048
 /** Idle workers are stopped after this long, giving their memory back. */
 const IDLE_MS = 30_000
@@ -250,9 +132,7 @@ export class ChunkWorkers {
   }
 
   private spawn (): Slot {
-    // --input-type=module (node -e scripts) would make the eval'd CommonJS source an ES module.
-    const execArgv = process.execArgv.filter(a => !a.startsWith('--input-type'))
-    const worker = new Worker(WORKER_SOURCE, { eval: true, name: 'pipemesh-chunks', execArgv })
+    const worker = new Worker(workerScript(), { name: 'pipemesh-chunks' })
     const slot: Slot = { worker, pending: 0 }
     worker.unref()
     worker.on('message', (reply: Reply) => {
@@ -284,6 +164,18 @@ export class ChunkWorkers {
       this.idleTimer.unref()
     }
   }
+}
+
+/**
+ * dist/src/store/chunk-worker.js: beside this module once built; from the bundled CLI
+ * (dist/pipemesh-bundle.cjs) or from the sources (tests), the built copy.
+ */
+function workerScript (): string {
+  const here = dirname(fileURLToPath(import.meta.url))
+  const candidates = [join(here, 'chunk-worker.js'), join(here, 'src', 'store', 'chunk-worker.js'), join(here, '..', '..', 'dist', 'src', 'store', 'chunk-worker.js')]
+  const found = candidates.find(f => existsSync(f))
+  if (found === undefined) throw new Error(`cannot find the chunk worker (looked for ${candidates.join(', ')}); run \`npm run build\``)
+  return found
 }
 
 /** The process's pool. */
