@@ -35,6 +35,16 @@ function readFull (fd: number, buf: Buffer, position: number): number {
   return filled
 }
 
+/** The start of `file`, read into `buf` (at most its length). */
+function readFileInto (file: string, buf: Buffer): Buffer {
+  const fd = fs.openSync(file, 'r')
+  try {
+    return buf.subarray(0, readFull(fd, buf, 0))
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
 function writeFull (fd: number, buf: Buffer, position: number): void {
   let done = 0
   while (done < buf.length) done += fs.writeSync(fd, buf, done, buf.length - done, position + done)
@@ -108,21 +118,14 @@ function run (job: Job): Done {
     }
     case 'read': {
       const bytes = readBuffer(job.size)
-      const fd = fs.openSync(job.file, 'r')
-      let n: number
-      try { n = readFull(fd, bytes, 0) } finally { fs.closeSync(fd) }
-      const view = bytes.subarray(0, n)
-      return { n, digest: digestOf(view), bytes: view, transfer: [bytes.buffer as ArrayBuffer] }
+      const view = readFileInto(job.file, bytes)
+      return { n: view.length, digest: digestOf(view), bytes: view, transfer: [bytes.buffer as ArrayBuffer] }
     }
     case 'copyOut': {
-      const buf = scratchOf(job.size)
-      const fd = fs.openSync(job.file, 'r')
-      let n: number
-      try { n = readFull(fd, buf, 0) } finally { fs.closeSync(fd) }
-      const view = buf.subarray(0, n)
+      const view = readFileInto(job.file, scratchOf(job.size))
       const digest = digestOf(view)
-      if (digest === job.digest && n === job.size) writeFull(job.destFd, view, job.position)
-      return { n, digest }
+      if (digest === job.digest && view.length === job.size) writeFull(job.destFd, view, job.position)
+      return { n: view.length, digest }
     }
   }
 }
