@@ -12,13 +12,13 @@
 // were hashed (a write in the same clock tick as the hash would otherwise go unseen: "racy git").
 
 import { randomBytes } from 'node:crypto'
-import { constants as fsConstants, type BigIntStats } from 'node:fs'
+import type { BigIntStats } from 'node:fs'
 import fs from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import { UnsafePathError, throwIfAborted } from '../errors.js'
 import { encodeManifest, sha256Digest, type ChunkRef } from '../store/manifest.js'
-import { walkListed, walkPath, type TreeSink, type WalkedFile } from '../store/tree-walk.js'
+import { openWalkedFile, readFull, walkListed, walkPath, type TreeSink, type WalkedFile } from '../store/tree-walk.js'
 import type { ArtifactRef, Digest } from '../store/types.js'
 
 /** The chunk size of a ContentStore opened with default options (DEFAULT_CHUNK_SIZE). */
@@ -123,13 +123,7 @@ export class ContentHasher {
 
   /** The file manifest's digest: 1 MiB chunks, each hashed, as the store chunks the file. */
   private async hashFile (abs: string, signal?: AbortSignal): Promise<WalkedFile> {
-    let fh: FileHandle
-    try {
-      fh = await fs.open(abs, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK)
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new UnsafePathError(abs, 'is a symbolic link; expected a regular file')
-      throw err
-    }
+    const fh = await openWalkedFile(abs)
     try {
       const before = await fh.stat({ bigint: true })
       if (!before.isFile()) throw new UnsafePathError(abs, 'is not a regular file; only regular files, directories and symlinks can be stored')
@@ -163,16 +157,6 @@ export class ContentHasher {
       await fh.close()
     }
   }
-}
-
-async function readFull (fh: FileHandle, buf: Buffer, position: number): Promise<number> {
-  let filled = 0
-  while (filled < buf.byteLength) {
-    const { bytesRead } = await fh.read(buf, filled, buf.byteLength - filled, position + filled)
-    if (bytesRead === 0) break
-    filled += bytesRead
-  }
-  return filled
 }
 
 /** Hashes the whole file in CHUNK_SIZE pieces, reading the next piece while hashing this one. */

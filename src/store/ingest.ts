@@ -5,15 +5,13 @@
 // the main thread, where open/read/close latency dominates. Only regular files, directories and
 // symlinks that stay inside the tree are accepted.
 
-import { constants as fsConstants } from 'node:fs'
-import fs from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import { PipemeshError, UnsafePathError, throwIfAborted } from '../errors.js'
 import { chunkWorkers, type JobResult } from './chunk-workers.js'
 import { INLINE_MAX, type Chunks } from './chunks.js'
 import type { Batcher, StoreDb } from './db.js'
 import { encodeManifest, sha256Digest, type ChunkRef, type FileManifest } from './manifest.js'
-import { describeStats, walkListed, walkPath, type TreeSink } from './tree-walk.js'
+import { describeStats, openWalkedFile, readFull, walkListed, walkPath, type TreeSink } from './tree-walk.js'
 import type { Digest } from './types.js'
 
 export interface IngestContext {
@@ -44,16 +42,6 @@ function overLimit (ctx: IngestContext, size: number): PipemeshError {
     { hint: 'raise the store\'s maxArtifactBytes setting or make the artifact smaller' })
 }
 
-async function readFull (fh: FileHandle, buf: Buffer, position: number): Promise<number> {
-  let filled = 0
-  while (filled < buf.byteLength) {
-    const { bytesRead } = await fh.read(buf, filled, buf.byteLength - filled, position + filled)
-    if (bytesRead === 0) break
-    filled += bytesRead
-  }
-  return filled
-}
-
 async function storeIfNew (ctx: IngestContext, digest: Digest, bytes: Buffer): Promise<void> {
   if (!ctx.batch.claim(digest)) return
   // A small chunk is cheaper to write again (in the batch) than to look up first.
@@ -65,15 +53,7 @@ async function storeIfNew (ctx: IngestContext, digest: Digest, bytes: Buffer): P
 
 /** Chunks one regular file and queues its chunks and manifest; the file digest is returned. */
 export async function ingestFile (ctx: IngestContext, abs: string): Promise<IngestedFile> {
-  let fh: FileHandle
-  try {
-    // O_NOFOLLOW: a file swapped for a link after the scan is refused; O_NONBLOCK: a FIFO swapped
-    // in cannot hang the open.
-    fh = await fs.open(abs, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new UnsafePathError(abs, 'is a symbolic link; expected a regular file')
-    throw err
-  }
+  const fh = await openWalkedFile(abs)
   const chunks: ChunkRef[] = []
   let size = 0
   let executable: boolean

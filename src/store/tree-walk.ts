@@ -3,8 +3,9 @@
 // The store (ingest.ts) and the client's hasher (src/client/digests.ts), which must agree to the
 // byte, both walk trees here; they differ only in what they do with each file and manifest.
 
-import type { Stats } from 'node:fs'
+import { constants as fsConstants, type Stats } from 'node:fs'
 import fs from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import { PipemeshError, UnsafePathError, throwIfAborted } from '../errors.js'
 import { assertSafeRelativePath, assertSafeSymlinkTarget, normalizeRelativePath } from '../util/safe-path.js'
@@ -90,6 +91,30 @@ export async function walkListed (baseDir: string, relPaths: string[], sink: Tre
     await scanPath(sink, scan, abs, rel, st)
   }
   return await finishTree(sink, scan)
+}
+
+/**
+ * Opens a file the walk found as a regular file. O_NOFOLLOW: one swapped for a link since the
+ * scan is refused; O_NONBLOCK: a FIFO swapped in cannot hang the open.
+ */
+export async function openWalkedFile (abs: string): Promise<FileHandle> {
+  try {
+    return await fs.open(abs, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new UnsafePathError(abs, 'is a symbolic link; expected a regular file')
+    throw err
+  }
+}
+
+/** Fills `buf` from `position` on, short only at the end of the file; returns the bytes read. */
+export async function readFull (fh: FileHandle, buf: Buffer, position: number): Promise<number> {
+  let filled = 0
+  while (filled < buf.byteLength) {
+    const { bytesRead } = await fh.read(buf, filled, buf.byteLength - filled, position + filled)
+    if (bytesRead === 0) break
+    filled += bytesRead
+  }
+  return filled
 }
 
 export function describeStats (st: Stats): string {
