@@ -11,7 +11,7 @@ import { isAlive, waitFor, waitForRun } from '../helpers/wait.js'
 import type { AgentListEntry } from '../../src/client/api.js'
 import type { Explanation } from '../../src/run/explain.js'
 import type { RunSummary } from '../../src/run/types.js'
-import { Gate, LEASE_MS, expectNothingLost, finished, gateWait, outputMatching, pipeline, step, stepWhere, submit } from './support.js'
+import { Gate, LEASE_MS, cleanRun, expectNothingLost, finished, gateWait, outputMatching, pipeline, step, stepWhere, submit } from './support.js'
 
 const AGENT_ARGS = ['--resources', 'cpu=2']
 
@@ -39,9 +39,7 @@ steps:
     outputs: [out]
     cache: false
 `)
-    const gate = await Gate.create(join(work.path, 'clean'), true)
-    clean = await finished(mesh, await submit(mesh, client(), file, { gate: gate.dir }))
-    expect(clean.status).toBe('succeeded')
+    clean = await cleanRun(mesh, client(), file, join(work.path, 'clean'))
   }, 120_000)
 
   afterAll(async () => {

@@ -9,7 +9,7 @@ import { runCli, runCliJson, tempDir } from '../helpers/cli.js'
 import { startMesh, type Mesh } from '../helpers/mesh.js'
 import { waitFor } from '../helpers/wait.js'
 import type { RunSummary } from '../../src/run/types.js'
-import { Gate, LEASE_MS, expectNothingLost, finished, gateWait, pipeline, step, stepWhere, submit } from './support.js'
+import { Gate, LEASE_MS, cleanRun, expectNothingLost, finished, gateWait, pipeline, step, stepWhere, submit } from './support.js'
 
 const AGENT_ARGS = ['--resources', 'cpu=2']
 
@@ -43,9 +43,7 @@ steps:
     outputs: [out]
     cache: false
 `)
-    const gate = await Gate.create(join(work.path, 'clean'), true)
-    clean = await finished(mesh, await submit(mesh, client(), file, { gate: gate.dir }))
-    expect(clean.status).toBe('succeeded')
+    clean = await cleanRun(mesh, client(), file, join(work.path, 'clean'))
   }, 120_000)
 
   afterAll(async () => {

@@ -8,7 +8,7 @@ import { runCliJson, tempDir } from '../helpers/cli.js'
 import { startMesh, type Mesh } from '../helpers/mesh.js'
 import { waitFor } from '../helpers/wait.js'
 import type { Explanation } from '../../src/run/explain.js'
-import { Gate, LEASE_MS, finished, gateWait, pipeline, step, stepWhere, submit } from './support.js'
+import { Gate, LEASE_MS, cleanRun, finished, gateWait, pipeline, step, stepWhere, submit } from './support.js'
 
 const AGENT_ARGS = ['--resources', 'cpu=2']
 
@@ -49,9 +49,7 @@ steps:
     after: [hold]
     cache: false
 `)
-    const cleanGate = await Gate.create(join(work.path, 'clean'), true)
-    const clean = await finished(mesh, await submit(mesh, client(), file, { gate: cleanGate.dir, salt: 'c' }))
-    expect(clean.status).toBe('succeeded')
+    const clean = await cleanRun(mesh, client(), file, join(work.path, 'clean'), { salt: 'c' })
 
     const gate = await Gate.create(join(work.path, 'fault'))
     const runId = await submit(mesh, client(), file, { gate: gate.dir, salt: 'f' })

@@ -27,6 +27,17 @@ export async function submit (mesh: Mesh, clientDir: string, file: string, param
   return json.runId
 }
 
+/**
+ * Runs the pipeline once with its gate (in `gateDir`) already open and returns the summary: the
+ * fault-free reference a faulty run of it is compared with.
+ */
+export async function cleanRun (mesh: Mesh, clientDir: string, file: string, gateDir: string, params: Record<string, string> = {}): Promise<RunSummary> {
+  const gate = await Gate.create(gateDir, true)
+  const clean = await finished(mesh, await submit(mesh, clientDir, file, { ...params, gate: gate.dir }))
+  expect(clean.status, JSON.stringify(clean, null, 2)).toBe('succeeded')
+  return clean
+}
+
 export async function finished (mesh: Mesh, runId: string, timeoutMs = 60_000): Promise<RunSummary> {
   return await waitForRun(mesh.client, runId, r => r.status !== 'running', `run ${runId} to finish`, timeoutMs)
 }
