@@ -5,6 +5,9 @@
 // for the exec. So the agent forks this process once, and it forks the steps.
 // Keep it tiny: it imports nothing but node:child_process. If the agent dies, the IPC channel
 // closes and the launcher kills every process group it started, then exits.
+// Where python3 exists, launcher.py does this job instead, with the same protocol: a Node
+// launcher forks itself for every step (libuv has no vfork on Linux), which costs several times
+// what Python's subprocess does. This one is the fallback and PIPEMESH_LAUNCHER=node.
 
 import { spawn, type ChildProcess } from 'node:child_process'
 

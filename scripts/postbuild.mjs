@@ -10,7 +10,7 @@
 // addon from its own directory; the rest of classic-level is bundled, and so code-cached) and
 // systeminformation (which reads its own files at run time; used only off Linux).
 import { createHash } from 'node:crypto'
-import { chmodSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { build } from 'esbuild'
 
 const root = new URL('..', import.meta.url)
@@ -63,3 +63,5 @@ writeFileSync(new URL('pipemesh.mjs', dist), bin)
 rmSync(new URL('pipemesh.mjs.map', dist), { force: true })
 chmodSync(new URL('pipemesh.mjs', dist), 0o755)
 chmodSync(new URL('dist/cli/main.js', root), 0o755)
+// The Python step launcher (agent/launcher.py) ships beside the Node one.
+copyFileSync(new URL('agent/launcher.py', root), new URL('dist/agent/launcher.py', root))

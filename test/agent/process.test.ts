@@ -3,7 +3,8 @@ import { existsSync, readFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { launcherKind, stopLaunchers } from '../../agent/launcher-client.js'
 import { killAllRunning, reapOrphans, runProcess } from '../../agent/process.js'
 import { parseLogLine } from '../../agent/log-capture.js'
 import type { LogLine } from '../../src/protocol/task.js'
@@ -53,7 +54,70 @@ function logLines (file: string): LogLine[] {
   })
 }
 
-describe('runProcess', () => {
+const hasPython = existsSync('/usr/bin/python3') || (process.env.PATH ?? '').split(':').some(d => d !== '' && existsSync(join(d, 'python3')))
+
+describe('step launchers', () => {
+  afterEach(async () => {
+    delete process.env.PIPEMESH_LAUNCHER
+    delete process.env.PIPEMESH_PYTHON
+    await stopLaunchers()
+  })
+
+  it.skipIf(!hasPython)('starts steps through launcher.py where python3 exists (no python3 here: skipped)', async () => {
+    await stopLaunchers()
+    expect(launcherKind()).toBe('python')
+    const lines: LogLine[] = []
+    const r = await runProcess({ command: ['sh', '-c', 'echo "parent $PPID"; sleep 0.2; tr "\\0" " " < /proc/$PPID/cmdline; echo'], cwd: dir, env, onLine: l => lines.push(l) })
+    expect(r.exitCode).toBe(0)
+    expect(lines.map(l => l.line).join('\n')).toMatch(/python3.* -I -S \S*launcher\.py/)
+  })
+
+  it('starts steps through the Node launcher when PIPEMESH_LAUNCHER=node', async () => {
+    process.env.PIPEMESH_LAUNCHER = 'node'
+    await stopLaunchers()
+    const lines: LogLine[] = []
+    const r = await runProcess({ command: ['sh', '-c', 'tr "\\0" " " < /proc/$PPID/cmdline; echo'], cwd: dir, env, onLine: l => lines.push(l) })
+    expect(r.exitCode).toBe(0)
+    expect(lines.map(l => l.line).join('\n')).toMatch(/node.*launcher\.js/)
+  })
+
+  it('falls back to the Node launcher when the python launcher cannot start, losing no step', async () => {
+    for (const python of ['/bin/false', join(dir, 'no-such-python')]) {
+      process.env.PIPEMESH_PYTHON = python
+      await stopLaunchers()
+      expect(launcherKind()).toBe('python')
+      const runs = await Promise.all([1, 2, 3].map(async (i) => {
+        const lines: LogLine[] = []
+        const r = await runProcess({ command: ['sh', '-c', `echo step ${i}; tr "\\0" " " < /proc/$PPID/cmdline; echo`], cwd: dir, env, onLine: l => lines.push(l) })
+        return { r, out: lines.map(l => l.line).join('\n') }
+      }))
+      for (const [i, { r, out }] of runs.entries()) {
+        expect(r.exitCode, `step ${i + 1} with PIPEMESH_PYTHON=${python}`).toBe(0)
+        expect(out).toContain(`step ${i + 1}`)
+        expect(out).toMatch(/node.*launcher\.js/)
+      }
+      expect(launcherKind()).toBe('node')
+    }
+  })
+
+  it('refuses an unknown PIPEMESH_LAUNCHER, naming the choices', () => {
+    process.env.PIPEMESH_LAUNCHER = 'bash'
+    expect(() => launcherKind()).toThrow(/PIPEMESH_LAUNCHER must be "node" or "python", not "bash"/)
+  })
+})
+
+describe.each(['python', 'node'] as const)('runProcess, %s launcher', (kind) => {
+  beforeAll(async () => { process.env.PIPEMESH_LAUNCHER = kind; await stopLaunchers() })
+  afterAll(async () => { delete process.env.PIPEMESH_LAUNCHER; await stopLaunchers() })
+
+  it('starts steps with every signal at its default (none ignored, none blocked)', async () => {
+    const lines: LogLine[] = []
+    // grep reading its own status: the step process exactly as the launcher started it.
+    const r = await runProcess({ command: ['grep', '-E', '^Sig(Ign|Blk)', '/proc/self/status'], cwd: dir, env, onLine: l => lines.push(l) })
+    expect(r.exitCode).toBe(0)
+    expect(lines.map(l => l.line)).toEqual(['SigBlk:\t0000000000000000', 'SigIgn:\t0000000000000000'])
+  })
+
   it('reports the exit code, the last stderr lines, and timestamped lines in order', async () => {
     const lines: LogLine[] = []
     const logFile = join(dir, 'log')
