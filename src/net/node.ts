@@ -3,6 +3,7 @@
 // connection gater consults `allowPeer` right after the Noise handshake, so peers that are not
 // members are refused before any stream can open.
 import '../util/polyfill.js'
+import './yamux-window.js'
 
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
