@@ -33,6 +33,15 @@ interface ActiveRun {
   pending: Set<string>
   /** Steps whose status is 'queued', in the order they became so: what dispatch looks at. */
   queued: Set<string>
+  /**
+   * Per pending step: its dependencies, and how many of them (in that order) are known done.
+   * advance() resumes from there, so a join waiting on 500 steps is not rescanned each time one
+   * of them finishes (that made a fan-out quadratic). Cleared whenever a done step stops being
+   * done (its lost output is made again).
+   */
+  readiness: Map<string, { deps: StepRecord[], done: number }>
+  /** Set once a step of the run failed, was skipped or cancelled: only then can a dependency block. */
+  blocked: boolean
   timer?: NodeJS.Timeout
 }
 
@@ -102,7 +111,7 @@ export class RunManager {
         order,
         submission
       }
-      const run: ActiveRun = { record, pipeline, steps: new Map(), pending: new Set(order), queued: new Set() }
+      const run: ActiveRun = { record, pipeline, steps: new Map(), pending: new Set(order), queued: new Set(), readiness: new Map(), blocked: false }
       for (const id of order) {
         run.steps.set(id, { runId: record.id, id, status: 'pending', attempts: [], outputs: {} })
       }
@@ -289,7 +298,7 @@ export class RunManager {
     const recovered: string[] = []
     for await (const record of this.db.unfinishedRuns()) {
       const steps = await this.db.listSteps(record.id)
-      const run: ActiveRun = { record, pipeline: record.submission.pipeline, steps: new Map(steps.map(s => [s.id, s])), pending: new Set(), queued: new Set() }
+      const run: ActiveRun = { record, pipeline: record.submission.pipeline, steps: new Map(steps.map(s => [s.id, s])), pending: new Set(), queued: new Set(), readiness: new Map(), blocked: true }
       for (const step of run.steps.values()) {
         if (step.status === 'pending') run.pending.add(step.id)
         if (step.status !== 'running') continue
@@ -417,19 +426,29 @@ export class RunManager {
   /** Moves ready steps forward: reuse, skip or queue. One pass in topological order suffices. */
   private async advance (run: ActiveRun): Promise<void> {
     if (run.record.cancelRequested === true) return
-    for (const id of run.record.order) {
+    // In pipeline order, so that a step made ready (or reused) here is seen by its consumers in
+    // the same pass.
+    for (const id of inPipelineOrder(run)) {
       if (!run.pending.has(id)) continue
       const step = run.steps.get(id)!
       const spec = run.pipeline.steps[id]!
-      const deps = stepDependencies(spec).map(d => run.steps.get(d)!)
-      const blocked = deps.find(d => TERMINAL_STEP_STATUSES.has(d.status) && !DONE_STEP_STATUSES.has(d.status))
+      let ready = run.readiness.get(id)
+      if (ready === undefined) {
+        ready = { deps: stepDependencies(spec).map(d => run.steps.get(d)!), done: 0 }
+        run.readiness.set(id, ready)
+      }
+      const deps = ready.deps
+      while (ready.done < deps.length && DONE_STEP_STATUSES.has(deps[ready.done]!.status)) ready.done++
+      const blocked = run.blocked ? deps.find(d => TERMINAL_STEP_STATUSES.has(d.status) && !DONE_STEP_STATUSES.has(d.status)) : undefined
       if (blocked !== undefined) {
         run.pending.delete(id)
+        run.readiness.delete(id)
         this.setStep(run, step, 'skipped', `dependency ${blocked.id} ${blocked.status}`)
         continue
       }
-      if (!deps.every(d => DONE_STEP_STATUSES.has(d.status))) continue
+      if (ready.done < deps.length) continue
       run.pending.delete(id)
+      run.readiness.delete(id)
       const parts = this.fingerprintParts(run, spec)
       step.fingerprintParts = parts
       step.fingerprint = computeFingerprint(parts)
@@ -704,6 +723,8 @@ export class RunManager {
   }
 
   private setStep (run: ActiveRun, step: StepRecord, status: StepRecord['status'], reason: string | undefined): void {
+    if (DONE_STEP_STATUSES.has(step.status) && !DONE_STEP_STATUSES.has(status)) run.readiness.clear()
+    if (status === 'skipped' || status === 'cancelled' || status === 'failed') run.blocked = true
     step.status = status
     if (status === 'queued') run.queued.add(step.id)
     else run.queued.delete(step.id)
@@ -805,6 +826,26 @@ function placementKey (spec: StepSpec): string | undefined {
     placementKeys.set(spec, key)
   }
   return key ?? undefined
+}
+
+/** The run's pending steps in pipeline (topological) order. */
+function inPipelineOrder (run: ActiveRun): string[] {
+  const ids = [...run.pending]
+  if (ids.length > 1) {
+    const position = positions(run.record)
+    ids.sort((a, b) => position.get(a)! - position.get(b)!)
+  }
+  return ids
+}
+
+const positionsByRun = new WeakMap<RunRecord, Map<string, number>>()
+function positions (record: RunRecord): Map<string, number> {
+  let map = positionsByRun.get(record)
+  if (map === undefined) {
+    map = new Map(record.order.map((id, i) => [id, i]))
+    positionsByRun.set(record, map)
+  }
+  return map
 }
 
 /**

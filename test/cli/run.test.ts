@@ -174,4 +174,47 @@ steps:
       await work.cleanup()
     }
   })
+
+  it('a step after many others runs once, after the last of them; one failing among them skips it at once', async () => {
+    const work = await tempDir()
+    try {
+      const fan = Array.from({ length: 40 }, (_, i) => `s${i + 1}`)
+      const steps = fan.map(id => `  ${id}:\n    command: "true"\n    cache: false\n`).join('')
+      await writeTree(work.path, {
+        'fan.yaml': `name: fan-in\nsteps:\n${steps}  join:\n    command: "true"\n    cache: false\n    after: [${fan.join(', ')}]\n`,
+        // One dependency fails at once while another is still running: the join must not wait
+        // for the slow one to be declared skipped.
+        'blocked.yaml': `name: blocked
+steps:
+  slow:
+    command: sleep 3
+  boom:
+    command: exit 1
+  fine:
+    command: "true"
+  join:
+    command: echo never
+    after: [fine, slow, boom]
+`
+      })
+      const fanRun = await runCliJson<RunSummary>(['--data', join(work.path, 'state'), 'run', join(work.path, 'fan.yaml')])
+      expect(fanRun.exitCode).toBe(0)
+      const byId = Object.fromEntries(fanRun.json.steps.map(s => [s.id, s]))
+      expect(byId.join?.status).toBe('succeeded')
+      expect(byId.join?.attempts).toBe(1)
+      const lastDep = Math.max(...fan.map(id => byId[id]?.finishedAt ?? Infinity))
+      expect(byId.join?.startedAt).toBeGreaterThanOrEqual(lastDep)
+
+      const blockedRun = await runCliJson<RunSummary>(['--data', join(work.path, 'state'), 'run', join(work.path, 'blocked.yaml')])
+      expect(blockedRun.exitCode).toBe(1)
+      const b = Object.fromEntries(blockedRun.json.steps.map(s => [s.id, s]))
+      expect(b.boom?.status).toBe('failed')
+      expect(b.slow?.status).toBe('succeeded')
+      expect(b.join?.status).toBe('skipped')
+      expect(b.join?.reason).toBe('dependency boom failed')
+      expect(b.join?.finishedAt, 'join is skipped when boom fails, not after slow ends').toBeLessThan(b.slow?.finishedAt ?? 0)
+    } finally {
+      await work.cleanup()
+    }
+  })
 })
