@@ -33,6 +33,8 @@ interface ActiveRun {
   pending: Set<string>
   /** Steps whose status is 'queued', in the order they became so: what dispatch looks at. */
   queued: Set<string>
+  /** How many queued steps have each placement key (see placementKey): lets dispatch stop early. */
+  queuedByKey: Map<string, number>
   /**
    * Per pending step: its dependencies, and how many of them (in that order) are known done.
    * advance() resumes from there, so a join waiting on 500 steps is not rescanned each time one
@@ -42,6 +44,8 @@ interface ActiveRun {
   readiness: Map<string, { deps: StepRecord[], done: number }>
   /** Set once a step of the run failed, was skipped or cancelled: only then can a dependency block. */
   blocked: boolean
+  /** Steps not in a terminal status: the run is over when none is left. */
+  unfinished: number
   timer?: NodeJS.Timeout
 }
 
@@ -111,7 +115,7 @@ export class RunManager {
         order,
         submission
       }
-      const run: ActiveRun = { record, pipeline, steps: new Map(), pending: new Set(order), queued: new Set(), readiness: new Map(), blocked: false }
+      const run: ActiveRun = { record, pipeline, steps: new Map(), pending: new Set(order), queued: new Set(), queuedByKey: new Map(), readiness: new Map(), blocked: false, unfinished: order.length }
       for (const id of order) {
         run.steps.set(id, { runId: record.id, id, status: 'pending', attempts: [], outputs: {} })
       }
@@ -298,7 +302,7 @@ export class RunManager {
     const recovered: string[] = []
     for await (const record of this.db.unfinishedRuns()) {
       const steps = await this.db.listSteps(record.id)
-      const run: ActiveRun = { record, pipeline: record.submission.pipeline, steps: new Map(steps.map(s => [s.id, s])), pending: new Set(), queued: new Set(), readiness: new Map(), blocked: true }
+      const run: ActiveRun = { record, pipeline: record.submission.pipeline, steps: new Map(steps.map(s => [s.id, s])), pending: new Set(), queued: new Set(), queuedByKey: new Map(), readiness: new Map(), blocked: true, unfinished: steps.filter(s => !TERMINAL_STEP_STATUSES.has(s.status)).length }
       for (const step of run.steps.values()) {
         if (step.status === 'pending') run.pending.add(step.id)
         if (step.status !== 'running') continue
@@ -312,7 +316,7 @@ export class RunManager {
           step.status = 'queued'
         }
       }
-      for (const step of run.steps.values()) if (step.status === 'queued') run.queued.add(step.id)
+      for (const step of run.steps.values()) if (step.status === 'queued') setQueued(run, step.id, true)
       this.active.set(record.id, run)
       this.armRunTimeout(run)
       recovered.push(record.id)
@@ -514,7 +518,13 @@ export class RunManager {
     const runs = [...this.active.values()].sort((a, b) => a.record.createdAt - b.record.createdAt)
     for (const run of runs) {
       if (run.record.cancelRequested === true) continue
+      // Queued steps of this run whose placement key is full in this pass: once that is all of
+      // them, the rest of the run is skipped (a 500-step fan-out was walked in full each time
+      // one of its steps finished).
+      let waitingOnFull = 0
+      for (const key of full) waitingOnFull += run.queuedByKey.get(key) ?? 0
       for (const id of run.queued) {
+        if (waitingOnFull >= run.queued.size) break
         const step = run.steps.get(id)!
         if (step.notBefore !== undefined && step.notBefore > now) { nextRetry = Math.min(nextRetry, step.notBefore); continue }
         const spec = run.pipeline.steps[id]!
@@ -532,7 +542,10 @@ export class RunManager {
           this.startAttempt(run, step, spec, placement.agentId, placement.gpus, placement.reason, placement.candidates)
           agents = this.agents.views()
         } else if (placement.kind === 'queued') {
-          if (key !== undefined) full.add(key)
+          if (key !== undefined && !full.has(key)) {
+            full.add(key)
+            waitingOnFull += run.queuedByKey.get(key) ?? 0
+          }
           if (step.reason !== placement.reason) this.setStep(run, step, 'queued', placement.reason)
         } else {
           const waitFor = this.awayAgentsThatFit(spec, inputs, agents)
@@ -704,7 +717,8 @@ export class RunManager {
   }
 
   private finishIfDone (run: ActiveRun): void {
-    if (run.record.status !== 'running') return
+    // The count says when to look; the look is what decides (once per run, not per step).
+    if (run.record.status !== 'running' || run.unfinished > 0) return
     const steps = [...run.steps.values()]
     if (!steps.every(s => TERMINAL_STEP_STATUSES.has(s.status))) return
     let status: RunRecord['status'] = 'succeeded'
@@ -724,10 +738,10 @@ export class RunManager {
 
   private setStep (run: ActiveRun, step: StepRecord, status: StepRecord['status'], reason: string | undefined): void {
     if (DONE_STEP_STATUSES.has(step.status) && !DONE_STEP_STATUSES.has(status)) run.readiness.clear()
+    run.unfinished += (TERMINAL_STEP_STATUSES.has(step.status) ? 1 : 0) - (TERMINAL_STEP_STATUSES.has(status) ? 1 : 0)
     if (status === 'skipped' || status === 'cancelled' || status === 'failed') run.blocked = true
     step.status = status
-    if (status === 'queued') run.queued.add(step.id)
-    else run.queued.delete(step.id)
+    setQueued(run, step.id, status === 'queued')
     if (reason === undefined) delete step.reason
     else step.reason = reason
     if (status === 'skipped' || status === 'cancelled' || status === 'failed') step.finishedAt ??= Date.now()
@@ -826,6 +840,18 @@ function placementKey (spec: StepSpec): string | undefined {
     placementKeys.set(spec, key)
   }
   return key ?? undefined
+}
+
+/** Adds or removes a step from the run's queued set, keeping the count per placement key. */
+function setQueued (run: ActiveRun, id: string, queued: boolean): void {
+  if (queued === run.queued.has(id)) return
+  if (queued) run.queued.add(id)
+  else run.queued.delete(id)
+  const key = placementKey(run.pipeline.steps[id]!)
+  if (key === undefined) return
+  const n = (run.queuedByKey.get(key) ?? 0) + (queued ? 1 : -1)
+  if (n > 0) run.queuedByKey.set(key, n)
+  else run.queuedByKey.delete(key)
 }
 
 /** The run's pending steps in pipeline (topological) order. */
