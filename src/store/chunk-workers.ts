@@ -51,6 +51,7 @@ export class ChunkWorkers {
   /** Jobs a caller should keep queued to keep every worker busy. */
   readonly depth: number
   private readonly size: number
+  private readonly ingestSize: number
   private slots: Slot[] = []
   private nextId = 1
   private readonly waiting = new Map<number, { slot: Slot, resolve: (r: JobResult) => void, reject: (err: unknown) => void }>()
@@ -58,17 +59,20 @@ export class ChunkWorkers {
   private sharedFree: SharedArrayBuffer[] = []
 
   /**
-   * One core is left to the event loop (it still decrypts, frames and indexes): on the 2-core
-   * machines this runs on, a second worker bought no speed under load and cost its ~15 MB.
+   * Most jobs leave one core to the event loop (it still decrypts, frames and indexes): on the
+   * 2-core machines this runs on, a second worker bought a transfer no speed under load and cost
+   * its ~11 MB. Ingesting a local file leaves the event loop little to do, and there a worker per
+   * core hashed 1.3–1.8x faster (S1: 170–280 MiB/s with one, 350–430 with two).
    */
-  constructor (size = Math.max(1, Math.min(4, os.availableParallelism() - 1))) {
+  constructor (size = Math.max(1, Math.min(4, os.availableParallelism() - 1)), ingestSize = Math.max(size, Math.min(4, os.availableParallelism()))) {
     this.size = size
+    this.ingestSize = ingestSize
     // Two jobs queued per worker, at least four in all: each worker always has its next chunk.
-    this.depth = Math.max(4, size * 2)
+    this.depth = Math.max(4, ingestSize * 2)
   }
 
   async ingest (fd: number, position: number, length: number, inlineMax: number, dirs: ChunkDirs): Promise<JobResult> {
-    return await this.submit({ op: 'ingest', fd, position, length, inlineMax, ...dirs })
+    return await this.submit({ op: 'ingest', fd, position, length, inlineMax, ...dirs }, [], this.ingestSize)
   }
 
   /**
@@ -107,8 +111,9 @@ export class ChunkWorkers {
     await Promise.all(slots.map(async s => await s.worker.terminate()))
   }
 
-  private async submit (job: Job, transfer: ArrayBuffer[] = []): Promise<JobResult> {
-    const slot = this.pick()
+  /** Runs `job` on a worker, starting one if all are busy and fewer than `limit` run. */
+  private async submit (job: Job, transfer: ArrayBuffer[] = [], limit = this.size): Promise<JobResult> {
+    const slot = this.pick(limit)
     const id = this.nextId++
     return await new Promise<JobResult>((resolve, reject) => {
       this.waiting.set(id, { slot, resolve, reject })
@@ -124,10 +129,10 @@ export class ChunkWorkers {
     return new SharedArrayBuffer(n + 2 * SHARED_OFFSET)
   }
 
-  private pick (): Slot {
+  private pick (limit: number): Slot {
     let best: Slot | undefined
     for (const s of this.slots) if (best === undefined || s.pending < best.pending) best = s
-    if (best !== undefined && (best.pending === 0 || this.slots.length >= this.size)) return best
+    if (best !== undefined && (best.pending === 0 || this.slots.length >= limit)) return best
     return this.spawn()
   }
 
