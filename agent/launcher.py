@@ -126,6 +126,11 @@ class Launcher:
             code = errno.errorcode.get(e.errno, str(e.errno))
             self.send({'type': 'error', 'id': step_id, 'message': 'spawn %s %s' % (msg['file'], code), 'started': False})
             return
+        except (ValueError, TypeError) as e:
+            # What no process can be given (a NUL byte in an argument or variable): this step
+            # fails, the launcher and the other steps carry on.
+            self.send({'type': 'error', 'id': step_id, 'message': 'spawn %s: %s' % (msg['file'], e), 'started': False})
+            return
         pipes = {child.stdout.fileno(): ('stdout', child.stdout), child.stderr.fileno(): ('stderr', child.stderr)}
         entry = Child(step_id, child, pipes, msg.get('lingerMs', 0))
         self.children[step_id] = entry

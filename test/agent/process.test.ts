@@ -110,6 +110,16 @@ describe.each(['python', 'node'] as const)('runProcess, %s launcher', (kind) => 
   beforeAll(async () => { process.env.PIPEMESH_LAUNCHER = kind; await stopLaunchers() })
   afterAll(async () => { delete process.env.PIPEMESH_LAUNCHER; await stopLaunchers() })
 
+  it('fails only the step whose command no process can take (a NUL byte), and keeps launching', async () => {
+    const bad = await runProcess({ command: ['printf', 'a\0b'], cwd: dir, env })
+    expect(bad.exitCode).toBeNull()
+    expect(bad.spawnError).toMatch(/^could not start printf: .*(null|NUL|\\u0000|\\x00)/i)
+    const lines: LogLine[] = []
+    const good = await runProcess({ command: ['echo', 'still here'], cwd: dir, env, onLine: l => lines.push(l) })
+    expect(good.exitCode).toBe(0)
+    expect(lines.map(l => l.line)).toEqual(['still here'])
+  })
+
   it('starts steps with every signal at its default (none ignored, none blocked)', async () => {
     const lines: LogLine[] = []
     // grep reading its own status: the step process exactly as the launcher started it.
