@@ -23,6 +23,9 @@ import sys
 import time
 
 READ_BYTES = 65536
+# Events queued for a slow agent beyond this stop the reading of step output until they are
+# written: a step that prints faster than the agent takes it then waits, as it would on a pipe.
+OUTBOX_HIGH = 4 * 1024 * 1024
 
 
 class Child:
@@ -45,6 +48,7 @@ class Launcher:
         self.outbox = bytearray()
         self.children = {}  # id -> Child
         self.by_pid = {}
+        self.output_paused = False
         self.selector = selectors.DefaultSelector()
         os.set_inheritable(channel_fd, False)
         os.set_blocking(channel_fd, False)
@@ -62,6 +66,11 @@ class Launcher:
     def send(self, event):
         self.outbox += json.dumps(event, separators=(',', ':')).encode() + b'\n'
         self.flush()
+        if len(self.outbox) > OUTBOX_HIGH and not self.output_paused:
+            self.output_paused = True
+            for child in self.children.values():
+                for fd in child.pipes:
+                    self.selector.unregister(fd)
 
     def flush(self):
         while self.outbox:
@@ -75,6 +84,11 @@ class Launcher:
                 self.disconnect()
             del self.outbox[:n]
         self.selector.modify(self.channel, selectors.EVENT_READ, 'channel')
+        if self.output_paused:
+            self.output_paused = False
+            for child in self.children.values():
+                for fd in child.pipes:
+                    self.selector.register(fd, selectors.EVENT_READ, child)
 
     # -- requests from the agent -----------------------------------------------------------------
 
@@ -137,7 +151,8 @@ class Launcher:
         self.by_pid[child.pid] = entry
         for fd in pipes:
             os.set_blocking(fd, False)
-            self.selector.register(fd, selectors.EVENT_READ, entry)
+            if not self.output_paused:
+                self.selector.register(fd, selectors.EVENT_READ, entry)
         self.send({'type': 'spawned', 'id': step_id, 'pid': child.pid})
 
     def start(self, argv, cwd, env):
@@ -158,7 +173,8 @@ class Launcher:
         except OSError:
             data = b''
         if not data:
-            self.selector.unregister(fd)
+            if not self.output_paused:
+                self.selector.unregister(fd)
             child.pipes.pop(fd)[1].close()
             self.maybe_closed(child)
             return
@@ -200,7 +216,8 @@ class Launcher:
 
     def close_pipes(self, child):
         for fd, (_, pipe) in list(child.pipes.items()):
-            self.selector.unregister(fd)
+            if not self.output_paused:
+                self.selector.unregister(fd)
             pipe.close()
         child.pipes.clear()
         self.maybe_closed(child)

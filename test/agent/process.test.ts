@@ -120,6 +120,27 @@ describe.each(['python', 'node'] as const)('runProcess, %s launcher', (kind) => 
     expect(lines.map(l => l.line)).toEqual(['still here'])
   })
 
+  it('passes on every byte of a step that prints faster than the agent reads', async () => {
+    let lines = 0
+    let bytes = 0
+    let stalled = false
+    const r = await runProcess({
+      command: ['sh', '-c', 'head -c 20000000 /dev/zero | tr "\\0" x | fold -w 999'],
+      cwd: dir,
+      env,
+      maxLogBytes: 64 * 1024 * 1024,
+      onLine: (l) => {
+        // A busy agent: the launcher must hold the step back, not pile up its output.
+        if (!stalled) { stalled = true; const until = Date.now() + 300; while (Date.now() < until) { /* busy */ } }
+        lines++
+        bytes += l.line.length
+      }
+    })
+    expect(r.exitCode).toBe(0)
+    expect(lines).toBe(Math.ceil(20_000_000 / 999))
+    expect(bytes).toBe(20_000_000)
+  })
+
   it('starts steps with every signal at its default (none ignored, none blocked)', async () => {
     const lines: LogLine[] = []
     // grep reading its own status: the step process exactly as the launcher started it.
