@@ -25,10 +25,36 @@ export type LauncherEvent =
   | { type: 'close', id: number, code: number | null, signal: NodeJS.Signals | null }
   | { type: 'error', id: number, message: string, started: boolean }
 
+const OUTPUT_HIGH = 4 * 1024 * 1024
+
 function main (): void {
   const children = new Map<number, ChildProcess>()
   const stopping = new Set<number>()
   const send = (event: LauncherEvent): void => { process.send?.(event) }
+  // Step output sent but not yet written to the agent. Past OUTPUT_HIGH the launcher stops
+  // reading step output until it is: a step that prints faster than a busy agent takes it waits
+  // on its pipe instead of filling this process's memory.
+  let unsent = 0
+  let outputPaused = false
+  const setOutputPaused = (paused: boolean): void => {
+    if (paused === outputPaused) return
+    outputPaused = paused
+    for (const child of children.values()) {
+      for (const stream of [child.stdout, child.stderr]) {
+        if (stream === null) continue
+        if (paused) stream.pause()
+        else stream.resume()
+      }
+    }
+  }
+  const sendOutput = (id: number, stream: 'stdout' | 'stderr', data: Buffer): void => {
+    unsent += data.byteLength
+    if (unsent > OUTPUT_HIGH) setOutputPaused(true)
+    process.send?.({ type: 'data', id, stream, data } satisfies LauncherEvent, undefined, {}, () => {
+      unsent -= data.byteLength
+      if (unsent <= OUTPUT_HIGH / 2) setOutputPaused(false)
+    })
+  }
 
   process.on('message', (msg: LauncherRequest) => {
     if (msg.type === 'stopping') {
@@ -57,8 +83,9 @@ function main (): void {
     }
     children.set(msg.id, child)
     if (child.pid !== undefined) send({ type: 'spawned', id: msg.id, pid: child.pid })
-    child.stdout?.on('data', (data: Buffer) => { send({ type: 'data', id: msg.id, stream: 'stdout', data }) })
-    child.stderr?.on('data', (data: Buffer) => { send({ type: 'data', id: msg.id, stream: 'stderr', data }) })
+    child.stdout?.on('data', (data: Buffer) => { sendOutput(msg.id, 'stdout', data) })
+    child.stderr?.on('data', (data: Buffer) => { sendOutput(msg.id, 'stderr', data) })
+    if (outputPaused) { child.stdout?.pause(); child.stderr?.pause() }
     child.once('error', (err) => { send({ type: 'error', id: msg.id, message: err.message, started: child.pid !== undefined }) })
     child.once('exit', () => {
       // Whatever the step left behind in its group (a background job holding our pipes) ends
