@@ -26,6 +26,7 @@ import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { detectCapabilities, type ResourceOverrides } from './capabilities.js'
 import { EnvironmentManager } from './environments.js'
 import { runAttempt } from './attempt.js'
+import { launcherKind } from './launcher-client.js'
 import { ContentGuard } from './integrity.js'
 import { killAllRunning, reapOrphans } from './process.js'
 import { Admission, ensureEnrolled } from './admission.js'
@@ -97,6 +98,8 @@ export class Agent {
   }
 
   static async start (startOptions: AgentOptions): Promise<Agent> {
+    // A launcher setting that every step would trip over stops the agent before it starts.
+    launcherKind()
     await mkdir(startOptions.dataDir, { recursive: true })
     const detectOptions: Parameters<typeof detectCapabilities>[0] = { dataDir: startOptions.dataDir }
     if (startOptions.resources !== undefined) detectOptions.overrides = startOptions.resources

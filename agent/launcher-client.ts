@@ -11,6 +11,7 @@ import { availableParallelism } from 'node:os'
 import { delimiter, dirname, join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { fileURLToPath } from 'node:url'
+import { PipemeshError } from '../src/errors.js'
 import type { LauncherEvent, LauncherRequest } from './launcher.js'
 
 /** A started step process as the executor sees it. */
@@ -198,7 +199,7 @@ export function spawnStep (file: string, args: string[], options: SpawnOptions):
 export function launcherKind (): Kind {
   const asked = process.env.PIPEMESH_LAUNCHER
   if (asked === 'node') return 'node'
-  if (asked !== undefined && asked !== '' && asked !== 'python') throw new Error(`PIPEMESH_LAUNCHER must be "node" or "python", not ${JSON.stringify(asked)}`)
+  if (asked !== undefined && asked !== '' && asked !== 'python') throw new PipemeshError('INVALID_ARGUMENT', `PIPEMESH_LAUNCHER must be "node" or "python", not ${JSON.stringify(asked)}`)
   return pythonUsable && pythonPath() !== undefined ? 'python' : 'node'
 }
 

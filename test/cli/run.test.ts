@@ -175,6 +175,18 @@ steps:
     }
   })
 
+  it('an unknown PIPEMESH_LAUNCHER stops the run before anything starts (exit 2, naming the choices)', async () => {
+    const work = await tempDir()
+    try {
+      await writeTree(work.path, { 'p.yaml': 'name: one\nsteps:\n  s:\n    command: echo hi\n' })
+      const r = await runCli(['--data', join(work.path, 'state'), 'run', join(work.path, 'p.yaml')], { env: { PIPEMESH_LAUNCHER: 'bash' } })
+      expect(r.exitCode).toBe(2)
+      expect(r.stderr).toContain('PIPEMESH_LAUNCHER must be "node" or "python", not "bash"')
+    } finally {
+      await work.cleanup()
+    }
+  })
+
   it('a step after many others runs once, after the last of them; one failing among them skips it at once', async () => {
     const work = await tempDir()
     try {
