@@ -40,7 +40,8 @@ class LauncherChild extends EventEmitter implements StepChild {
 /** What launcher.py reports: launcher.ts's events, a first 'ready', and data as base64. */
 type PythonEvent = Exclude<LauncherEvent, { type: 'data' }> | { type: 'ready' } | { type: 'data', id: number, stream: 'stdout' | 'stderr', data64: string }
 
-type Kind = 'python' | 'node'
+/** Which launcher to start: the Node one, or launcher.py under a given interpreter. */
+type Choice = { kind: 'node' } | { kind: 'python', python: string }
 
 class Launcher {
   private readonly process: ChildProcess
@@ -49,11 +50,11 @@ class Launcher {
   /** Requests sent before launcher.py said it is ready: sent again to a Node launcher if it never does. */
   private unconfirmed: LauncherRequest[] | undefined
 
-  constructor (readonly kind: Kind) {
-    if (kind === 'python') {
+  constructor (choice: Choice) {
+    if (choice.kind === 'python') {
       this.unconfirmed = []
       // -I: no PYTHON* variables, no user site; -S: no site module (stdlib only, faster start).
-      this.process = spawn(pythonPath() as string, ['-I', '-S', launcherFile('launcher.py')], { serialization: 'json', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+      this.process = spawn(choice.python, ['-I', '-S', launcherFile('launcher.py')], { serialization: 'json', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     } else {
       this.process = fork(launcherFile('launcher.js'), [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     }
@@ -90,7 +91,7 @@ class Launcher {
     pythonUsable = false
     const i = launchers.indexOf(this)
     if (i >= 0) launchers.splice(i, 1)
-    const node = new Launcher('node')
+    const node = new Launcher({ kind: 'node' })
     launchers.push(node)
     for (const child of this.children.values()) node.adopt(child)
     this.children.clear()
@@ -189,18 +190,24 @@ export function spawnStep (file: string, args: string[], options: SpawnOptions):
   let pick = launchers[0]
   for (const l of launchers) if (l.children.size < (pick?.children.size ?? Infinity)) pick = l
   if (pick === undefined || (pick.children.size > 0 && launchers.length < MAX_LAUNCHERS)) {
-    pick = new Launcher(launcherKind())
+    pick = new Launcher(chooseLauncher())
     launchers.push(pick)
   }
   return pick.spawn(file, args, options)
 }
 
-/** Which launcher new ones are: PIPEMESH_LAUNCHER, else python when a python3 is found. */
-export function launcherKind (): Kind {
+/** Which kind of launcher new ones are; throws on an unknown PIPEMESH_LAUNCHER. */
+export function launcherKind (): Choice['kind'] {
+  return chooseLauncher().kind
+}
+
+/** PIPEMESH_LAUNCHER, else launcher.py when a python3 is found (and has not failed here). */
+function chooseLauncher (): Choice {
   const asked = process.env.PIPEMESH_LAUNCHER
-  if (asked === 'node') return 'node'
+  if (asked === 'node') return { kind: 'node' }
   if (asked !== undefined && asked !== '' && asked !== 'python') throw new PipemeshError('INVALID_ARGUMENT', `PIPEMESH_LAUNCHER must be "node" or "python", not ${JSON.stringify(asked)}`)
-  return pythonUsable && pythonPath() !== undefined ? 'python' : 'node'
+  const python = pythonUsable ? pythonPath() : undefined
+  return python === undefined ? { kind: 'node' } : { kind: 'python', python }
 }
 
 /** False once launcher.py failed to start in this process. */
