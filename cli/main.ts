@@ -147,7 +147,9 @@ program.command('validate')
   .action(async (file: string, opts: { param: Record<string, string>, json?: boolean }) => {
     jsonMode = opts.json === true
     const { loadPipeline } = await import('../src/spec/parse.js')
-    const pipeline = await loadPipeline(file, { params: opts.param })
+    const { openYamlCache } = await import('./yaml-cache.js')
+    const cache = openYamlCache()
+    const pipeline = await loadPipeline(file, { params: opts.param, ...(cache === undefined ? {} : { cache }) })
     print(jsonMode, { valid: true, name: pipeline.name, steps: Object.keys(pipeline.steps) }, () => `${file}: valid pipeline ${pipeline.name} with ${Object.keys(pipeline.steps).length} steps`)
   })
 

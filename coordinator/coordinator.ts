@@ -20,7 +20,7 @@ import {
 import { explainStep, type Explanation } from '../src/run/explain.js'
 import { TERMINAL_STEP_STATUSES, type RunEvent, type RunSummary, type Submission } from '../src/run/types.js'
 import { submitRequestSchema, type SubmitRequest } from '../src/client/submit-request.js'
-import { parsePipeline } from '../src/spec/parse.js'
+import { parsePipeline, parsePipelineData } from '../src/spec/parse.js'
 import type { AgentListEntry, CoordinatorApi, LogEntry, RunListEntry } from '../src/client/api.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { CoordinatorDb } from './db.js'
@@ -412,7 +412,7 @@ export class Coordinator implements CoordinatorApi {
     const req = parsed.data
     const parseOptions: Parameters<typeof parsePipeline>[1] = { baseDir: req.pipeline.baseDir ?? '/', checkFiles: false, params: req.params }
     if (req.pipeline.file !== undefined) parseOptions.file = req.pipeline.file
-    const pipeline = parsePipeline(req.pipeline.text, parseOptions)
+    const pipeline = req.pipeline.text !== undefined ? parsePipeline(req.pipeline.text, parseOptions) : parsePipelineData(req.pipeline.data, parseOptions)
     const artifacts = req.artifacts as Submission['artifacts']
     const missing: string[] = []
     for (const name of Object.keys(pipeline.inputs)) if (artifacts.inputs[name] === undefined) missing.push(`input ${name}`)

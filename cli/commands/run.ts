@@ -4,17 +4,18 @@
 // nor LevelDB unless it has content to upload, and the live view (whose terminal-width code
 // costs ~30 ms to load) loads only when shown.
 
-import { readFile, mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { loadPipeline } from '../../src/spec/parse.js'
+import { isJsonExact, readPipelineFile } from '../../src/spec/parse.js'
 import { PipemeshError } from '../../src/errors.js'
 import type { CoordinatorApi } from '../../src/client/api.js'
 import type { SubmitRequest } from '../../src/client/submit-request.js'
 import type { RunSummary } from '../../src/run/types.js'
 import { EXIT_FAILED, EXIT_OK } from '../errors.js'
 import type { Embedded } from '../embedded.js'
+import { openYamlCache } from '../yaml-cache.js'
 
 export interface RunOptions {
   params: Record<string, string>
@@ -32,10 +33,13 @@ export interface RunOptions {
 }
 
 export async function runPipeline (file: string, options: RunOptions): Promise<{ code: number, summary: RunSummary }> {
-  const pipeline = await loadPipeline(file, { params: options.params })
-  const text = await readFile(pipeline.file!, 'utf8')
+  const cache = openYamlCache()
+  const { pipeline, text, data } = await readPipelineFile(file, { params: options.params, ...(cache === undefined ? {} : { cache }) })
   const interrupt = new AbortController()
-  const base = { pipeline: { text, file: pipeline.file!, baseDir: pipeline.baseDir }, params: options.params }
+  // The data, so that the coordinator need not parse the YAML again; the text where JSON cannot
+  // carry what the YAML says (.inf, .nan).
+  const source = isJsonExact(data) ? { data } : { text }
+  const base = { pipeline: { ...source, file: pipeline.file!, baseDir: pipeline.baseDir }, params: options.params }
   if (options.coordinator !== undefined) {
     const { HttpCoordinatorClient } = await import('../../src/client/http.js')
     const api = new HttpCoordinatorClient(options.coordinator, options.apiToken)

@@ -40,7 +40,7 @@ export interface LogEntry extends LogLine {
 }
 
 export interface CoordinatorApi {
-  /** Validates the pipeline text again (the coordinator trusts no client) and starts a run. */
+  /** Validates the pipeline again (the coordinator trusts no client) and starts a run. */
   submit: (request: SubmitRequest) => Promise<RunSummary>
   getRun: (runId: string) => Promise<RunSummary>
   listRuns: (options?: { limit?: number }) => Promise<RunListEntry[]>

@@ -1,6 +1,8 @@
-// The submit request as it crosses the HTTP boundary: the pipeline file's text (re-validated by
-// the coordinator with the same validator the CLI uses), parameter overrides, and the digests of
-// the content the client already placed in the mesh.
+// The submit request as it crosses the HTTP boundary: the pipeline (re-validated by the
+// coordinator with the same validator the CLI uses), parameter overrides, and the digests of the
+// content the client already placed in the mesh. The pipeline comes as its YAML text or as the
+// data that YAML denotes: the CLI sends data, so that a large pipeline is not parsed as YAML twice
+// on the way to its first step.
 
 import { z } from 'zod'
 import type { SubmissionArtifacts } from '../run/types.js'
@@ -12,11 +14,13 @@ const key = z.string().min(1).max(256)
 
 export const submitRequestSchema = z.object({
   pipeline: z.object({
-    text: z.string().max(1024 * 1024),
+    text: z.string().max(1024 * 1024).optional(),
+    /** What the YAML denotes, as JSON (instead of `text`). */
+    data: z.unknown().optional(),
     /** Where the client read it (for messages only). */
     file: z.string().max(4096).optional(),
     baseDir: z.string().max(4096).optional()
-  }),
+  }).refine(p => (p.text === undefined) !== (p.data === undefined), { message: 'give the pipeline as either "text" (YAML) or "data" (JSON), not both or neither' }),
   params: z.record(key, z.string().max(64 * 1024)).default({}),
   artifacts: z.object({
     inputs: z.record(key, ref),

@@ -26,8 +26,36 @@ export interface ParseOptions {
   checkFiles?: boolean
 }
 
+/**
+ * Remembers what YAML text parsed to. Parsing is most of what validating a large pipeline costs
+ * (~0.1 s for 500 steps), and the same file is submitted again and again; the text itself is the
+ * key, so an edit is simply a miss.
+ */
+export interface YamlCache {
+  get: (text: string) => unknown
+  set: (text: string, data: unknown) => void
+}
+
+export interface LoadOptions {
+  params?: Record<string, string>
+  signal?: AbortSignal
+  cache?: YamlCache
+}
+
+/** A pipeline file as read: its text, the data its YAML denotes, and the validated pipeline. */
+export interface PipelineSource {
+  pipeline: Pipeline
+  text: string
+  data: unknown
+}
+
 /** Reads, parses and validates a pipeline file; throws PipelineValidationError listing every problem. */
-export async function loadPipeline (file: string, options: { params?: Record<string, string>, signal?: AbortSignal } = {}): Promise<Pipeline> {
+export async function loadPipeline (file: string, options: LoadOptions = {}): Promise<Pipeline> {
+  return (await readPipelineFile(file, options)).pipeline
+}
+
+/** As loadPipeline, and also returns the text and the parsed data (what a client submits). */
+export async function readPipelineFile (file: string, options: LoadOptions = {}): Promise<PipelineSource> {
   const abs = resolve(file)
   let text: string
   try {
@@ -44,7 +72,19 @@ export async function loadPipeline (file: string, options: { params?: Record<str
   }
   const parseOptions: ParseOptions = { baseDir: dirname(abs), file: abs, checkFiles: true }
   if (options.params !== undefined) parseOptions.params = options.params
-  return parsePipeline(text, parseOptions)
+  const bytes = Buffer.byteLength(text, 'utf8')
+  if (bytes > MAX_PIPELINE_BYTES) throw tooLarge(bytes, abs)
+  let data = options.cache?.get(text)
+  if (data === undefined) {
+    const read = readYaml(text)
+    if (read.data === undefined || read.issues.length > 0) {
+      return { pipeline: validateOrThrow(read.data, read.issues, parseOptions), text, data: read.data }
+    }
+    data = read.data
+    // Only what JSON keeps exactly: the cache stores JSON, and a client sends the data as JSON.
+    if (isJsonExact(data)) options.cache?.set(text, data)
+  }
+  return { pipeline: validatePipeline(data, { ...parseOptions, baseDir: resolve(parseOptions.baseDir) }), text, data }
 }
 
 /** Parses and validates pipeline YAML text; throws PipelineValidationError listing every problem. */
@@ -52,8 +92,43 @@ export function parsePipeline (text: string, options: ParseOptions): Pipeline {
   const bytes = Buffer.byteLength(text, 'utf8')
   if (bytes > MAX_PIPELINE_BYTES) throw tooLarge(bytes, options.file)
   const { data, issues } = readYaml(text)
+  return validateOrThrow(data, issues, options)
+}
+
+/**
+ * Validates pipeline data that was YAML once and came as JSON (a submit request): the same rules
+ * as parsePipeline, without the YAML step.
+ */
+export function parsePipelineData (data: unknown, options: ParseOptions): Pipeline {
+  return validateOrThrow(data, [], options)
+}
+
+function validateOrThrow (data: unknown, issues: ValidationIssue[], options: ParseOptions): Pipeline {
   if (data === undefined) throw new PipelineValidationError(issues, options.file)
   return validatePipeline(data, { ...options, baseDir: resolve(options.baseDir) }, issues)
+}
+
+/**
+ * True when JSON would give back `data` unchanged: YAML can also denote .inf and .nan, which JSON
+ * turns into null. (Core-schema YAML yields nothing else JSON lacks.)
+ */
+export function isJsonExact (data: unknown): boolean {
+  const stack: unknown[] = [data]
+  while (stack.length > 0) {
+    const v = stack.pop()
+    if (typeof v === 'number') {
+      if (!Number.isFinite(v)) return false
+    } else if (Array.isArray(v)) {
+      for (const item of v) stack.push(item)
+    } else if (typeof v === 'object' && v !== null) {
+      const proto: unknown = Object.getPrototypeOf(v)
+      if (proto !== Object.prototype && proto !== null) return false
+      for (const item of Object.values(v)) stack.push(item)
+    } else if (v !== null && typeof v !== 'string' && typeof v !== 'boolean') {
+      return false
+    }
+  }
+  return true
 }
 
 function tooLarge (bytes: number, file: string | undefined): PipelineValidationError {

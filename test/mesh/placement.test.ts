@@ -101,6 +101,26 @@ steps:
     expect((after[consumer]?.bytesFetched ?? 0) - (before[consumer]?.bytesFetched ?? 0)).toBeGreaterThanOrEqual(5_000_000)
   })
 
+  it('a REST client may submit the YAML text; a request giving both text and data is refused', async () => {
+    const text = 'name: rest-text\nparams: { n: 3 }\nsteps:\n  a:\n    command: echo ${{params.n}} > ${{outputs.o}}\n    outputs: [o]\n    cache: false\n'
+    const artifacts = { inputs: {}, code: {}, environments: {} }
+    const post = async (body: unknown): Promise<Response> => await fetch(`${mesh.url}/v1/runs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    const accepted = await post({ pipeline: { text }, params: { n: '4' }, artifacts })
+    expect(accepted.status).toBe(201)
+    const started = await accepted.json() as RunSummary
+    const done = await waitForRun(mesh.client, started.runId, r => r.status !== 'running', 'the run submitted as YAML text to finish')
+    expect(done.status).toBe('succeeded')
+    expect((await fetchOutput(done, 'a', 'o')).trim()).toBe('4')
+
+    const both = await post({ pipeline: { text, data: { name: 'x' } }, artifacts })
+    expect(both.status).toBe(400)
+    const message = async (r: Response): Promise<string> => JSON.stringify(await r.json()).replaceAll('\\"', '"')
+    expect(await message(both)).toMatch(/either "text" \(YAML\) or "data" \(JSON\)/)
+    const badData = await post({ pipeline: { data: { name: 'x', steps: { a: { comand: 'echo' } } } }, artifacts })
+    expect(badData.status).toBe(400)
+    expect(await message(badData)).toMatch(/steps\.a.*unknown key "comand" \(did you mean "command"\?\)/)
+  }, 120_000)
+
   it('a step needing two GPUs fails at once naming the requirement and the largest offer', async () => {
     const dir = join(work.path, 'twogpu')
     await writeTree(dir, { 'p.yaml': 'name: twogpu\nsteps:\n  big:\n    command: "true"\n    resources: { gpu: 2 }\n' })

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { PipelineValidationError } from '../../../src/errors.js'
-import { loadPipeline, MAX_PIPELINE_BYTES, parsePipeline } from '../../../src/spec/index.js'
+import { isJsonExact, loadPipeline, MAX_PIPELINE_BYTES, parsePipeline, parsePipelineData, readPipelineFile, type YamlCache } from '../../../src/spec/index.js'
 import { expectIssue, issuesOf } from './helpers.js'
 
 const BILLION_LAUGHS = `name: bomb
@@ -155,5 +155,98 @@ steps:
   it('skips file checks when asked, for pipelines validated away from their files', () => {
     const p = parsePipeline(PIPELINE.replace('OUTSIDE', 'x'), { baseDir: dir, checkFiles: false })
     expect(p.steps.prep?.environment).toBe('node-ml')
+  })
+})
+
+describe('pipeline data instead of YAML text', () => {
+  let dir: string
+  beforeEach(async () => { dir = await mkdtemp(join(tmpdir(), 'pipemesh-spec-')) })
+  afterEach(async () => { await rm(dir, { recursive: true, force: true }) })
+
+  const TEXT = `name: data
+params: { trees: 50, fast: true }
+steps:
+  a:
+    command: echo \${{params.trees}}
+    env: &env { X: "1", N: 2.5 }
+    resources: { memory: 1GiB }
+  b: { command: echo b, env: *env, after: [a] }
+`
+
+  /** A cache in memory that counts what it is asked. */
+  function memoryCache (): YamlCache & { entries: Map<string, unknown>, hits: number } {
+    const entries = new Map<string, unknown>()
+    const cache = {
+      entries,
+      hits: 0,
+      get: (text: string) => {
+        const v = entries.get(text)
+        if (v !== undefined) cache.hits++
+        return v === undefined ? undefined : JSON.parse(JSON.stringify(v)) as unknown
+      },
+      set: (text: string, data: unknown) => { entries.set(text, data) }
+    }
+    return cache
+  }
+
+  it('validates the JSON of what the YAML denotes to the same pipeline as the text', async () => {
+    await writeFile(join(dir, 'p.yaml'), TEXT)
+    const { pipeline, text, data } = await readPipelineFile(join(dir, 'p.yaml'), { params: { trees: '100' } })
+    expect(text).toBe(TEXT)
+    const options = { baseDir: dir, file: join(dir, 'p.yaml'), checkFiles: false, params: { trees: '100' } }
+    const fromData = parsePipelineData(JSON.parse(JSON.stringify(data)), options)
+    expect(fromData).toEqual(parsePipeline(TEXT, options))
+    expect(fromData).toEqual(pipeline)
+    expect(fromData.params.trees).toBe(100)
+  })
+
+  it('reports every problem in data as it does in text', () => {
+    const err = (() => { try { parsePipelineData({ name: 'x', steps: { a: { comand: 'echo' }, b: { command: 'echo', after: ['zz'] } } }, { baseDir: dir, checkFiles: false }) } catch (e) { return e } })() as PipelineValidationError
+    expect(err).toBeInstanceOf(PipelineValidationError)
+    expectIssue(err.issues, 'steps.a', 'unknown key "comand" (did you mean "command"?)')
+    expectIssue(err.issues, 'steps.b.after[0]', 'unknown step "zz"')
+    const notAMapping = (() => { try { parsePipelineData(null, { baseDir: dir }) } catch (e) { return e } })() as PipelineValidationError
+    expectIssue(notAMapping.issues, '', 'expected a mapping')
+  })
+
+  it('tells data JSON keeps exactly from data it would change', () => {
+    expect(isJsonExact({ a: [1, 'x', true, null, { b: -2.5 }] })).toBe(true)
+    expect(isJsonExact({ env: { X: Number.POSITIVE_INFINITY } })).toBe(false)
+    expect(isJsonExact({ x: Number.NaN })).toBe(false)
+    expect(isJsonExact({ when: new Date(0) })).toBe(false)
+    expect(isJsonExact({ m: new Map() })).toBe(false)
+  })
+
+  it('uses a cache of parsed YAML by text: the same text skips YAML, an edit does not', async () => {
+    const cache = memoryCache()
+    await writeFile(join(dir, 'p.yaml'), TEXT)
+    const first = await readPipelineFile(join(dir, 'p.yaml'), { cache })
+    expect(cache.entries.size).toBe(1)
+    expect(cache.hits).toBe(0)
+    const second = await readPipelineFile(join(dir, 'p.yaml'), { cache })
+    expect(cache.hits).toBe(1)
+    expect(second.pipeline).toEqual(first.pipeline)
+    // Even a hit is validated: params are applied, and the files are checked again.
+    const third = await readPipelineFile(join(dir, 'p.yaml'), { cache, params: { trees: '7' } })
+    expect(third.pipeline.params.trees).toBe(7)
+    await writeFile(join(dir, 'p.yaml'), TEXT.replace('echo b', 'echo c'))
+    const edited = await readPipelineFile(join(dir, 'p.yaml'), { cache })
+    expect(cache.hits).toBe(2)
+    expect(edited.pipeline.steps.b?.command).toBe('echo c')
+    expect(cache.entries.size).toBe(2)
+  })
+
+  it('caches neither YAML with problems (duplicate keys) nor data JSON would change', async () => {
+    const cache = memoryCache()
+    await writeFile(join(dir, 'dup.yaml'), 'name: x\nname: y\nsteps: { a: { command: echo } }\n')
+    for (let i = 0; i < 2; i++) {
+      const err = await loadPipeline(join(dir, 'dup.yaml'), { cache }).catch((e: unknown) => e) as PipelineValidationError
+      expectIssue(err.issues, 'name', 'duplicate key "name"')
+    }
+    // YAML's .inf is no value a pipeline accepts; the file is refused, and not cached.
+    await writeFile(join(dir, 'inf.yaml'), 'name: x\nsteps: { a: { command: echo, env: { X: .inf } } }\n')
+    const inf = await loadPipeline(join(dir, 'inf.yaml'), { cache }).catch((e: unknown) => e) as PipelineValidationError
+    expectIssue(inf.issues, 'steps.a.env.X', 'got number Infinity')
+    expect(cache.entries.size).toBe(0)
   })
 })
