@@ -80,7 +80,17 @@ function place (dirs: ChunkDirs, digest: string, bytes: Buffer): boolean {
       fs.mkdirSync(dir, { recursive: true })
       madeDirs.add(dir)
     }
-    fs.renameSync(tmp, dest)
+    try {
+      fs.renameSync(tmp, dest)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !fs.existsSync(tmp)) throw err
+      // The directory was made once and removed since (a store wiped and made again at the same
+      // path while this worker lived): make it again.
+      madeDirs.clear()
+      fs.mkdirSync(dir, { recursive: true })
+      madeDirs.add(dir)
+      fs.renameSync(tmp, dest)
+    }
   } catch (err) {
     try { fs.unlinkSync(tmp) } catch {}
     // A directory removed under us (a wiped store) must be made again next time.

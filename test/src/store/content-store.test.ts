@@ -53,6 +53,20 @@ afterEach(async () => {
 })
 
 describe('ContentStore round trips', () => {
+  it('a store deleted and made again at the same path, in the same process, takes new chunks', async () => {
+    const data = randomBytes(5 * CHUNK + 1)
+    await fs.writeFile(path.join(dir, 'f.bin'), data)
+    const first = await openStore('again')
+    await first.ingest(path.join(dir, 'f.bin'))
+    await first.close()
+    await removeDir(path.join(dir, 'again'))
+    // The chunk workers outlive the store and remember the fan-out directories they made.
+    const second = await openStore('again')
+    const ref = await second.ingest(path.join(dir, 'f.bin'))
+    await second.materialize(ref.digest, path.join(dir, 'back.bin'))
+    expect((await fs.readFile(path.join(dir, 'back.bin'))).equals(data)).toBe(true)
+  })
+
   it('stores and materializes a multi-chunk file byte for byte', async () => {
     const store = await openStore('s')
     const data = randomBytes(5 * CHUNK + 1234)
