@@ -1,8 +1,13 @@
 // Child process of S1 (see store.ts): `STOREDIR FILE DEST` ingests FILE into a fresh content
 // store and materializes it back to DEST, then prints the timings and this process's peak RSS,
-// which is why it runs apart from the benchmark driver.
+// which is why it runs apart from the benchmark driver. Each timed phase starts right after as
+// many bytes were written and freed (see fresh-memory.ts), and after a sync, as cp's does.
 
+import { stat } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import { ContentStore } from '../src/store/content-store.js'
+import { sync } from './baselines.js'
+import { recycleMemory } from './fresh-memory.js'
 
 export interface StoreReport { ingestMs: number, materializeMs: number, size: number, digest: string, maxRssBytes: number }
 
@@ -14,9 +19,14 @@ if (storeDir === undefined || file === undefined || dest === undefined) {
 
 const store = await ContentStore.open(storeDir)
 try {
+  const { size } = await stat(file)
+  await recycleMemory(dirname(dest), size)
   let t = performance.now()
   const ref = await store.ingest(file)
   const ingestMs = performance.now() - t
+  // As before ingest and before cp: the disk caught up, then freed memory to write into.
+  await sync()
+  await recycleMemory(dirname(dest), size)
   t = performance.now()
   await store.materialize(ref.digest, dest)
   const materializeMs = performance.now() - t

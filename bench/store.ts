@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { runCp, sync } from './baselines.js'
+import { recycleMemory } from './fresh-memory.js'
 import { ensureOk, lastJsonLine, timed } from './exec.js'
 import type { Row } from './stats.js'
 import type { StoreReport } from './store-child.js'
@@ -59,13 +60,10 @@ export async function benchStore (scratch: string, reps: number, bytes: number, 
     log(`S1: writing ${bytes / MIB} MiB of random bytes`)
     const srcHash = await writeRandomFile(src, bytes)
     const mib = bytes / MIB
-    // Untimed: the first copy of a freshly written file runs several times slower here than the
-    // next ones, which would penalise whichever side goes first in rep 1.
-    await runCp(src, join(dir, 'warmup.bin'))
-    await rm(join(dir, 'warmup.bin'), { force: true })
     for (let rep = 1; rep <= reps; rep++) {
       const copy = join(dir, 'copy.bin')
       await sync()
+      await recycleMemory(dir, bytes)
       cp.push(mib / (await runCp(src, copy) / 1000))
       await rm(copy, { force: true })
       await sync()
