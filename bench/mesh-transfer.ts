@@ -6,7 +6,11 @@
 //   warm: the same run again (producer reused, consumer `cache: false`): the input is already
 //         held, so dispatch + materialize + spawn.
 // cold − warm is the fetch, a little over it: the cold materialize competes with the writeback of
-// the chunks just fetched (sampling /proc/<pid>/io once put the excess at ~7%). The agents'
+// the chunks just fetched (sampling /proc/<pid>/io once put the excess at ~7%). The producer runs
+// first, on its own (same step, same fingerprint: the cold run reuses it); then, untimed, a sync
+// and as many bytes as each interval writes are written and freed (see fresh-memory.ts), so that
+// neither interval pays this VM's first-touch cost of memory and the difference is the fetch
+// (cold writes the fetched chunks and the step's input, warm the input only). The agents'
 // transfer counters (GET /v1/agents) must show agent-a served and agent-b fetched the bytes (the
 // coordinator carries none); the agents' peak resident memory (VmHWM) is read from /proc.
 
@@ -14,6 +18,8 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import type { HttpCoordinatorClient } from '../src/client/http.js'
+import { sync } from './baselines.js'
+import { recycleMemory } from './fresh-memory.js'
 import { CPU_AGENT, GPU_AGENT, childrenOf, memoryOf, startMesh, type MeshDaemons } from './mesh.js'
 import { runCli, type PipemeshRun } from './runner.js'
 
@@ -48,17 +54,23 @@ function producerScript (bytes: number): string {
   ].join('\n')
 }
 
+const PRODUCE = {
+  command: 'sh produce.sh ${{params.seed}} ${{outputs.blob}}',
+  code: ['produce.sh'],
+  outputs: ['blob'],
+  resources: { labels: { zone: 'a' } }
+}
+
+function producerPipeline (): string {
+  return stringify({ name: 'bench-t1-produce', params: { seed: 1 }, steps: { produce: PRODUCE } }, { lineWidth: 0 })
+}
+
 function pipeline (): string {
   return stringify({
     name: 'bench-t1',
     params: { seed: 1 },
     steps: {
-      produce: {
-        command: 'sh produce.sh ${{params.seed}} ${{outputs.blob}}',
-        code: ['produce.sh'],
-        outputs: ['blob'],
-        resources: { labels: { zone: 'a' } }
-      },
+      produce: PRODUCE,
       consume: {
         // The first line is the process's start (ms since the epoch): the end of the interval.
         command: 'date +%s%3N && cat ${{inputs.blob}} > /dev/null',
@@ -71,14 +83,16 @@ function pipeline (): string {
 }
 
 export class MeshTransferBench {
-  private constructor (private readonly mesh: MeshDaemons, private readonly file: string, private readonly bytes: number) {}
+  private constructor (private readonly mesh: MeshDaemons, private readonly dir: string, private readonly bytes: number) {}
+
+  private get file (): string { return join(this.dir, 'pipeline.yaml') }
 
   /** Starts the mesh (its own, so the agents' peak memory is T1's) and writes the pipeline. */
   static async start (scratch: string, bytes: number, options: { daemonNodeArgs?: string[] } = {}): Promise<MeshTransferBench> {
     const dir = await mkdtemp(join(scratch, 't1-mesh-'))
     await writeFile(join(dir, 'produce.sh'), producerScript(bytes))
-    const file = join(dir, 'pipeline.yaml')
-    await writeFile(file, pipeline())
+    await writeFile(join(dir, 'pipeline.yaml'), pipeline())
+    await writeFile(join(dir, 'produce.yaml'), producerPipeline())
     const mesh = await startMesh(join(dir, 'mesh'), {
       ...options.daemonNodeArgs === undefined ? {} : { nodeArgs: options.daemonNodeArgs },
       warmup: async (warmup, url, env) => {
@@ -87,17 +101,20 @@ export class MeshTransferBench {
         return run.ms
       }
     })
-    return new MeshTransferBench(mesh, file, bytes)
+    return new MeshTransferBench(mesh, dir, bytes)
   }
 
   async stop (): Promise<void> { await this.mesh.stop() }
 
   async rep (seed: number): Promise<MeshTransferRep> {
     const { client } = this.mesh
+    await this.produce(seed)
+    await this.levelMemory(2 * this.bytes)
     const before = await counters(client)
-    const cold = await this.run(seed, 'succeeded')
+    const cold = await this.run(seed)
     await settledCounters(client, before, this.bytes)
-    const warm = await this.run(seed, 'reused')
+    await this.levelMemory(this.bytes)
+    const warm = await this.run(seed)
     const coldMs = cold.consumerStart - cold.placedAt
     const warmMs = warm.consumerStart - warm.placedAt
     const fetchMs = coldMs - warmMs
@@ -113,8 +130,21 @@ export class MeshTransferBench {
     return { fetchMs, mibPerSec: mib / (fetchMs / 1000), coldMs, warmMs, toStepStartMibPerSec: mib / (coldMs / 1000), agentHwm, launcherHwm }
   }
 
-  /** One `pipemesh run`, checked: producer on agent-a (`producer` status), consumer on agent-b. */
-  private async run (seed: number, producer: 'succeeded' | 'reused'): Promise<{ placedAt: number, consumerStart: number }> {
+  private async levelMemory (bytes: number): Promise<void> {
+    await sync()
+    await recycleMemory(this.dir, bytes)
+  }
+
+  /** Runs the producer alone on agent-a, so that the timed runs reuse it. */
+  private async produce (seed: number): Promise<void> {
+    const run = await runCli(['run', join(this.dir, 'produce.yaml'), '--coordinator', this.mesh.url, '--json', '--param', `seed=${seed}`], { env: this.mesh.cliEnv })
+    const produce = run.summary?.steps.find(s => s.id === 'produce')
+    if (run.summary?.status !== 'succeeded' || produce?.status !== 'succeeded') throw new Error(`T1 mesh: the producer run ${run.summary?.status ?? 'failed'}: ${run.error ?? produce?.error?.message ?? ''}`)
+    if (produce.agent !== GPU_AGENT) throw new Error(`T1 mesh: produce ran on ${produce.agent ?? '?'}, expected ${GPU_AGENT} (zone=a)`)
+  }
+
+  /** One `pipemesh run`, checked: the producer reused, the consumer run on agent-b. */
+  private async run (seed: number): Promise<{ placedAt: number, consumerStart: number }> {
     const run = await runCli(['run', this.file, '--coordinator', this.mesh.url, '--json', '--param', `seed=${seed}`], { env: this.mesh.cliEnv })
     const step = (id: string): NonNullable<PipemeshRun['summary']>['steps'][number] | undefined => run.summary?.steps.find(s => s.id === id)
     const produce = step('produce')
@@ -122,8 +152,7 @@ export class MeshTransferBench {
     if (run.summary?.status !== 'succeeded' || produce === undefined || consume === undefined) {
       throw new Error(`T1 mesh run ${run.summary?.status ?? 'failed'}: ${run.error ?? JSON.stringify(run.summary?.steps.map(s => [s.id, s.status, s.error?.message]))}`)
     }
-    if (produce.status !== producer) throw new Error(`T1 mesh: produce was ${produce.status}, expected ${producer}`)
-    if (producer === 'succeeded' && produce.agent !== GPU_AGENT) throw new Error(`T1 mesh: produce ran on ${produce.agent ?? '?'}, expected ${GPU_AGENT} (zone=a)`)
+    if (produce.status !== 'reused') throw new Error(`T1 mesh: produce was ${produce.status}, expected reused (the producer ran first, on its own)`)
     if (consume.agent !== CPU_AGENT) throw new Error(`T1 mesh: consume ran on ${consume.agent ?? '?'}, expected ${CPU_AGENT} (zone=b)`)
     if (consume.startedAt === undefined) throw new Error('T1 mesh: consume has no startedAt in the summary')
     let consumerStart: number | undefined
