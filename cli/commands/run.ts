@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { isJsonExact, readPipelineFile } from '../../src/spec/parse.js'
+import { readPipelineFile, sendableAsData } from '../../src/spec/parse.js'
 import { PipemeshError } from '../../src/errors.js'
 import type { CoordinatorApi } from '../../src/client/api.js'
 import type { SubmitRequest } from '../../src/client/submit-request.js'
@@ -37,8 +37,8 @@ export async function runPipeline (file: string, options: RunOptions): Promise<{
   const { pipeline, text, data } = await readPipelineFile(file, { params: options.params, ...(cache === undefined ? {} : { cache }) })
   const interrupt = new AbortController()
   // The data, so that the coordinator need not parse the YAML again; the text where JSON cannot
-  // carry what the YAML says (.inf, .nan).
-  const source = isJsonExact(data) ? { data } : { text }
+  // carry what the YAML says (.inf, .nan) or would exceed the size limit.
+  const source = sendableAsData(data) ? { data } : { text }
   const base = { pipeline: { ...source, file: pipeline.file!, baseDir: pipeline.baseDir }, params: options.params }
   if (options.coordinator !== undefined) {
     const { HttpCoordinatorClient } = await import('../../src/client/http.js')

@@ -75,16 +75,13 @@ export async function readPipelineFile (file: string, options: LoadOptions = {})
   const bytes = Buffer.byteLength(text, 'utf8')
   if (bytes > MAX_PIPELINE_BYTES) throw tooLarge(bytes, abs)
   let data = options.cache?.get(text)
+  let issues: ValidationIssue[] = []
   if (data === undefined) {
-    const read = readYaml(text)
-    if (read.data === undefined || read.issues.length > 0) {
-      return { pipeline: validateOrThrow(read.data, read.issues, parseOptions), text, data: read.data }
-    }
-    data = read.data
-    // Only what JSON keeps exactly: the cache stores JSON, and a client sends the data as JSON.
-    if (isJsonExact(data)) options.cache?.set(text, data)
+    ({ data, issues } = readYaml(text))
+    // Only clean YAML, and only what JSON keeps exactly: the cache stores JSON.
+    if (data !== undefined && issues.length === 0 && isJsonExact(data)) options.cache?.set(text, data)
   }
-  return { pipeline: validatePipeline(data, { ...parseOptions, baseDir: resolve(parseOptions.baseDir) }), text, data }
+  return { pipeline: validateOrThrow(data, issues, parseOptions), text, data }
 }
 
 /** Parses and validates pipeline YAML text; throws PipelineValidationError listing every problem. */
@@ -100,7 +97,23 @@ export function parsePipeline (text: string, options: ParseOptions): Pipeline {
  * as parsePipeline, without the YAML step.
  */
 export function parsePipelineData (data: unknown, options: ParseOptions): Pipeline {
+  const bytes = jsonBytes(data)
+  if (bytes > MAX_PIPELINE_BYTES) {
+    throw new PipelineValidationError([{ path: '', message: `the pipeline's data is ${formatBytes(bytes)} as JSON: pipelines are limited to ${formatBytes(MAX_PIPELINE_BYTES)}` }], options.file)
+  }
   return validateOrThrow(data, [], options)
+}
+
+/**
+ * True when a client may submit `data` in place of its YAML: JSON keeps it exactly and it is
+ * within the size limit (anchors expanded, it can outgrow its text).
+ */
+export function sendableAsData (data: unknown): boolean {
+  return isJsonExact(data) && jsonBytes(data) <= MAX_PIPELINE_BYTES
+}
+
+function jsonBytes (data: unknown): number {
+  return Buffer.byteLength(JSON.stringify(data) ?? '', 'utf8')
 }
 
 function validateOrThrow (data: unknown, issues: ValidationIssue[], options: ParseOptions): Pipeline {

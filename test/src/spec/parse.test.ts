@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { PipelineValidationError } from '../../../src/errors.js'
-import { isJsonExact, loadPipeline, MAX_PIPELINE_BYTES, parsePipeline, parsePipelineData, readPipelineFile, type YamlCache } from '../../../src/spec/index.js'
+import { isJsonExact, loadPipeline, MAX_PIPELINE_BYTES, parsePipeline, parsePipelineData, readPipelineFile, sendableAsData, type YamlCache } from '../../../src/spec/index.js'
 import { expectIssue, issuesOf } from './helpers.js'
 
 const BILLION_LAUGHS = `name: bomb
@@ -207,6 +207,20 @@ steps:
     expectIssue(err.issues, 'steps.b.after[0]', 'unknown step "zz"')
     const notAMapping = (() => { try { parsePipelineData(null, { baseDir: dir }) } catch (e) { return e } })() as PipelineValidationError
     expectIssue(notAMapping.issues, '', 'expected a mapping')
+  })
+
+  it('holds data to the size limit of pipeline files, counted as JSON', () => {
+    // Anchors let a file under the limit denote more than it: such a pipeline goes as text.
+    const anchor = 'x'.repeat(400 * 1024)
+    const text = `name: big\nsteps:\n  a: { command: echo, env: { A: &v "${anchor}" } }\n  b: { command: echo, env: { B: *v } }\n  c: { command: echo, env: { C: *v } }\n`
+    expect(Buffer.byteLength(text)).toBeLessThan(MAX_PIPELINE_BYTES)
+    const viaText = parsePipeline(text, { baseDir: dir, checkFiles: false })
+    expect(viaText.steps.c?.env.C).toHaveLength(anchor.length)
+    const data = { name: 'big', steps: { a: { command: 'echo', env: { A: anchor } }, b: { command: 'echo', env: { B: anchor } }, c: { command: 'echo', env: { C: anchor } } } }
+    expect(sendableAsData(data)).toBe(false)
+    const err = (() => { try { parsePipelineData(data, { baseDir: dir, checkFiles: false }) } catch (e) { return e } })() as PipelineValidationError
+    expectIssue(err.issues, '', 'as JSON: pipelines are limited to 1 MiB')
+    expect(sendableAsData({ name: 'small', steps: { a: { command: 'echo' } } })).toBe(true)
   })
 
   it('tells data JSON keeps exactly from data it would change', () => {
