@@ -1,7 +1,7 @@
 // The CLI's cache of parsed pipeline files, on a real directory: keyed by the file's text, so an
 // edit is never missed; damaged entries and an unwritable cache only cost a parse.
 
-import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { openYamlCache } from '../../cli/yaml-cache.js'
@@ -24,11 +24,11 @@ describe('the parsed-pipeline cache', () => {
     expect(cache.get('name: a')).toBeUndefined()
   })
 
-  it('keeps a bounded number of entries', () => {
+  it('keeps a bounded number of entries', async () => {
     const cache = openYamlCache({ XDG_CACHE_HOME: work.path })!
     for (let i = 0; i < 70; i++) cache.set(`name: p${i}`, { i })
     expect(cache.get('name: p69')).toEqual({ i: 69 })
-    return readdir(join(work.path, 'pipemesh', 'pipelines')).then(names => { expect(names.length).toBeLessThanOrEqual(64) })
+    expect(await readdir(join(work.path, 'pipemesh', 'pipelines'))).toHaveLength(64)
   })
 
   it('is off with PIPEMESH_CODE_CACHE=0, and an unwritable cache only means parsing', async () => {
@@ -60,6 +60,5 @@ describe('the parsed-pipeline cache', () => {
       expect(bad.exitCode).toBe(2)
       expect(JSON.stringify(bad.json)).toMatch(/gone\.py/)
     }
-    expect(JSON.parse(await readFile(join(work.path, 'cache', 'pipemesh', 'pipelines', (await readdir(join(work.path, 'cache', 'pipemesh', 'pipelines')))[0]!), 'utf8'))).toHaveProperty('name', 'p')
   }, 60_000)
 })
