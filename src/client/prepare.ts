@@ -5,6 +5,7 @@
 
 import { createHash } from 'node:crypto'
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path'
+import { forEachLimit } from '../store/async-util.js'
 import type { ArtifactRef, Digest } from '../store/types.js'
 import type { Pipeline } from '../spec/types.js'
 import type { Submission, SubmissionArtifacts } from '../run/types.js'
@@ -20,32 +21,53 @@ export interface Ingester {
   ingestFiles: (baseDir: string, relPaths: string[], options?: { signal?: AbortSignal }) => Promise<{ ref: ArtifactRef, files: Record<string, Digest> }>
 }
 
+/**
+ * Content is read a few items at a time: a pipeline's code snapshots are mostly a file or two
+ * each, where the time goes to file-system round trips through the thread pool, not to bytes.
+ */
+const PREPARE_PARALLEL = 4
+
 export async function prepareSubmission (pipeline: Pipeline, store: Ingester, options: PrepareOptions = {}): Promise<Submission> {
-  const artifacts: SubmissionArtifacts = { inputs: {}, code: {}, environments: {} }
   const opts = options.signal === undefined ? {} : { signal: options.signal }
-  for (const [name, path] of Object.entries(pipeline.inputs)) {
-    options.onProgress?.(`input ${name}`)
-    artifacts.inputs[name] = await store.ingest(resolve(pipeline.baseDir, path), { ...opts, label: `${pipeline.name} input ${name}` })
-  }
+  const inputs = new Map<string, ArtifactRef>()
   // Steps that list the same code files share one snapshot.
   const snapshots = new Map<string, SubmissionArtifacts['code'][string]>()
+  const environments = new Map<string, SubmissionArtifacts['environments'][string]>()
+  const jobs: Array<() => Promise<void>> = []
+  for (const [name, path] of Object.entries(pipeline.inputs)) {
+    jobs.push(async () => {
+      options.onProgress?.(`input ${name}`)
+      inputs.set(name, await store.ingest(resolve(pipeline.baseDir, path), { ...opts, label: `${pipeline.name} input ${name}` }))
+    })
+  }
+  const codeKey = (code: string[]): string => JSON.stringify(code)
+  const codeLists = new Map<string, { step: string, code: string[] }>()
   for (const step of Object.values(pipeline.steps)) {
-    if (step.code.length === 0) continue
-    const key = JSON.stringify(step.code)
-    let snapshot = snapshots.get(key)
-    if (snapshot === undefined) {
-      options.onProgress?.(`code of ${step.id}`)
-      snapshot = await store.ingestFiles(pipeline.baseDir, step.code, opts)
-      snapshots.set(key, snapshot)
-    }
-    artifacts.code[step.id] = snapshot
+    if (step.code.length > 0 && !codeLists.has(codeKey(step.code))) codeLists.set(codeKey(step.code), { step: step.id, code: step.code })
+  }
+  for (const [key, { step, code }] of codeLists) {
+    jobs.push(async () => {
+      options.onProgress?.(`code of ${step}`)
+      snapshots.set(key, await store.ingestFiles(pipeline.baseDir, code, opts))
+    })
   }
   for (const env of Object.values(pipeline.environments)) {
-    options.onProgress?.(`environment ${env.name}`)
-    const root = commonDirectory(env.files.map(f => resolve(pipeline.baseDir, f)))
-    const files = await store.ingestFiles(root, env.files.map(f => relative(root, resolve(pipeline.baseDir, f))), opts)
-    artifacts.environments[env.name] = { files: files.ref, digest: environmentDigest(files.ref.digest, env.setup) }
+    jobs.push(async () => {
+      options.onProgress?.(`environment ${env.name}`)
+      const root = commonDirectory(env.files.map(f => resolve(pipeline.baseDir, f)))
+      const files = await store.ingestFiles(root, env.files.map(f => relative(root, resolve(pipeline.baseDir, f))), opts)
+      environments.set(env.name, { files: files.ref, digest: environmentDigest(files.ref.digest, env.setup) })
+    })
   }
+  await forEachLimit(jobs, PREPARE_PARALLEL, async job => { await job() }, options.signal)
+
+  // Assembled in the pipeline's order, whatever order the reads finished in.
+  const artifacts: SubmissionArtifacts = { inputs: {}, code: {}, environments: {} }
+  for (const name of Object.keys(pipeline.inputs)) artifacts.inputs[name] = inputs.get(name) as ArtifactRef
+  for (const step of Object.values(pipeline.steps)) {
+    if (step.code.length > 0) artifacts.code[step.id] = snapshots.get(codeKey(step.code)) as SubmissionArtifacts['code'][string]
+  }
+  for (const name of Object.keys(pipeline.environments)) artifacts.environments[name] = environments.get(name) as SubmissionArtifacts['environments'][string]
   return { pipeline, artifacts }
 }
 

@@ -75,11 +75,20 @@ describe('ContentHasher', () => {
       'environments: { e: { files: [env.json, README], setup: "true" } }',
       'steps:',
       '  a: { command: "sh bin/run.sh", code: [bin/run.sh, README], environment: e }',
-      '  b: { command: "true", code: [data/deep] }'
+      '  b: { command: "true", code: [data/deep] }',
+      '  c: { command: "true", code: [bin/run.sh, README] }',
+      '  d: { command: "true" }'
     ].join('\n'), { file: path.join(src, 'p.yaml'), baseDir: src })
     const hashed = await prepareSubmission(pipeline, new ContentHasher())
     const stored = await prepareSubmission(pipeline, store)
     expect(hashed.artifacts).toEqual(stored.artifacts)
+    // Read concurrently, assembled per step in pipeline order; steps listing the same files share a snapshot.
+    expect(Object.keys(hashed.artifacts.code)).toEqual(['a', 'b', 'c'])
+    expect(hashed.artifacts.code.c).toEqual(hashed.artifacts.code.a)
+    expect(hashed.artifacts.code.b).toEqual(await new ContentHasher().ingestFiles(src, ['data/deep']))
+    expect(hashed.artifacts.code.a).toEqual(await new ContentHasher().ingestFiles(src, ['bin/run.sh', 'README']))
+    expect(Object.keys(hashed.artifacts.inputs)).toEqual(['big', 'tree'])
+    expect(hashed.artifacts.inputs.tree).toEqual(await new ContentHasher().ingest(path.join(src, 'data')))
   })
 })
 
