@@ -26,6 +26,7 @@ import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { detectCapabilities, type ResourceOverrides } from './capabilities.js'
 import { EnvironmentManager } from './environments.js'
 import { runAttempt } from './attempt.js'
+import { WorkdirPool } from './workdirs.js'
 import { launcherKind } from './launcher-client.js'
 import { ContentGuard } from './integrity.js'
 import { killAllRunning, reapOrphans } from './process.js'
@@ -85,6 +86,7 @@ export class Agent {
   private connectedWaiters: Array<() => void> = []
   private guard: ContentGuard | undefined
   private readonly admission: Admission
+  private readonly workdirs: WorkdirPool
 
   private constructor (init: { node: Libp2p, store: ContentStore, transfers: TransferStats, environments: EnvironmentManager, capabilities: WireCapabilities, options: AgentOptions & { coordinator: string }, admission: Admission }) {
     this.admission = init.admission
@@ -95,6 +97,7 @@ export class Agent {
     this.capabilities = init.capabilities
     this.options = init.options
     this.log = init.options.logger
+    this.workdirs = new WorkdirPool(join(init.options.dataDir, 'work'), { keep: init.options.keepWorkdirs === true })
   }
 
   static async start (startOptions: AgentOptions): Promise<Agent> {
@@ -402,13 +405,12 @@ export class Agent {
       return await runAttempt(task, {
         store: this.store,
         environments: this.environments,
-        workRoot: join(this.options.dataDir, 'work'),
+        workdirs: this.workdirs,
         signal,
         onLine: line => { lines.push(line) },
         onStart: pid => { this.sendNow({ type: 'started', attemptId: task.attemptId, pid }) },
         // Log lines still batched go first: the coordinator drops lines of a finished attempt.
         onResult: result => { lines.flush(); report(result) },
-        keepWorkdir: this.options.keepWorkdirs === true,
         trackDir: join(this.options.dataDir, 'pids'),
         ...(this.options.maxLogBytes === undefined ? {} : { maxLogBytes: this.options.maxLogBytes }),
         repairContent: async (what, digest) => { await this.repairContent(what, digest, sources, signal, log) }

@@ -3,13 +3,14 @@
 // outputs and the log stored. Step failures come back as an AttemptResult, never as a throw.
 
 import { existsSync, mkdirSync } from 'node:fs'
-import { chmod, lstat, mkdir, readdir, realpath, rmdir, unlink } from 'node:fs/promises'
-import { dirname, join, relative, sep } from 'node:path'
+import { chmod, lstat, readdir, realpath } from 'node:fs/promises'
+import { join, relative, sep } from 'node:path'
 import { CorruptContentError, MissingContentError, PipemeshError, toWireError, type WireError } from '../src/errors.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { removeTree, type EnvironmentManager } from './environments.js'
 import { inheritedEnv, runProcess } from './process.js'
+import type { AttemptDirs, WorkdirPool } from './workdirs.js'
 
 /** What the executor needs of the content store (src/store/content-store.ts implements it). */
 export interface ContentStoreLike {
@@ -21,8 +22,8 @@ export interface ContentStoreLike {
 export interface AttemptDeps {
   store: ContentStoreLike
   environments: EnvironmentManager
-  /** Attempts run in `<workRoot>/<runId>/<stepId>/<attemptId>`. */
-  workRoot: string
+  /** Where attempts run (their working directory, TMPDIR and log). */
+  workdirs: WorkdirPool
   signal?: AbortSignal
   onLine?: (line: LogLine) => void
   /** Called with the step process's pid once it has run for a moment (see runProcess). */
@@ -32,8 +33,6 @@ export interface AttemptDeps {
    * working directory is removed, which runAttempt's own promise waits for.
    */
   onResult?: (result: AttemptResult) => void
-  /** Leave the working directory (and its log) in place, for debugging. */
-  keepWorkdir?: boolean
   maxLogBytes?: number
   killGraceMs?: number
   /** The agent's variables a step sees. Default: inheritedEnv() (PATH, HOME, locale, proxies...). */
@@ -89,29 +88,24 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
 
   const unsafe = unsafeNames(task)
   if (unsafe !== undefined) return finish('failed', { error: toWireError(new PipemeshError('INVALID_ARGUMENT', `${step}: ${unsafe}`)) })
-  const runDir = join(deps.workRoot, task.runId)
-  // One level under the run: `<run>/<step>.<attempt>`, with its TMPDIR and log beside it.
-  const workdir = join(runDir, `${task.stepId}.${task.attempt}`)
-  const tmpDir = `${workdir}.tmp`
-  const logFile = `${workdir}.log`
+  let dirs: AttemptDirs
+  try {
+    dirs = deps.workdirs.take(task, task.code !== undefined)
+  } catch (err) {
+    return failure(err)
+  }
+  const { cwd: workdir, tmp: tmpDir, log: logFile } = dirs
   let logWritten = false
   let linkedModules = false
-  const firstInRun = enterRunDir(runDir)
   const cleanup = async (): Promise<void> => {
-    const lastInRun = leaveRunDir(runDir)
-    if (deps.keepWorkdir === true) return
-    if (logWritten) await unlink(logFile).catch(() => {})
     const known = [...(task.outputs.length > 0 ? ['outputs'] : []), ...(linkedModules ? ['node_modules'] : [])]
-    await Promise.all([removeWorkdir(workdir, known), removeWorkdir(tmpDir, [])])
-    // The run's directory goes with the last of its attempts here. Counted rather than tried
-    // each time: a failing rmdir costs more than a short step's own work.
-    if (lastInRun) await rmdir(runDir).catch(() => {})
+    await deps.workdirs.give(dirs, { known, logWritten })
   }
 
   let env: Record<string, string>
   let inputsBefore: Map<string, string> | undefined
   try {
-    await prepareWorkdir(task, deps, firstInRun, workdir, tmpDir)
+    await prepareWorkdir(task, deps, workdir)
     if (Object.keys(task.inputs).length > 0) inputsBefore = await snapshotTree(join(workdir, 'inputs'))
     env = stepEnv(task, deps.baseEnv ?? inheritedEnv(), workdir, tmpDir)
     if (task.environment !== undefined) {
@@ -176,62 +170,24 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
   return result
 }
 
-function throwFirstRejection (results: Array<PromiseSettledResult<unknown>>): void {
-  for (const r of results) if (r.status === 'rejected') throw r.reason
-}
-
-/** Attempts of this process under each run directory: the last one out removes the directory. */
-const runDirUsers = new Map<string, number>()
-
-/** True for the first attempt of the run in this process (which creates the directory). */
-function enterRunDir (dir: string): boolean {
-  const users = (runDirUsers.get(dir) ?? 0) + 1
-  runDirUsers.set(dir, users)
-  return users === 1
-}
-
-/** True when no other attempt of this process uses the directory any more. */
-function leaveRunDir (dir: string): boolean {
-  const left = (runDirUsers.get(dir) ?? 1) - 1
-  if (left > 0) { runDirUsers.set(dir, left); return false }
-  runDirUsers.delete(dir)
-  return true
-}
-
 /**
- * Creates the working directory and its TMPDIR: the code snapshot materialized as the directory
- * itself, then inputs/ (when the step has inputs) and outputs/ (when it declares outputs). The
- * run's directory is made by its first attempt (`runDir` given). Empty directories are made
- * synchronously: a mkdir takes ~0.05 ms here, where a round trip through the thread pool added
- * ~1.2 ms to every step of a chain.
+ * Fills the working directory (an empty one from the pool, or none yet when the step has code):
+ * the code snapshot materialized as the directory itself, then inputs/ (when the step has inputs)
+ * and outputs/ (when it declares outputs). Empty directories are made synchronously: a mkdir
+ * takes ~0.05 ms here, where a round trip through the thread pool added ~1.2 ms to every step of
+ * a chain.
  */
-async function prepareWorkdir (task: Task, deps: AttemptDeps, first: boolean, workdir: string, tmpDir: string): Promise<void> {
-  const runDir = dirname(workdir)
-  for (let tries = 0; ; tries++) {
+async function prepareWorkdir (task: Task, deps: AttemptDeps, workdir: string): Promise<void> {
+  if (task.code !== undefined) {
     try {
-      if (first || tries > 0) mkdirSync(runDir, { recursive: true })
-      if (task.code !== undefined) {
-        await Promise.allSettled([materializeRepairing(deps, '.code', task.code, workdir, signalOpt(deps.signal)), mkdir(tmpDir)]).then(throwFirstRejection)
-      } else {
-        mkdirSync(workdir)
-        mkdirSync(tmpDir)
-      }
-      break
+      await materializeRepairing(deps, '.code', task.code, workdir, signalOpt(deps.signal))
     } catch (err) {
       const code = (err as { code?: unknown }).code
-      if (tries >= 3) throw err
-      if (code === 'ENOENT') {
-        // The previous last attempt of the run, finishing, removed the run's directory: the
-        // next try makes it again.
-      } else if (code === 'EEXIST' || code === 'CONFLICT') {
-        // A re-delivered attempt (an agent restart) finds its old directories: start afresh.
-        await Promise.all([removeTree(workdir), removeTree(tmpDir)])
-      } else {
-        throw err
-      }
+      if (code !== 'EEXIST' && code !== 'CONFLICT') throw err
+      // Something left at that path (kept for debugging by an earlier agent run): start afresh.
+      await removeTree(workdir)
+      await materializeRepairing(deps, '.code', task.code, workdir, signalOpt(deps.signal))
     }
-  }
-  if (task.code !== undefined) {
     for (const name of RESERVED) {
       if (existsSync(join(workdir, name))) {
         throw new PipemeshError('INVALID_ARGUMENT', `step "${task.stepId}": its code has "${name}" at the top level, a name reserved for the step's ${name}; rename or move it`)
@@ -266,20 +222,6 @@ async function materializeRepairing (deps: AttemptDeps, what: string, digest: Di
       throw new PipemeshError(code, `${what === '.code' ? 'the code snapshot' : `input ${what}`} (${digest}) is damaged in this agent's store (${(err as Error).message}) and could not be fetched again: ${(repairErr as Error).message}`, { cause: repairErr })
     }
     await deps.store.materialize(digest, dest, options)
-  }
-}
-
-/**
- * Removes an attempt's directory: entry by entry when the step left it as it was made (the
- * `known` entries, empty), else recursively. Never synchronous: rmdir takes ~0.15 ms on ext4,
- * better spent in the thread pool than on the agent's event loop.
- */
-async function removeWorkdir (dir: string, known: string[]): Promise<void> {
-  try {
-    await Promise.all(known.map(async (sub) => { await (sub === 'node_modules' ? unlink(join(dir, sub)) : rmdir(join(dir, sub))) }))
-    await rmdir(dir)
-  } catch {
-    await removeTree(dir).catch(() => {})
   }
 }
 

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { runAttempt, formatTimeout, type AttemptDeps } from '../../agent/attempt.js'
 import { EnvironmentManager } from '../../agent/environments.js'
 import { parseLogLine } from '../../agent/log-capture.js'
+import { WorkdirPool } from '../../agent/workdirs.js'
 import { ContentStore } from '../../src/store/content-store.js'
 import type { LogLine, Task } from '../../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../../src/store/types.js'
@@ -14,6 +15,7 @@ import type { ArtifactRef, Digest } from '../../src/store/types.js'
 let dir: string
 let store: ContentStore
 let deps: AttemptDeps
+let workRoot: string
 let n = 0
 const isRoot = process.getuid?.() === 0
 const started: number[] = []
@@ -21,7 +23,8 @@ const started: number[] = []
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'pm-attempt-'))
   store = await ContentStore.open(join(dir, 'store'))
-  deps = { store, environments: new EnvironmentManager({ dir: join(dir, 'envs'), store }), workRoot: join(dir, 'work') }
+  workRoot = join(dir, 'work')
+  deps = { store, environments: new EnvironmentManager({ dir: join(dir, 'envs'), store }), workdirs: new WorkdirPool(workRoot) }
 })
 afterEach(async () => {
   for (const pid of started.splice(0)) try { process.kill(pid, 'SIGKILL') } catch {}
@@ -60,6 +63,20 @@ async function storedLog (ref: ArtifactRef | undefined): Promise<LogLine[]> {
   return (await readFile(p, 'utf8')).split('\n').filter(l => l !== '').map(l => parseLogLine(l) as LogLine)
 }
 
+/** What attempts left under the work root besides empty directories kept for reuse. */
+async function leftovers (): Promise<string[]> {
+  const left: string[] = []
+  for (const e of await readdir(workRoot, { withFileTypes: true })) {
+    if (!e.isDirectory() || (await readdir(join(workRoot, e.name))).length > 0) left.push(e.name)
+  }
+  return left
+}
+
+/** The lines a step printed. */
+async function printed (r: { log?: ArtifactRef }): Promise<string[]> {
+  return (await storedLog(r.log)).map(l => l.line)
+}
+
 function alive (pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
@@ -91,7 +108,7 @@ describe('runAttempt', () => {
     expect(await readFile(join(back, 'weights', 'w.bin'), 'utf8')).toBe('7')
     expect((await storedLog(r.log)).map(l => l.line)).toEqual(['preparing iris'])
     // Nothing left behind.
-    expect(await readdir(deps.workRoot)).toEqual([])
+    expect(await leftovers()).toEqual([])
   })
 
   it('fails a step that did not write a declared output, naming it and the expected path', async () => {
@@ -164,17 +181,21 @@ describe('runAttempt', () => {
     const back = join(dir, 'data-back')
     await store.materialize(data.digest, back)
     expect(await readFile(back, 'utf8')).toBe('original')
-    expect(await readdir(deps.workRoot)).toEqual([])
+    expect(await leftovers()).toEqual([])
   })
 
   it('gives the step its PIPEMESH_* variables, its GPUs, its env and secrets, and not the agent environment', async () => {
     process.env.PIPEMESH_TEST_AGENT_ONLY = 'leak'
     try {
-      const show = 'echo "$PIPEMESH_RUN_ID|$PIPEMESH_STEP|$PIPEMESH_ATTEMPT|$PIPEMESH_WORKDIR|$PWD|cuda=$CUDA_VISIBLE_DEVICES|nv=$NVIDIA_VISIBLE_DEVICES|$SEED|${PIPEMESH_TEST_AGENT_ONLY:-unset}|$TMPDIR"'
+      const show = 'echo "$PIPEMESH_RUN_ID|$PIPEMESH_STEP|$PIPEMESH_ATTEMPT|cuda=$CUDA_VISIBLE_DEVICES|nv=$NVIDIA_VISIBLE_DEVICES|$SEED|${PIPEMESH_TEST_AGENT_ONLY:-unset}"; echo "$PIPEMESH_WORKDIR"; pwd; echo "$TMPDIR"'
       const t = task({ command: show, attempt: 2, gpus: [1, 3], env: { SEED: '7' } })
-      const r = await runAttempt(t, deps)
-      const workdir = join(deps.workRoot, 'run-1', `train.${t.attempt}`)
-      expect((await storedLog(r.log)).map(l => l.line)).toEqual([`run-1|train|2|${workdir}|${workdir}|cuda=1,3|nv=1,3|7|unset|${workdir}.tmp`])
+      const [vars, workdir, pwd, tmp] = await printed(await runAttempt(t, deps))
+      expect(vars).toBe('run-1|train|2|cuda=1,3|nv=1,3|7|unset')
+      // The step runs in PIPEMESH_WORKDIR, with a TMPDIR of its own beside it.
+      expect(pwd).toBe(workdir)
+      expect(workdir?.startsWith(workRoot + '/')).toBe(true)
+      expect(tmp?.startsWith(workRoot + '/')).toBe(true)
+      expect(tmp).not.toBe(workdir)
 
       const cpu = await runAttempt(task({ command: 'echo "[${CUDA_VISIBLE_DEVICES-unset}] $NVIDIA_VISIBLE_DEVICES"' }), deps)
       expect((await storedLog(cpu.log)).map(l => l.line)).toEqual(['[] none'])
@@ -218,14 +239,31 @@ describe('runAttempt', () => {
     expect(r.error?.message).toContain('"outputs"')
 
     const kept = task({ command: 'echo hi > note' })
-    expect((await runAttempt(kept, { ...deps, keepWorkdir: true })).status).toBe('succeeded')
-    expect(existsSync(join(deps.workRoot, 'run-1', `train.${kept.attempt}`, 'note'))).toBe(true)
+    expect((await runAttempt(kept, { ...deps, workdirs: new WorkdirPool(workRoot, { keep: true }) })).status).toBe('succeeded')
+    expect(existsSync(join(workRoot, 'run-1', `train.${kept.attempt}`, 'note'))).toBe(true)
+  })
+
+  it('gives every attempt empty directories: reused when the last attempt left them empty, never with its files', async () => {
+    const where = 'echo "$PWD"; echo "$TMPDIR"; ls -A . "$TMPDIR"'
+    const first = await printed(await runAttempt(task({ command: where }), deps))
+    // A step that left nothing behind hands its directories on as they are.
+    const second = await printed(await runAttempt(task({ command: where }), deps))
+    expect(new Set(second.slice(0, 2))).toEqual(new Set(first.slice(0, 2)))
+    // One that writes into both...
+    const messy = await printed(await runAttempt(task({ command: `${where}; echo x > left-here; mkdir -p "$TMPDIR/d"; echo y > "$TMPDIR/d/f"` }), deps))
+    expect(messy.slice(2)).toEqual(['.:', '', `${messy[1] ?? ''}:`])
+    // ...leaves nothing for the next: its directories are removed, and the next attempt's are empty.
+    const next = await printed(await runAttempt(task({ command: where }), deps))
+    expect(next.slice(2)).toEqual(['.:', '', `${next[1] ?? ''}:`])
+    expect(existsSync(messy[0] ?? '')).toBe(false)
+    expect(existsSync(messy[1] ?? '')).toBe(false)
+    expect(await leftovers()).toEqual([])
   })
 
   it('does not start an attempt that is already cancelled', async () => {
     const r = await runAttempt(task({ command: 'touch should-not-exist' }), { ...deps, signal: AbortSignal.abort() })
     expect(r.status).toBe('cancelled')
-    expect(existsSync(deps.workRoot)).toBe(false)
+    expect(existsSync(workRoot)).toBe(false)
   })
 
   it('formats timeouts the way pipelines write them', () => {
