@@ -1,0 +1,52 @@
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { Libp2p } from '@libp2p/interface'
+import { Socket } from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { createNode } from '../../../src/net/node.js'
+
+// src/net/coalesce-writes.ts: a small Noise message (length + ciphertext) is one socket write.
+
+const nodes: Libp2p[] = []
+afterEach(async () => { await Promise.all(nodes.splice(0).map(async n => { await n.stop() })) })
+
+const ECHO = '/pipemesh/test-echo/1.0.0'
+
+/** Counts the calls through which every net.Socket in this process hands data to the kernel. */
+function countSocketWrites (): { calls: () => number, restore: () => void } {
+  const proto = Socket.prototype as unknown as Record<'_write' | '_writev', (...args: unknown[]) => unknown>
+  const original = { _write: proto._write, _writev: proto._writev }
+  let calls = 0
+  for (const name of ['_write', '_writev'] as const) {
+    const fn = original[name]
+    proto[name] = function (this: unknown, ...args: unknown[]) { calls++; return fn.apply(this, args) }
+  }
+  return { calls: () => calls, restore: () => { Object.assign(proto, original) } }
+}
+
+describe('small writes on a libp2p connection', () => {
+  it('go to the socket once per Noise message, not once per part', async () => {
+    const a = await createNode({ privateKey: await generateKeyPair('Ed25519') })
+    const b = await createNode({ privateKey: await generateKeyPair('Ed25519') })
+    nodes.push(a, b)
+    await b.handle(ECHO, async (stream) => {
+      for await (const chunk of stream) stream.send(chunk.subarray())
+    })
+    const stream = await a.dialProtocol(b.getMultiaddrs()[0]!, ECHO)
+    const replies = stream[Symbol.asyncIterator]()
+    const roundTrips = 100
+    const counter = countSocketWrites()
+    try {
+      for (let i = 0; i < roundTrips; i++) {
+        stream.send(new Uint8Array(200).fill(i))
+        const reply = await replies.next()
+        expect(reply.done, `reply ${i} never came`).toBe(false)
+      }
+    } finally {
+      counter.restore()
+    }
+    // Each round trip is two messages, each a yamux frame in one Noise message: two socket
+    // writes when the length prefix and the ciphertext go together, four when they do not.
+    expect(counter.calls()).toBeGreaterThanOrEqual(2 * roundTrips)
+    expect(counter.calls()).toBeLessThan(2.5 * roundTrips)
+  })
+})
