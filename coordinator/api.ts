@@ -142,9 +142,11 @@ export async function startApiServer (options: ApiServerOptions): Promise<{ serv
     reply.raw.end()
   })
 
-  server.get<{ Params: { run: string } }>('/v1/runs/:run/events', async (request, reply) => {
+  server.get<{ Params: { run: string }, Querystring: { only?: string } }>('/v1/runs/:run/events', async (request, reply) => {
+    const only = request.query.only
+    if (only !== undefined && only !== 'run') throw new PipemeshError('INVALID_ARGUMENT', `events: unknown value "${only}" for "only"; expected "run" (the run's own events alone), or leave it out for every event`)
     const controller = abortOnClose(reply)
-    const iterator = api.events(request.params.run, { signal: controller.signal })[Symbol.asyncIterator]()
+    const iterator = api.events(request.params.run, { signal: controller.signal, ...only === undefined ? {} : { only } })[Symbol.asyncIterator]()
     const first = await iterator.next()
     reply.hijack()
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })

@@ -21,11 +21,11 @@ import { explainStep, type Explanation } from '../src/run/explain.js'
 import { TERMINAL_STEP_STATUSES, type RunEvent, type RunSummary, type Submission } from '../src/run/types.js'
 import { submitRequestSchema, type SubmitRequest } from '../src/client/submit-request.js'
 import { parsePipeline, parsePipelineData } from '../src/spec/parse.js'
-import type { AgentListEntry, CoordinatorApi, LogEntry, RunListEntry } from '../src/client/api.js'
+import type { AgentListEntry, CoordinatorApi, EventOptions, LogEntry, RunListEntry } from '../src/client/api.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { CoordinatorDb } from './db.js'
 import { AgentRegistry } from './agents.js'
-import { RunManager } from './runs.js'
+import { RUN_EVENT, RunManager } from './runs.js'
 import { UploadBroker } from './uploads.js'
 import { listenWhereLastTime } from './listen-address.js'
 import { Membership, type Member } from './membership.js'
@@ -528,14 +528,17 @@ export class Coordinator implements CoordinatorApi {
     }
   }
 
-  async * events (runId: string, options: { signal?: AbortSignal } = {}): AsyncIterable<RunEvent> {
+  async * events (runId: string, options: EventOptions = {}): AsyncIterable<RunEvent> {
     const controller = new AbortController()
     const signal = options.signal === undefined ? controller.signal : AbortSignal.any([options.signal, controller.signal])
-    const live = on(this.runs.events, 'event', { signal })
+    const runOnly = options.only === 'run'
+    // A run-only follower listens where only run events go: while no one follows every step,
+    // the run manager does not even build step events.
+    const live = on(this.runs.events, runOnly ? RUN_EVENT : 'event', { signal })
     try {
       const snapshot = await this.getRun(runId)
       const now = Date.now()
-      for (const step of snapshot.steps) yield { type: 'step', runId, step, at: now }
+      if (!runOnly) for (const step of snapshot.steps) yield { type: 'step', runId, step, at: now }
       yield { type: 'run', runId, status: snapshot.status, at: now }
       if (snapshot.status !== 'running') return
       for await (const [event] of live as AsyncIterable<[RunEvent]>) {

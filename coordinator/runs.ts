@@ -76,6 +76,9 @@ export interface RunManagerInit {
   leaseMs?: number
 }
 
+/** The channel of `events` that carries run events alone ('event' carries every event). */
+export const RUN_EVENT = 'run'
+
 export class RunManager {
   readonly events = new EventEmitter()
   private readonly db: CoordinatorDb
@@ -777,6 +780,7 @@ export class RunManager {
 
   private emit (event: RunEvent): void {
     this.events.emit('event', event)
+    if (event.type === 'run') this.events.emit(RUN_EVENT, event)
   }
 
   private async serialize<T> (fn: () => Promise<T>): Promise<T> {

@@ -92,7 +92,8 @@ async function follow (api: CoordinatorApi, started: RunSummary, options: RunOpt
   try {
     for (;;) {
       try {
-        for await (const event of api.events(started.runId, { signal: interrupt.signal })) {
+        // Without a view, only the run's end matters: no step events need to come this way.
+        for await (const event of api.events(started.runId, { signal: interrupt.signal, ...view === undefined ? { only: 'run' as const } : {} })) {
           view?.update(event)
           lostSince = undefined
         }

@@ -39,6 +39,12 @@ export interface LogEntry extends LogLine {
   attempt: number
 }
 
+/** Which of a run's events a follower wants: all (the default), or the run's own alone. */
+export interface EventOptions {
+  signal?: AbortSignal
+  only?: 'run'
+}
+
 export interface CoordinatorApi {
   /** Validates the pipeline again (the coordinator trusts no client) and starts a run. */
   submit: (request: SubmitRequest) => Promise<RunSummary>
@@ -64,6 +70,10 @@ export interface CoordinatorApi {
   setSecret: (name: string, value: string) => Promise<void>
   listSecrets: () => Promise<Array<{ name: string, updatedAt: number }>>
   deleteSecret: (name: string) => Promise<void>
-  /** Events of one run, starting with a snapshot; ends when the run ends or the signal aborts. */
-  events: (runId: string, options?: { signal?: AbortSignal }) => AsyncIterable<RunEvent>
+  /**
+   * Events of one run, starting with a snapshot; ends when the run ends or the signal aborts.
+   * With `only: 'run'`, the run's own events alone (its status now, then when it ends): what a
+   * follower that shows no steps waits for, without every step's change coming its way.
+   */
+  events: (runId: string, options?: EventOptions) => AsyncIterable<RunEvent>
 }

@@ -9,7 +9,7 @@ import { createParser } from 'eventsource-parser'
 import { PipemeshError, fromWireError, type WireError } from '../errors.js'
 import type { Explanation } from '../run/explain.js'
 import type { RunEvent, RunSummary } from '../run/types.js'
-import type { AgentListEntry, CoordinatorApi, LogEntry, RunListEntry } from './api.js'
+import type { AgentListEntry, CoordinatorApi, EventOptions, LogEntry, RunListEntry } from './api.js'
 import type { SubmitRequest } from './submit-request.js'
 import type { PeerAddress } from '../protocol/messages.js'
 import type { ArtifactRef, Digest } from '../store/types.js'
@@ -106,8 +106,9 @@ export class HttpCoordinatorClient implements CoordinatorApi {
     }
   }
 
-  async * events (runId: string, options: { signal?: AbortSignal } = {}): AsyncIterable<RunEvent> {
-    const response = await this.request('GET', `/v1/runs/${encodeURIComponent(runId)}/events`, undefined, options.signal)
+  async * events (runId: string, options: EventOptions = {}): AsyncIterable<RunEvent> {
+    const query = options.only === undefined ? '' : `?only=${options.only}`
+    const response = await this.request('GET', `/v1/runs/${encodeURIComponent(runId)}/events${query}`, undefined, options.signal)
     const queue: RunEvent[] = []
     let failure: PipemeshError | undefined
     const parser = createParser({

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { runCliJson, tempDir, writeTree } from '../helpers/cli.js'
 import { startMesh, type Mesh } from '../helpers/mesh.js'
 import { waitForRun } from '../helpers/wait.js'
-import type { RunSummary } from '../../src/run/types.js'
+import type { RunEvent, RunSummary } from '../../src/run/types.js'
 import type { Explanation } from '../../src/run/explain.js'
 
 describe('a mesh of a coordinator and three agents', () => {
@@ -119,6 +119,27 @@ steps:
     const badData = await post({ pipeline: { data: { name: 'x', steps: { a: { comand: 'echo' } } } }, artifacts })
     expect(badData.status).toBe(400)
     expect(await message(badData)).toMatch(/steps\.a.*unknown key "comand" \(did you mean "command"\?\)/)
+  }, 120_000)
+
+  it('run events: every step change for a live view, or the run alone for a follower that shows no steps', async () => {
+    const text = 'name: events\nsteps:\n  a:\n    command: sleep 2\n    cache: false\n  b:\n    command: "true"\n    cache: false\n    after: [a]\n'
+    const accepted = await fetch(`${mesh.url}/v1/runs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pipeline: { text }, artifacts: { inputs: {}, code: {}, environments: {} } }) })
+    expect(accepted.status).toBe(201)
+    const { runId } = await accepted.json() as RunSummary
+    const collect = async (only?: 'run'): Promise<RunEvent[]> => {
+      const seen: RunEvent[] = []
+      for await (const event of mesh.client.events(runId, only === undefined ? {} : { only })) seen.push(event)
+      return seen
+    }
+    // Both follow the same run while a runs (it sleeps 2 s) to its end.
+    const [every, runOnly] = await Promise.all([collect(), collect('run')])
+    expect(every.filter(e => e.type === 'step').map(e => e.type === 'step' && `${e.step.id} ${e.step.status}`)).toEqual(expect.arrayContaining(['a running', 'a succeeded', 'b running', 'b succeeded']))
+    expect(every.at(-1)).toMatchObject({ type: 'run', status: 'succeeded' })
+    expect(runOnly.map(e => e.type === 'run' && e.status)).toEqual(['running', 'succeeded'])
+
+    const bad = await fetch(`${mesh.url}/v1/runs/${runId}/events?only=steps`)
+    expect(bad.status).toBe(400)
+    expect(JSON.stringify(await bad.json())).toMatch(/unknown value \\"steps\\" for \\"only\\"/)
   }, 120_000)
 
   it('a step needing two GPUs fails at once naming the requirement and the largest offer', async () => {
