@@ -6,7 +6,7 @@
 // assumed) is reused as it is, one with anything in it is removed.
 // A step sees a directory that is as fresh as a new one: empty, and no other attempt's.
 
-import { mkdirSync, opendirSync, rmSync } from 'node:fs'
+import { mkdirSync, opendirSync, rmSync, statSync } from 'node:fs'
 import { rmdir, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { removeTree } from './environments.js'
@@ -89,7 +89,13 @@ export class WorkdirPool {
   /** A spare directory, or a new one. */
   private empty (): string {
     const reused = this.spare.pop()
-    if (reused !== undefined) return reused
+    if (reused !== undefined) {
+      // ~2 µs. Spares vanish only when someone wipes the work directory under a running agent:
+      // then none is left, and steps must not fail one by one on them.
+      if (statSync(reused, { throwIfNoEntry: false })?.isDirectory() === true) return reused
+      this.spare.length = 0
+      this.rootMade = false
+    }
     for (let tries = 0; ; tries++) {
       const dir = this.unused()
       try {
