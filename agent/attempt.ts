@@ -8,7 +8,7 @@ import { join, relative, sep } from 'node:path'
 import { CorruptContentError, MissingContentError, PipemeshError, toWireError, type WireError } from '../src/errors.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
-import { removeTree, type EnvironmentManager } from './environments.js'
+import type { EnvironmentManager } from './environments.js'
 import { inheritedEnv, runProcess } from './process.js'
 import type { AttemptDirs, WorkdirPool } from './workdirs.js'
 
@@ -179,15 +179,8 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
  */
 async function prepareWorkdir (task: Task, deps: AttemptDeps, workdir: string): Promise<void> {
   if (task.code !== undefined) {
-    try {
-      await materializeRepairing(deps, '.code', task.code, workdir, signalOpt(deps.signal))
-    } catch (err) {
-      const code = (err as { code?: unknown }).code
-      if (code !== 'EEXIST' && code !== 'CONFLICT') throw err
-      // Something left at that path (kept for debugging by an earlier agent run): start afresh.
-      await removeTree(workdir)
-      await materializeRepairing(deps, '.code', task.code, workdir, signalOpt(deps.signal))
-    }
+    // The pool gave a path nothing was ever at (and cleared a kept one): materialize makes it.
+    await materializeRepairing(deps, '.code', task.code, workdir, signalOpt(deps.signal))
     for (const name of RESERVED) {
       if (existsSync(join(workdir, name))) {
         throw new PipemeshError('INVALID_ARGUMENT', `step "${task.stepId}": its code has "${name}" at the top level, a name reserved for the step's ${name}; rename or move it`)
