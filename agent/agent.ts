@@ -210,6 +210,8 @@ export class Agent {
     if (this.heartbeat !== undefined) clearInterval(this.heartbeat)
     this.channel?.abort(new PipemeshError('CANCELLED', 'agent stopping'))
     await this.connectLoop?.catch(() => {})
+    // Every attempt is over (each one's `done` includes giving its directories back).
+    await this.workdirs.clear()
     await this.node.stop()
     await this.store.close()
   }

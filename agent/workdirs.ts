@@ -70,6 +70,14 @@ export class WorkdirPool {
     ])
   }
 
+  /** Removes the spare directories, and the root once empty: a stopped agent leaves none behind. */
+  async clear (): Promise<void> {
+    const spare = this.spare.splice(0)
+    await Promise.all(spare.map(async (dir) => { await rmdir(dir).catch(() => {}) }))
+    if (this.rootMade) await rmdir(this.root).catch(() => {})
+    this.rootMade = false
+  }
+
   private async giveDir (dir: string, known: readonly string[]): Promise<void> {
     try {
       if (known.length > 0) {

@@ -61,6 +61,15 @@ describe('WorkdirPool', () => {
     expect(existsSync(dirs.cwd)).toBe(false)
   })
 
+  it('removes its spare directories and the emptied root when cleared, and works on afterwards', async () => {
+    const pool = new WorkdirPool(root)
+    await pool.give(pool.take(names, false))
+    await pool.clear()
+    expect(existsSync(root)).toBe(false)
+    const dirs = pool.take(names, false)
+    expect(isDir(dirs.cwd) && isDir(dirs.tmp)).toBe(true)
+  })
+
   it('makes fresh directories when the work directory was wiped under it', async () => {
     const pool = new WorkdirPool(root)
     await pool.give(pool.take(names, false))

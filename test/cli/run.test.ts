@@ -2,6 +2,7 @@
 // 127.0.0.1, real subprocesses, real LevelDB stores.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runCli, runCliJson, tempDir, writeTree } from '../helpers/cli.js'
@@ -68,6 +69,8 @@ describe('pipemesh run (embedded coordinator and agent)', () => {
       expect(step.exitCode).toBe(0)
     }
     expect(summary.steps.find(s => s.id === 'join')?.outputs.all).toMatch(/^sha256:/)
+    // The embedded agent stopped with the CLI and left no working directories behind.
+    expect(existsSync(join(data, 'agent', 'work'))).toBe(false)
   })
 
   it('reuses every step when nothing changed', async () => {
