@@ -6,7 +6,7 @@
 // assumed) is reused as it is, one with anything in it is removed.
 // A step sees a directory that is as fresh as a new one: empty, and no other attempt's.
 
-import { mkdirSync, opendirSync, rmSync, statSync } from 'node:fs'
+import { lstatSync, mkdirSync, opendirSync, rmSync } from 'node:fs'
 import { rmdir, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { removeTree } from './environments.js'
@@ -35,6 +35,8 @@ export class WorkdirPool {
   private readonly spare: string[] = []
   private next = 0
   private rootMade = false
+  /** Permission bits and owner of a directory as this pool makes it (read from the first one). */
+  private made: { mode: number, uid: number } | undefined
 
   constructor (readonly root: string, private readonly options: WorkdirOptions = {}) {}
 
@@ -85,7 +87,7 @@ export class WorkdirPool {
           await (name === 'node_modules' ? unlink(join(dir, name)) : rmdir(join(dir, name)))
         }))
       }
-      if (isEmpty(dir)) {
+      if (this.asMade(dir) && isEmpty(dir)) {
         if (this.spare.length < SPARE_MAX) { this.spare.push(dir); return }
         await rmdir(dir)
         return
@@ -94,13 +96,22 @@ export class WorkdirPool {
     await removeTree(dir).catch(() => {})
   }
 
+  /**
+   * Whether `dir` is still the directory this pool made: a step may have chmod'ed it (an empty
+   * directory the next step cannot write to) or replaced it with a link to somewhere else.
+   */
+  private asMade (dir: string): boolean {
+    const st = lstatSync(dir, { throwIfNoEntry: false })
+    return st !== undefined && st.isDirectory() && (st.mode & 0o7777) === this.made?.mode && st.uid === this.made.uid
+  }
+
   /** A spare directory, or a new one. */
   private empty (): string {
     const reused = this.spare.pop()
     if (reused !== undefined) {
       // ~2 µs. Spares vanish only when someone wipes the work directory under a running agent:
       // then none is left, and steps must not fail one by one on them.
-      if (statSync(reused, { throwIfNoEntry: false })?.isDirectory() === true) return reused
+      if (lstatSync(reused, { throwIfNoEntry: false })?.isDirectory() === true) return reused
       this.spare.length = 0
       this.rootMade = false
     }
@@ -108,6 +119,10 @@ export class WorkdirPool {
       const dir = this.unused()
       try {
         mkdirSync(dir)
+        if (this.made === undefined) {
+          const st = lstatSync(dir)
+          this.made = { mode: st.mode & 0o7777, uid: st.uid }
+        }
         return dir
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code

@@ -260,6 +260,26 @@ describe('runAttempt', () => {
     expect(await leftovers()).toEqual([])
   })
 
+  it('does not hand on a directory a step left empty but changed: made unwritable, or swapped for a link', async () => {
+    const where = 'echo "$PWD"; echo "$TMPDIR"'
+    const chmodded = await printed(await runAttempt(task({ command: `${where}; chmod 500 . "$TMPDIR"` }), deps))
+    const elsewhere = await mkdtemp(join(dir, 'elsewhere-'))
+    const swapped = await printed(await runAttempt(task({ command: `${where}; cd .. && rmdir "$PIPEMESH_WORKDIR" && ln -s ${elsewhere} "$PIPEMESH_WORKDIR"` }), deps))
+    // The next attempts get directories they can write in, none of the changed ones (the
+    // swapping step's TMPDIR was left as it was, and may be handed on).
+    const changed = [...chmodded, swapped[0]]
+    for (let i = 0; i < 2; i++) {
+      const next = await runAttempt(task({ command: `${where}; touch here "$TMPDIR/there"` }), deps)
+      expect(next.status, next.error?.message).toBe('succeeded')
+      const [cwd, tmp] = await printed(next)
+      expect(changed).not.toContain(cwd)
+      expect(changed).not.toContain(tmp)
+    }
+    // The link was removed, not what it pointed to.
+    expect(existsSync(elsewhere)).toBe(true)
+    expect(await leftovers()).toEqual([])
+  })
+
   it('does not start an attempt that is already cancelled', async () => {
     const r = await runAttempt(task({ command: 'touch should-not-exist' }), { ...deps, signal: AbortSignal.abort() })
     expect(r.status).toBe('cancelled')
