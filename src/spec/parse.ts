@@ -184,13 +184,16 @@ export function readYaml (text: string): { data: unknown, issues: ValidationIssu
   }
   const doc = docs[0]
   if (doc === undefined) return { data: undefined, issues: [{ path: '', message: 'the file is empty' }] }
-  // One syntax error usually cascades into dozens; the first few say where to look.
-  for (const error of doc.errors.slice(0, 5)) issues.push({ path: '', message: `YAML syntax error at ${at(error.pos[0])}: ${error.message.split('\n')[0] ?? ''}` })
-  if (doc.errors.length > 5) issues.push({ path: '', message: `… and ${doc.errors.length - 5} more YAML syntax errors after those` })
   if (doc.errors.length > 0) {
+    // One syntax error usually cascades into dozens. The commonest cause, an unquoted `${{`
+    // in a flow map or list, is named alone: the parser's own errors for it only confuse.
     const unquoted = /[{[][^\n"']*\$\{\{/.exec(text)
     if (unquoted !== null) {
-      issues.unshift({ path: '', message: `a placeholder inside { } or [ ] at ${at(unquoted.index)} must be quoted, e.g. { data: "\${{steps.prep.outputs.train}}" }, or written in block style on its own line` })
+      issues.push({ path: '', message: `a placeholder inside { } or [ ] at ${at(unquoted.index)} must be quoted, e.g. { data: "\${{steps.prep.outputs.train}}" }, or written in block style on its own line (the YAML parser reports ${doc.errors.length} syntax errors from there)` })
+    } else {
+      // Otherwise the first few say where to look.
+      for (const error of doc.errors.slice(0, 5)) issues.push({ path: '', message: `YAML syntax error at ${at(error.pos[0])}: ${error.message.split('\n')[0] ?? ''}` })
+      if (doc.errors.length > 5) issues.push({ path: '', message: `… and ${doc.errors.length - 5} more YAML syntax errors after those` })
     }
   }
   if (issues.length > 0) return { data: undefined, issues }

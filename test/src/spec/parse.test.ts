@@ -65,6 +65,12 @@ describe('hostile YAML', () => {
     expectIssue(issuesOf('# only a comment\n'), '', 'the file is empty')
   })
 
+  it('names an unquoted placeholder in a flow map as the cause, without the parser errors it cascades into', () => {
+    const issues = issuesOf('name: x\nsteps:\n  a:\n    command: cat ${{inputs.y}}\n    inputs: { y: ${{steps.b.outputs.z}} }\n')
+    expectIssue(issues, '', /placeholder inside \{ \} or \[ \] at line 5, column 13 must be quoted/)
+    expect(issues.filter(i => i.message.startsWith('YAML syntax error'))).toEqual([])
+  })
+
   it('does not let a __proto__ key reach the prototype', () => {
     const issues = issuesOf('name: x\n__proto__: { polluted: true }\nsteps:\n  a: { command: echo, __proto__: { x: 1 } }\n')
     expectIssue(issues, '', 'unknown key "__proto__"')
