@@ -161,7 +161,7 @@ function startupRows (label: string, startups: readonly MeshStartup[]): Row[] {
   const workload = 'M0 mesh start-up'
   return [
     { workload, system: label, metric: 'daemons ready', unit: 's', better: 'lower', samples: startups.map(s => s.daemonsMs / 1000), note: 'spawn coordinator, 2 join tokens, spawn 2 agents, until both connected' },
-    { workload, system: label, metric: 'warm-up run', unit: 's', better: 'lower', samples: startups.map(s => s.warmupMs / 1000), note: 'then one pipemesh run of 2 steps (one per agent: starts their step launchers); W0–W6 start after it' }
+    { workload, system: label, metric: 'warm-up run', unit: 's', better: 'lower', samples: startups.map(s => s.warmupMs / 1000), note: 'then one pipemesh run of 2 steps (one per agent: starts their step launchers); the workload starts after it' }
   ]
 }
 
@@ -253,7 +253,9 @@ async function main (): Promise<number> {
     ]
     for (const list of targetLists) lines.push(list.title, renderTargets(list.targets), '')
     lines.push('Notes: W0 is the fixed cost of one CLI invocation (embedded: start coordinator + agent, libp2p on loopback, exit;',
-      '  mesh: the CLI alone, talking HTTP to daemons already running). Each mesh rep starts fresh daemons (M0), outside the timings.',
+      '  mesh: the CLI alone, talking HTTP to daemons already running). Mesh daemons (M0) start outside the timings: once per',
+      '  workload for W0–W2, whose first run after the start is rep 0 (its own "1st run" row), followed by untimed runs until',
+      '  1000 steps have run since the start (at most 10 runs), then the reps; and once per rep for W3–W6 (W3 is the first run after the start).',
       'S1: the source file is in the page cache for cp and the store alike (dropping caches needs root); sync runs between measurements.')
     if (options.mesh !== undefined && options.only.has('T1')) {
       lines.push('T1 mesh: the agents do not log when a fetch ends; the fetch time is the consumer step\'s interval from placement',

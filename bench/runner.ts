@@ -37,6 +37,11 @@ export interface PipemeshVariant {
   readonly gpuAgent?: string
   /** Most steps that may run at once (the workloads' rule: 2 on this 2-core machine). */
   readonly maxParallel: number
+  /**
+   * Its runs go to daemons that outlive them (the mesh): a workload of W0–W2 keeps one session for
+   * all its reps, as a mesh already running would, and times its first run apart.
+   */
+  readonly daemons: boolean
   session: (scratch: string) => Promise<PipemeshSession>
 }
 
@@ -89,6 +94,7 @@ export const embeddedVariant: PipemeshVariant = {
   label: 'pipemesh',
   gpuSteps: false,
   maxParallel: 2,
+  daemons: false,
   async session (scratch) {
     const data = await mkdtemp(join(scratch, 'data-'))
     return {
@@ -116,6 +122,7 @@ export function createMeshVariant (options: { daemonNodeArgs?: string[] } = {}):
     gpuSteps: true,
     gpuAgent: GPU_AGENT,
     maxParallel: 2,
+    daemons: true,
     startups,
     async session (scratch) {
       const root = await mkdtemp(join(scratch, 'mesh-'))
