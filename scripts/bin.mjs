@@ -18,6 +18,7 @@ import { createRequire } from 'node:module'
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
+import { setFlagsFromString } from 'node:v8'
 import vm from 'node:vm'
 
 // Replaced by the build with the bundle's sha256.
@@ -64,10 +65,26 @@ function bundleStamp () {
   }
 }
 
+/**
+ * How much bytecode a function runs before V8 optimizes it, per kind of command. A daemon runs
+ * the same per-step handlers for as long as it lives: with V8's default (66 KiB) they stayed in
+ * the baseline tier for thousands of steps, ~20% slower (W1 on the mesh) until about the tenth
+ * run; a quarter of that gets there within a few runs, for a slower first one. A run in one
+ * process (embedded) is over before most optimizations pay back what they cost the two cores
+ * here: 1 MB cut ~10% off W1, and the few truly hot loops (a chatty step's log) still get there.
+ * Set before the bundle is compiled: V8's code cache is only taken under the flags it was made
+ * with. A budget given on node's own command line wins.
+ */
+const INTERRUPT_BUDGET = { coordinator: 16384, agent: 16384, run: 1_000_000 }
+
+const kind = commandKind(process.argv.slice(2))
+const budget = INTERRUPT_BUDGET[kind]
+if (budget !== undefined && !process.execArgv.some(a => a.startsWith('--interrupt-budget'))) setFlagsFromString(`--interrupt-budget=${budget}`)
+
 const dir = cacheDir()
 const installation = createHash('sha256').update(bundle).digest('hex').slice(0, 16)
 const stamp = bundleStamp()
-const cacheFile = dir === undefined || stamp === undefined ? undefined : join(dir, `code-${installation}-${process.version}-${process.arch}-${commandKind(process.argv.slice(2))}.bin`)
+const cacheFile = dir === undefined || stamp === undefined ? undefined : join(dir, `code-${installation}-${process.version}-${process.arch}-${kind}.bin`)
 
 let cachedData
 if (cacheFile !== undefined) {

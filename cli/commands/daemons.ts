@@ -2,26 +2,11 @@
 // and SIGTERM (an agent first lets its running steps finish or hands them back).
 
 import { hostname } from 'node:os'
-import { setFlagsFromString } from 'node:v8'
 import { PipemeshError } from '../../src/errors.js'
 import { parseBytes, parseDuration } from '../../src/util/units.js'
 import { createLogger } from '../logger.js'
 
-/**
- * A daemon runs the same short handlers (a step placed, a result taken, a task started) for as
- * long as it lives. V8 optimizes a function once it has executed a budget of bytecode; with the
- * default budget, the per-step paths of a fresh daemon stayed in the baseline tier for thousands
- * of steps (W1 on the mesh: runs ~20% slower than once optimized, until the tenth run or so).
- * A quarter of the budget gets there within a few runs, for a slower first one. Set before the
- * daemon's own code first runs; a budget given on node's command line is left alone.
- */
-function tuneJitForDaemon (): void {
-  if (process.execArgv.some(a => a.startsWith('--interrupt-budget'))) return
-  setFlagsFromString('--interrupt-budget=16384')
-}
-
 export async function runCoordinatorDaemon (options: { dataDir: string, listen: string, api: string, lease: string, apiTokenFile?: string | undefined, logLevel?: string | undefined }): Promise<void> {
-  tuneJitForDaemon()
   const logger = createLogger(options.logLevel, 'info')
   const [host, portText] = splitHostPort(options.api)
   const { readApiToken } = await import('../api-token.js')
@@ -59,7 +44,6 @@ export async function runCoordinatorDaemon (options: { dataDir: string, listen: 
 }
 
 export async function runAgentDaemon (options: { dataDir: string, coordinator: string, listen: string, name?: string, join?: string, resources?: string, label: string[], maxArtifactSize?: string, maxLogSize?: string, logLevel?: string | undefined }): Promise<void> {
-  tuneJitForDaemon()
   const logger = createLogger(options.logLevel, 'info')
   const { parseResourceOverrides, parseLabels } = await import('../../agent/capabilities.js')
   const { Agent } = await import('../../agent/agent.js')
