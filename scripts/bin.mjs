@@ -77,9 +77,18 @@ function bundleStamp () {
  */
 const INTERRUPT_BUDGET = { coordinator: 16384, agent: 16384, run: 1_000_000 }
 
+/**
+ * Those figures were measured on Node 20's V8 (11.x), whose tiering differs from later ones; a V8
+ * without the flag would print an error for every command. Elsewhere V8 keeps its own budget.
+ */
+const TUNED_V8_MAJOR = 11
+
 const kind = commandKind(process.argv.slice(2))
 const budget = INTERRUPT_BUDGET[kind]
-if (budget !== undefined && !process.execArgv.some(a => a.startsWith('--interrupt-budget'))) setFlagsFromString(`--interrupt-budget=${budget}`)
+const v8Major = Number(process.versions.v8.split('.')[0])
+if (budget !== undefined && v8Major === TUNED_V8_MAJOR && !process.execArgv.some(a => a.startsWith('--interrupt-budget'))) {
+  setFlagsFromString(`--interrupt-budget=${budget}`)
+}
 
 const dir = cacheDir()
 const installation = createHash('sha256').update(bundle).digest('hex').slice(0, 16)
