@@ -122,10 +122,11 @@ async function benchTrueGraph (ctx: WorkloadContext, workload: string, graphFor:
   // runs untimed until WARM_STEPS steps have run since the start (or MAX_WARM_RUNS runs), then
   // the reps.
   const kept = new Map<Side, PipemeshSession>()
+  const gpuStepsOf = new Map([false, true].map(gpu => [gpu, new Set(graphFor(gpu).steps.filter(s => s.gpu === true).map(s => s.id))]))
   const check = (side: Side, rep: number, run: PipemeshRun): void => {
     const { variant } = side
     side.check.add(rep, checkAll(run, variant, () => 'succeeded', n))
-    const gpuSteps = new Set(graphFor(variant.gpuSteps).steps.filter(s => s.gpu === true).map(s => s.id))
+    const gpuSteps = gpuStepsOf.get(variant.gpuSteps)!
     if (gpuSteps.size > 0 && variant.gpuAgent !== undefined) {
       side.gpu ??= new Checks()
       side.gpu.add(rep, run.summary === undefined ? 'no summary' : checkPlacement(run, gpuSteps, variant.gpuAgent))
