@@ -5,11 +5,12 @@
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
-import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { HttpCoordinatorClient } from '../src/client/http.js'
 import { CLI } from './exec.js'
+import { discard } from './scratch.js'
 
 export const GPU_AGENT = 'agent-a'
 export const CPU_AGENT = 'agent-b'
@@ -140,12 +141,12 @@ export async function startMesh (root: string, options: MeshOptions): Promise<Me
       cliEnv,
       stop: async () => {
         await stopDaemons(started)
-        await rm(root, { recursive: true, force: true })
+        await discard(root)
       }
     }
   } catch (err) {
     await stopDaemons(started)
-    await rm(root, { recursive: true, force: true })
+    await discard(root)
     throw err
   }
 }

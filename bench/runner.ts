@@ -3,11 +3,12 @@
 // two agents (`pipemesh run --coordinator URL`), whose session starts the daemons once and
 // records their start-up apart from the runs.
 
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { RunSummary, StepSummary } from '../src/run/types.js'
 import { CLI, timed } from './exec.js'
 import { GPU_AGENT, startMesh, type MeshStartup } from './mesh.js'
+import { discard } from './scratch.js'
 
 export { CLI }
 
@@ -102,7 +103,7 @@ export const embeddedVariant: PipemeshVariant = {
       run: async (file, options = {}) => {
         return await runCli(['--data', data, 'run', file, '--json', ...paramArgs(options.params)], options)
       },
-      close: async () => { await rm(data, { recursive: true, force: true }) }
+      close: async () => { await discard(data) }
     }
   }
 }
@@ -143,7 +144,7 @@ export function createMeshVariant (options: { daemonNodeArgs?: string[] } = {}):
         }),
         close: async () => {
           await mesh.stop()
-          await rm(root, { recursive: true, force: true })
+          await discard(root)
         }
       }
     }

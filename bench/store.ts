@@ -14,6 +14,7 @@ import { recycleMemory } from './fresh-memory.js'
 import { ensureOk, lastJsonLine, timed } from './exec.js'
 import type { Row } from './stats.js'
 import type { StoreReport } from './store-child.js'
+import { discard } from './scratch.js'
 
 const CHILD = fileURLToPath(new URL('./store-child.js', import.meta.url))
 const MIB = 1024 * 1024
@@ -82,7 +83,7 @@ export async function benchStore (scratch: string, reps: number, bytes: number, 
         failures.push(`rep ${rep}: ${(err as Error).message}`)
       }
       await rm(dest, { force: true })
-      await rm(storeDir, { recursive: true, force: true })
+      await discard(storeDir)
       log(`S1 rep ${rep}/${reps}: cp ${cp.at(-1)?.toFixed(0) ?? '-'} MiB/s, ingest ${ingest.at(-1)?.toFixed(0) ?? '-'} MiB/s, materialize ${materialize.at(-1)?.toFixed(0) ?? '-'} MiB/s, peak RSS ${rss.at(-1)?.toFixed(0) ?? '-'} MB`)
     }
   } finally {

@@ -3,12 +3,13 @@
 // same conditions. Every run is checked: which steps executed and which were reused, that no more
 // than two ran at once, and in the mesh that every GPU step ran on the GPU agent.
 
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { runMake } from './baselines.js'
 import { checkPlacement, checkRun, maxConcurrency, type PipemeshRun, type PipemeshSession, type PipemeshVariant } from './runner.js'
 import type { Row } from './stats.js'
+import { discard } from './scratch.js'
 
 export interface WorkloadContext {
   scratch: string
@@ -175,7 +176,7 @@ async function benchTrueGraph (ctx: WorkloadContext, workload: string, graphFor:
     }
   } finally {
     for (const session of kept.values()) await session.close()
-    await rm(dir, { recursive: true, force: true })
+    await discard(dir)
   }
   const derive = (s: number): number => perStep === 'steps/s' ? n / s : s * 1000 / n
   const better = perStep === 'steps/s' ? 'higher' : 'lower'
@@ -322,7 +323,7 @@ export async function benchDiamond (ctx: WorkloadContext, only: ReadonlySet<Work
           await session.close()
         }
       } finally {
-        await rm(pmDir, { recursive: true, force: true })
+        await discard(pmDir)
       }
     }
     const makeDir = await mkdtemp(join(ctx.scratch, 'diamond-make-'))
@@ -335,7 +336,7 @@ export async function benchDiamond (ctx: WorkloadContext, only: ReadonlySet<Work
         makeChecks.get(phase.id)!.add(rep, expectSteps('make', makeSteps(m.recipes), phase.makeExecuted))
       }
     } finally {
-      await rm(makeDir, { recursive: true, force: true })
+      await discard(makeDir)
     }
   }
   const result: WorkloadResult = { rows: [], failures: [], checksOk: {} }

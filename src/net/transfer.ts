@@ -194,13 +194,14 @@ export async function fetchArtifact (node: Libp2p, store: ContentStore, digest: 
       // Chunks being hashed and written while the next ones arrive.
       const writes = new Set<Promise<void>>()
       let writeError: unknown
-      const keep = (item: ChunkItem, bytes: Uint8Array): void => {
-        const p: Promise<void> = store.writeChunk(item.digest, bytes).then(() => {
+      const keep = (item: ChunkItem, parts: Uint8Array[]): void => {
+        const size = byteLengthOf(parts)
+        const p: Promise<void> = store.writeChunk(item.digest, parts).then(() => {
           queue.done(item)
-          result.bytes += bytes.byteLength
-          result.fromPeers[s.peerId] = (result.fromPeers[s.peerId] ?? 0) + bytes.byteLength
-          stats.record(s.peerId, 'fetched', bytes.byteLength)
-          present += bytes.byteLength
+          result.bytes += size
+          result.fromPeers[s.peerId] = (result.fromPeers[s.peerId] ?? 0) + size
+          stats.record(s.peerId, 'fetched', size)
+          present += size
           options.onProgress?.({ bytes: present, totalBytes })
         }, (err: unknown) => {
           if (!(err instanceof CorruptContentError)) fatal ??= err
@@ -229,10 +230,10 @@ export async function fetchArtifact (node: Libp2p, store: ContentStore, digest: 
             while (writes.size >= WRITES_IN_FLIGHT) await Promise.race(writes)
             if (writeError !== undefined) throw writeError
             const item = batch[0] as ChunkItem
-            const bytes = await s.receive('chunk', item.digest, MAX_CHUNK_BYTES)
+            const parts = await s.receiveParts('chunk', item.digest, MAX_CHUNK_BYTES)
             batch.shift()
-            if (bytes === undefined) queue.giveBack(item, s.peerId)
-            else keep(item, bytes)
+            if (parts === undefined) queue.giveBack(item, s.peerId)
+            else keep(item, parts)
           }
           inFlight.shift()
         }
@@ -306,6 +307,12 @@ function cancelled (signal: AbortSignal): PipemeshError {
   return reason instanceof PipemeshError ? reason : new CancelledError('artifact transfer cancelled')
 }
 
+function byteLengthOf (parts: readonly Uint8Array[]): number {
+  let n = 0
+  for (const p of parts) n += p.byteLength
+  return n
+}
+
 function sum (chunks: ChunkRef[]): number {
   let total = 0
   for (const c of chunks) total += c.size
@@ -335,15 +342,38 @@ class HolderSession {
 
   /** The bytes of `expected`, or undefined when the holder lacks it. */
   async receive (type: 'manifest' | 'chunk', expected: Digest, maxBytes: number): Promise<Uint8Array | undefined> {
-    const frames = this.frames as FrameStream
-    const head = parseResponse(await this.next(frames), this.peerId)
+    const size = await this.receiveHeader(type, expected, maxBytes)
+    if (size === undefined) return undefined
+    const data = await this.next(this.frames as FrameStream)
+    this.checkSize(expected, size, data.byteLength)
+    return data
+  }
+
+  /**
+   * receive(), as the pieces the bytes arrived in: a chunk arrives in ~64 KiB pieces, and the
+   * store copies them on to its worker as they are rather than joined first.
+   */
+  async receiveParts (type: 'manifest' | 'chunk', expected: Digest, maxBytes: number): Promise<Uint8Array[] | undefined> {
+    const size = await this.receiveHeader(type, expected, maxBytes)
+    if (size === undefined) return undefined
+    const parts = await (this.frames as FrameStream).nextParts({ signal: this.signal })
+    if (parts === null) throw closedMidTransfer(this.peerId)
+    this.checkSize(expected, size, byteLengthOf(parts))
+    return parts
+  }
+
+  /** Reads the response header for `expected`: its announced size, or undefined when missing. */
+  private async receiveHeader (type: 'manifest' | 'chunk', expected: Digest, maxBytes: number): Promise<number | undefined> {
+    const head = parseResponse(await this.next(this.frames as FrameStream), this.peerId)
     if (head.type === 'error') throw fromWireError({ ...head.error, code: head.error.code as PipemeshError['code'] })
     if (head.digest !== expected) throw new PipemeshError('PROTOCOL', `holder ${this.peerId} answered ${head.digest} where ${expected} was next`)
     if (head.type === 'missing') return undefined
     if (head.type !== type || head.size > maxBytes) throw new PipemeshError('PROTOCOL', `holder ${this.peerId} sent a ${head.size}-byte ${head.type} for ${expected}, expected a ${type} of at most ${maxBytes} bytes`)
-    const data = await this.next(frames)
-    if (data.byteLength !== head.size) throw new PipemeshError('PROTOCOL', `holder ${this.peerId} announced ${head.size} bytes for ${expected} and sent ${data.byteLength}`)
-    return data
+    return head.size
+  }
+
+  private checkSize (expected: Digest, announced: number, received: number): void {
+    if (received !== announced) throw new PipemeshError('PROTOCOL', `holder ${this.peerId} announced ${announced} bytes for ${expected} and sent ${received}`)
   }
 
   drop (err: unknown): void {
@@ -360,7 +390,7 @@ class HolderSession {
 
   private async next (frames: FrameStream): Promise<Uint8Array> {
     const frame = await frames.next({ signal: this.signal })
-    if (frame === null) throw new PipemeshError('UNREACHABLE', `holder ${this.peerId} closed the stream mid-transfer`, { retryable: true })
+    if (frame === null) throw closedMidTransfer(this.peerId)
     return frame
   }
 
@@ -376,6 +406,10 @@ class HolderSession {
     this.frames = new FrameStream(stream, options)
     return this.frames
   }
+}
+
+function closedMidTransfer (peer: string): PipemeshError {
+  return new PipemeshError('UNREACHABLE', `holder ${peer} closed the stream mid-transfer`, { retryable: true })
 }
 
 function parseResponse (frame: Uint8Array, peer: string): TransferResponse {

@@ -37,7 +37,8 @@ export class FrameStream {
   private segments: Uint8Array[] = []
   private segmentBytes = 0
   private pendingLength: number | undefined
-  private readonly frames: Uint8Array[] = []
+  /** Whole frames not yet read, each as the received pieces it spans (joined by next()). */
+  private readonly frames: Uint8Array[][] = []
   private frameBytes = 0
   private paused = false
   private ended = false
@@ -121,10 +122,20 @@ export class FrameStream {
 
   /** The next frame, or null once the remote has finished sending. */
   async next (options: { signal?: AbortSignal } = {}): Promise<Uint8Array | null> {
+    const parts = await this.nextParts(options)
+    return parts === null ? null : join(parts)
+  }
+
+  /**
+   * The next frame as the pieces it arrived in (views of the received buffers, in order), or
+   * null once the remote has finished sending. For a large frame that is copied on anyway, this
+   * saves joining it first: a chunk arrives in ~64 KiB pieces.
+   */
+  async nextParts (options: { signal?: AbortSignal } = {}): Promise<Uint8Array[] | null> {
     for (;;) {
       const frame = this.frames.shift()
       if (frame !== undefined) {
-        this.frameBytes -= frame.byteLength
+        this.frameBytes -= byteLengthOf(frame)
         if (this.paused && this.frameBytes + this.segmentBytes <= this.highWater / 2) {
           this.paused = false
           if (this.stream.readStatus === 'paused') this.stream.resume()
@@ -169,7 +180,7 @@ export class FrameStream {
     for (;;) {
       if (this.pendingLength === undefined) {
         if (this.segmentBytes < HEADER_BYTES) break
-        const header = this.take(HEADER_BYTES)
+        const header = join(this.take(HEADER_BYTES))
         const length = new DataView(header.buffer, header.byteOffset, HEADER_BYTES).getUint32(0)
         if (length > this.maxFrameBytes) {
           this.fail(new PipemeshError('PROTOCOL', `${this.label} sent a ${length}-byte message; the limit is ${this.maxFrameBytes} bytes`))
@@ -179,9 +190,9 @@ export class FrameStream {
       }
       if (this.segmentBytes < this.pendingLength) break
       const frame = this.take(this.pendingLength)
-      this.pendingLength = undefined
       this.frames.push(frame)
-      this.frameBytes += frame.byteLength
+      this.frameBytes += this.pendingLength
+      this.pendingLength = undefined
     }
     // Pause only with a whole frame queued: the reader is then certain to make progress.
     if (!this.paused && this.frames.length > 0 && this.frameBytes + this.segmentBytes > this.highWater &&
@@ -198,24 +209,21 @@ export class FrameStream {
     this.segmentBytes += buf.byteLength
   }
 
-  private take (n: number): Uint8Array {
-    const first = this.segments[0]
-    if (first !== undefined && first.byteLength >= n) {
-      const out = first.subarray(0, n)
-      if (first.byteLength === n) this.segments.shift()
-      else this.segments[0] = first.subarray(n)
-      this.segmentBytes -= n
-      return out
-    }
-    const out = Buffer.allocUnsafe(n)
-    let filled = 0
-    while (filled < n) {
+  /** The next `n` received bytes, as views of the pieces they arrived in. */
+  private take (n: number): Uint8Array[] {
+    const out: Uint8Array[] = []
+    let left = n
+    while (left > 0) {
       const seg = this.segments[0] as Uint8Array
-      const use = Math.min(seg.byteLength, n - filled)
-      out.set(seg.subarray(0, use), filled)
-      filled += use
-      if (use === seg.byteLength) this.segments.shift()
-      else this.segments[0] = seg.subarray(use)
+      if (seg.byteLength <= left) {
+        out.push(seg)
+        this.segments.shift()
+        left -= seg.byteLength
+      } else {
+        out.push(seg.subarray(0, left))
+        this.segments[0] = seg.subarray(left)
+        left = 0
+      }
     }
     this.segmentBytes -= n
     return out
@@ -276,6 +284,21 @@ export class FrameStream {
     const detail = cause instanceof Error ? `: ${cause.message}` : ''
     return new PipemeshError('UNREACHABLE', `${this.label} was closed${detail}`, { retryable: true, cause })
   }
+}
+
+function byteLengthOf (parts: readonly Uint8Array[]): number {
+  let n = 0
+  for (const p of parts) n += p.byteLength
+  return n
+}
+
+/** One buffer with the bytes of `parts` (the only part itself when there is one). */
+function join (parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0] as Uint8Array
+  const out = Buffer.allocUnsafe(byteLengthOf(parts))
+  let offset = 0
+  for (const p of parts) { out.set(p, offset); offset += p.byteLength }
+  return out
 }
 
 export interface ChannelOptions<In> {

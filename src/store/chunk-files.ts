@@ -113,10 +113,10 @@ export class ChunkFiles {
     }
   }
 
-  /** Hashes `bytes` and stores them if they are `digest`; resolves with the digest they have. */
-  async writeIfMatches (digest: Digest, bytes: Uint8Array): Promise<Digest> {
+  /** Hashes the `size` bytes of `parts` and stores them if they are `digest`; resolves with the digest they have. */
+  async writeIfMatches (digest: Digest, parts: readonly Uint8Array[], size: number): Promise<Digest> {
     try {
-      const r = await chunkWorkers.store(bytes, digest, this.dirs)
+      const r = await chunkWorkers.store(parts, size, digest, this.dirs)
       return r.digest as Digest
     } catch (err) {
       throw asStorageError(err, `chunk ${digest}`, this.root)

@@ -76,17 +76,23 @@ export class ChunkWorkers {
   }
 
   /**
-   * Hashes `bytes` and, if they match `digest`, stores them as a chunk file. The bytes are
-   * copied (callers keep theirs). Resolves with the digest the bytes actually have.
+   * Hashes the `size` bytes of `parts` and, if they match `digest`, stores them as a chunk file.
+   * The bytes are copied (callers keep theirs). Resolves with the digest the bytes actually have.
    */
-  async store (bytes: Uint8Array, digest: Digest, dirs: ChunkDirs): Promise<JobResult> {
+  async store (parts: readonly Uint8Array[], size: number, digest: Digest, dirs: ChunkDirs): Promise<JobResult> {
     // Through shared buffers reused job after job: a fresh transferred copy per chunk piles up
     // as garbage in the worker (its GC waits for tens of MB of external memory), which cost
-    // the receiving agent ~60 MB of RSS.
-    const shared = this.sharedBuffer(bytes.byteLength)
-    new Uint8Array(shared, SHARED_OFFSET, bytes.byteLength).set(bytes)
+    // the receiving agent ~60 MB of RSS. Pieces are copied in as they are: joining them first
+    // would be one more copy, and one more buffer for the GC, per chunk.
+    const shared = this.sharedBuffer(size)
+    const into = new Uint8Array(shared, SHARED_OFFSET, size)
+    let offset = 0
+    for (const p of parts) {
+      into.set(p, offset)
+      offset += p.byteLength
+    }
     try {
-      return await this.submit({ op: 'store', bytes: shared, offset: SHARED_OFFSET, length: bytes.byteLength, digest, ...dirs })
+      return await this.submit({ op: 'store', bytes: shared, offset: SHARED_OFFSET, length: offset, digest, ...dirs })
     } finally {
       if (this.sharedFree.length < this.depth) this.sharedFree.push(shared)
     }

@@ -52,16 +52,17 @@ export class Chunks {
    * Stores a chunk from a peer or a repair: hashed and written on a chunk worker, indexed once
    * its body is in place. Bytes that do not hash to `digest` are refused and nothing is kept.
    */
-  async putChecked (digest: Digest, bytes: Uint8Array): Promise<void> {
-    if (bytes.byteLength < INLINE_MAX) {
+  async putChecked (digest: Digest, parts: readonly Uint8Array[], size: number): Promise<void> {
+    if (size < INLINE_MAX) {
+      const bytes = parts.length === 1 ? parts[0] as Uint8Array : Buffer.concat(parts)
       const actual = sha256Digest(bytes)
       if (actual !== digest) throw new CorruptContentError(digest, `received bytes hash to ${actual}`)
       await this.put(digest, bytes)
       return
     }
-    const actual = await this.files.writeIfMatches(digest, bytes)
+    const actual = await this.files.writeIfMatches(digest, parts, size)
     if (actual !== digest) throw new CorruptContentError(digest, `received bytes hash to ${actual}`)
-    const record: ChunkRecord = { size: bytes.byteLength, inline: false }
+    const record: ChunkRecord = { size, inline: false }
     await this.db.write([{ type: 'put', sublevel: this.db.chunks, key: digest, value: record }], `chunk ${digest}`)
   }
 

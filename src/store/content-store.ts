@@ -219,13 +219,19 @@ export class ContentStore {
     return await this.chunks.read(digest)
   }
 
-  /** Stores a chunk from a peer; bytes that do not hash to `digest` are refused. */
-  async writeChunk (digest: Digest, bytes: Uint8Array): Promise<void> {
+  /**
+   * Stores a chunk from a peer, given whole or as the pieces it arrived in; bytes that do not
+   * hash to `digest` are refused.
+   */
+  async writeChunk (digest: Digest, bytes: Uint8Array | readonly Uint8Array[]): Promise<void> {
     assertDigest(digest)
-    if (bytes.byteLength > MAX_CHUNK_BYTES) {
-      throw new PipemeshError('LIMIT_EXCEEDED', `chunk ${digest} is ${bytes.byteLength} bytes, over the ${MAX_CHUNK_BYTES}-byte chunk limit`)
+    const parts = bytes instanceof Uint8Array ? [bytes] : bytes
+    let size = 0
+    for (const p of parts) size += p.byteLength
+    if (size > MAX_CHUNK_BYTES) {
+      throw new PipemeshError('LIMIT_EXCEEDED', `chunk ${digest} is ${size} bytes, over the ${MAX_CHUNK_BYTES}-byte chunk limit`)
     }
-    await this.lock.shared(async () => { await this.chunks.putChecked(digest, bytes) })
+    await this.lock.shared(async () => { await this.chunks.putChecked(digest, parts, size) })
   }
 
   /** Records a fully present artifact as held (after a transfer); refuses an incomplete one. */

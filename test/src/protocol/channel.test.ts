@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -127,6 +128,26 @@ describe('MessageChannel', () => {
     }
     await sending
     expect(received).toEqual(Array.from({ length: total }, (_, i) => i))
+  })
+
+  it('hands a large frame over as the pieces it arrived in, or joined, byte for byte', async () => {
+    let serverFrames: FrameStream | undefined
+    void b.handle(PROTO, (stream) => { serverFrames = new FrameStream(stream, { maxFrameBytes: 2 << 20 }) })
+    const sender = new FrameStream(await dial(), { maxFrameBytes: 2 << 20 })
+    const big = randomBytes((1 << 20) + 3)
+    const small = Buffer.from('after the big ones')
+    await sender.send(big)
+    await sender.send([big.subarray(0, 1000), big.subarray(1000)])
+    await sender.send(small)
+    await sender.close()
+    while (serverFrames === undefined) await new Promise(resolve => setImmediate(resolve))
+    const parts = await serverFrames.nextParts()
+    // Noise carries at most 64 KiB per message, so a MiB cannot arrive in one piece.
+    expect(parts!.length).toBeGreaterThan(1)
+    expect(Buffer.concat(parts!).equals(big)).toBe(true)
+    expect(Buffer.from((await serverFrames.next())!).equals(big)).toBe(true)
+    expect(Buffer.concat((await serverFrames.nextParts())!).toString()).toBe('after the big ones')
+    expect(await serverFrames.nextParts()).toBeNull()
   })
 
   it('request() does a one-shot exchange and times out when no reply comes', async () => {

@@ -235,6 +235,23 @@ describe('corruption', () => {
     expect((await fs.readFile(path.join(dir, 'out'))).equals(data)).toBe(true)
   })
 
+  it('stores a peer chunk given as the pieces it arrived in, and refuses pieces that hash otherwise', async () => {
+    const store = await openStore('s')
+    const bytes = randomBytes(CHUNK)
+    const digest = sha256Digest(bytes)
+    const pieces = (b: Buffer): Buffer[] => [b.subarray(0, 1), b.subarray(1, CHUNK / 2), b.subarray(CHUNK / 2)]
+    const wrong = Buffer.from(bytes)
+    wrong[CHUNK - 1] = wrong[CHUNK - 1]! ^ 1
+    await expect(store.writeChunk(digest, pieces(wrong))).rejects.toBeInstanceOf(CorruptContentError)
+    expect(await store.hasChunk(digest)).toBe(false)
+    await store.writeChunk(digest, pieces(bytes))
+    expect(Buffer.from(await store.readChunk(digest)).equals(bytes)).toBe(true)
+    // A small chunk lives in the index, not as a file; it may come in pieces too.
+    const tiny = Buffer.from('a small chunk, stored inline')
+    await store.writeChunk(sha256Digest(tiny), [tiny.subarray(0, 5), tiny.subarray(5)])
+    expect(Buffer.from(await store.readChunk(sha256Digest(tiny))).equals(tiny)).toBe(true)
+  })
+
   it('refuses a peer chunk that does not match its digest and writes no body', async () => {
     const store = await openStore('s')
     const bytes = randomBytes(CHUNK)
