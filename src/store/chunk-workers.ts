@@ -24,13 +24,22 @@ export interface ChunkDirs { chunksDir: string, tmpDir: string }
 export type Job =
   | { op: 'ingest', fd: number, position: number, length: number, inlineMax: number } & ChunkDirs
   | { op: 'store', bytes: SharedArrayBuffer, offset: number, length: number, digest: Digest } & ChunkDirs
-  | { op: 'read', file: string, size: number }
+  | { op: 'read', file: string, size: number, into: SharedArrayBuffer, offset: number }
   | { op: 'copyOut', file: string, size: number, digest: Digest, destFd: number, position: number }
 
 interface Slot { worker: Worker, pending: number }
 
 /** Where data starts in a shared buffer: mid-page, away from 4K aliasing in copies (see readBuffer in chunk-worker.ts). */
 const SHARED_OFFSET = 2048
+/**
+ * Copies `from` into `to` at `offset` with Node's memcpy: TypedArray#set copies to or from shared
+ * memory with V8's relaxed-atomic copy, ~2x slower (3% of a receiving agent's CPU per GiB).
+ */
+function copyInto (to: Buffer, from: Uint8Array, offset: number): number {
+  const source = Buffer.isBuffer(from) ? from : Buffer.from(from.buffer, from.byteOffset, from.byteLength)
+  return source.copy(to, offset)
+}
+
 /** Idle workers are stopped after this long, giving their memory back. */
 const IDLE_MS = 30_000
 
@@ -80,27 +89,34 @@ export class ChunkWorkers {
    * The bytes are copied (callers keep theirs). Resolves with the digest the bytes actually have.
    */
   async store (parts: readonly Uint8Array[], size: number, digest: Digest, dirs: ChunkDirs): Promise<JobResult> {
-    // Through shared buffers reused job after job: a fresh transferred copy per chunk piles up
-    // as garbage in the worker (its GC waits for tens of MB of external memory), which cost
-    // the receiving agent ~60 MB of RSS. Pieces are copied in as they are: joining them first
-    // would be one more copy, and one more buffer for the GC, per chunk.
+    // Pieces are copied in as they are: joining them first would be one more copy, and one more
+    // buffer for the GC, per chunk.
     const shared = this.sharedBuffer(size)
-    const into = new Uint8Array(shared, SHARED_OFFSET, size)
+    const into = Buffer.from(shared, SHARED_OFFSET, size)
     let offset = 0
-    for (const p of parts) {
-      into.set(p, offset)
-      offset += p.byteLength
-    }
+    for (const p of parts) offset += copyInto(into, p, offset)
     try {
       return await this.submit({ op: 'store', bytes: shared, offset: SHARED_OFFSET, length: offset, digest, ...dirs })
     } finally {
-      if (this.sharedFree.length < this.depth) this.sharedFree.push(shared)
+      this.releaseShared(shared)
     }
   }
 
   /** Reads up to `size` bytes of `file`; `digest` is their hash. Rejects ENOENT when absent. */
   async read (file: string, size: number): Promise<JobResult & { bytes: Uint8Array, digest: Digest }> {
-    return await this.submit({ op: 'read', file, size }) as JobResult & { bytes: Uint8Array, digest: Digest }
+    // The worker reads into a shared buffer and the bytes are copied out here, into a buffer made
+    // on this thread. A buffer the worker made and transferred was counted by V8 against the
+    // heap's headroom until a full GC freed it: serving a GiB forced dozens of full GCs and held
+    // ~30 MB more at the peak. One made here dies young, once the peer's stream has sent it.
+    const shared = this.sharedBuffer(size)
+    try {
+      const r = await this.submit({ op: 'read', file, size, into: shared, offset: SHARED_OFFSET })
+      const bytes = Buffer.allocUnsafeSlow(r.n)
+      copyInto(bytes, Buffer.from(shared, SHARED_OFFSET, r.n), 0)
+      return { n: r.n, digest: r.digest as Digest, bytes }
+    } finally {
+      this.releaseShared(shared)
+    }
   }
 
   /** Reads `file`, and writes it at `position` of `destFd` only if it hashes to `digest` with `size` bytes. */
@@ -127,6 +143,16 @@ export class ChunkWorkers {
       if (this.idleTimer !== undefined) { clearTimeout(this.idleTimer); this.idleTimer = undefined }
       slot.worker.postMessage({ ...job, id }, transfer)
     })
+  }
+
+  /**
+   * Shared buffers are reused job after job, never dropped while the workers live: each worker
+   * keeps a reference to every one it was sent until its own (rare) GC, so a fresh one per chunk
+   * piled up by the gigabyte (and a fresh transferred copy per chunk piled up as garbage in the
+   * worker, ~60 MB of a receiving agent's RSS).
+   */
+  private releaseShared (shared: SharedArrayBuffer): void {
+    if (this.sharedFree.length < 2 * this.depth) this.sharedFree.push(shared)
   }
 
   private sharedBuffer (n: number): SharedArrayBuffer {
