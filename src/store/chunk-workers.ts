@@ -31,15 +31,6 @@ interface Slot { worker: Worker, pending: number }
 
 /** Where data starts in a shared buffer: mid-page, away from 4K aliasing in copies (see readBuffer in chunk-worker.ts). */
 const SHARED_OFFSET = 2048
-/**
- * Copies `from` into `to` at `offset` with Node's memcpy: TypedArray#set copies to or from shared
- * memory with V8's relaxed-atomic copy, ~2x slower (3% of a receiving agent's CPU per GiB).
- */
-function copyInto (to: Buffer, from: Uint8Array, offset: number): number {
-  const source = Buffer.isBuffer(from) ? from : Buffer.from(from.buffer, from.byteOffset, from.byteLength)
-  return source.copy(to, offset)
-}
-
 /** Idle workers are stopped after this long, giving their memory back. */
 const IDLE_MS = 30_000
 
@@ -92,9 +83,12 @@ export class ChunkWorkers {
     // Pieces are copied in as they are: joining them first would be one more copy, and one more
     // buffer for the GC, per chunk.
     const shared = this.sharedBuffer(size)
-    const into = Buffer.from(shared, SHARED_OFFSET, size)
+    const into = new Uint8Array(shared, SHARED_OFFSET, size)
     let offset = 0
-    for (const p of parts) offset += copyInto(into, p, offset)
+    for (const p of parts) {
+      into.set(p, offset)
+      offset += p.byteLength
+    }
     try {
       return await this.submit({ op: 'store', bytes: shared, offset: SHARED_OFFSET, length: offset, digest, ...dirs })
     } finally {
@@ -112,7 +106,7 @@ export class ChunkWorkers {
     try {
       const r = await this.submit({ op: 'read', file, size, into: shared, offset: SHARED_OFFSET })
       const bytes = Buffer.allocUnsafeSlow(r.n)
-      copyInto(bytes, Buffer.from(shared, SHARED_OFFSET, r.n), 0)
+      bytes.set(new Uint8Array(shared, SHARED_OFFSET, r.n))
       return { n: r.n, digest: r.digest as Digest, bytes }
     } finally {
       this.releaseShared(shared)
