@@ -17,7 +17,7 @@ import { loadOrCreatePrivateKey } from '../src/net/identity.js'
 import { openChannel, type MessageChannel } from '../src/protocol/channel.js'
 import { fetchArtifact, serveArtifacts, transferStats, type TransferStats } from '../src/net/transfer.js'
 import {
-  CONTROL_PROTOCOL, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema,
+  CONTROL_PROTOCOL, FETCH_PROGRESS_MS, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema,
   type AgentMessage, type CoordinatorMessage, type PeerAddress, type WireCapabilities
 } from '../src/protocol/messages.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
@@ -449,7 +449,23 @@ export class Agent {
       const holders = sources[name] ?? []
       if (holders.length === 0) throw new PipemeshError('MISSING_CONTENT', `input ${name} (${digest}) is not in this agent's store and no other agent holds it`, { retryable: true })
       log.debug({ input: name, digest, holders: holders.length }, 'fetching input from peers')
-      await fetchArtifact(this.node, this.store, digest, holders, { signal })
+      // Progress goes to the coordinator, which shows it with the step (a large input can take
+      // minutes, before the step's process even starts).
+      const started = performance.now()
+      let reportedAt = started
+      let total = 0
+      const report = (bytes: number, done: boolean): void => {
+        const now = performance.now()
+        if (!done && now - reportedAt < FETCH_PROGRESS_MS) return
+        reportedAt = now
+        this.sendNow({ type: 'fetching', attemptId: task.attemptId, input: name, bytes, totalBytes: total, elapsedMs: Math.round(now - started), done })
+      }
+      const result = await fetchArtifact(this.node, this.store, digest, holders, {
+        signal,
+        onProgress: p => { total = p.totalBytes; report(p.bytes, false) }
+      })
+      log.debug({ input: name, digest, bytes: result.bytes, ms: Math.round(performance.now() - started), peers: Object.keys(result.fromPeers).length }, 'fetched input from peers')
+      report(total, true)
       const ref = await this.store.stat(digest)
       if (ref !== undefined) fetched.push(ref)
     }

@@ -1,9 +1,12 @@
 // Shows a run as it moves: on a terminal, one redrawn line per step with its state and elapsed
-// time; elsewhere (pipes, CI logs), one printed line per state change.
+// time, and the inputs its agent is still fetching from peers (bytes, rate); elsewhere (pipes,
+// CI logs), one printed line per state change and per input fetched.
 
 import logUpdate from 'log-update'
 import type { RunEvent, StepStatus, StepSummary } from '../src/run/types.js'
-import { formatDuration } from '../src/util/units.js'
+import { formatBytes, formatDuration } from '../src/util/units.js'
+
+type FetchEvent = Extract<RunEvent, { type: 'fetch' }>
 
 const SYMBOL: Record<StepStatus, string> = {
   pending: '·',
@@ -18,6 +21,8 @@ const SYMBOL: Record<StepStatus, string> = {
 
 export class LiveView {
   private readonly steps = new Map<string, StepSummary>()
+  /** Inputs being fetched, per step: the latest progress of each. */
+  private readonly fetches = new Map<string, Map<string, FetchEvent>>()
   private readonly tty: boolean
   private timer: NodeJS.Timeout | undefined
   private runStatus = 'running'
@@ -39,6 +44,12 @@ export class LiveView {
       if (this.tty) this.render()
       return
     }
+    if (event.type === 'fetch') {
+      this.fetched(event)
+      return
+    }
+    // A step that moved on is no longer waiting for its inputs (nor is a retry of it, yet).
+    if (event.step.status !== 'running') this.fetches.delete(event.step.id)
     const before = this.steps.get(event.step.id)
     this.steps.set(event.step.id, event.step)
     if (this.tty) return
@@ -50,6 +61,16 @@ export class LiveView {
   done (): void {
     if (this.timer !== undefined) clearInterval(this.timer)
     if (this.tty) { this.render(); logUpdate.done() }
+  }
+
+  private fetched (event: FetchEvent): void {
+    let inputs = this.fetches.get(event.stepId)
+    if (inputs === undefined) { inputs = new Map(); this.fetches.set(event.stepId, inputs) }
+    if (event.done) inputs.delete(event.input)
+    else inputs.set(event.input, event)
+    if (!this.tty && event.done) {
+      process.stdout.write(`${new Date(event.at).toISOString().slice(11, 19)} ${SYMBOL.running} ${event.stepId} fetched ${inputLabel(event.input)}: ${formatBytes(event.totalBytes)} in ${formatDuration(event.elapsedMs)}${rate(event)}\n`)
+    }
   }
 
   private render (): void {
@@ -64,11 +85,27 @@ export class LiveView {
     else if ((step.status === 'succeeded' || step.status === 'failed') && step.startedAt !== undefined && step.finishedAt !== undefined) text += ` in ${formatDuration(step.finishedAt - step.startedAt)}`
     if (step.agent !== null && (step.status === 'running' || step.status === 'succeeded' || step.status === 'failed')) text += ` on ${step.agent}`
     if (step.attempts > 1) text += ` (attempt ${step.attempts})`
+    if (step.status === 'running') {
+      for (const f of this.fetches.get(step.id)?.values() ?? []) {
+        text += `, fetching ${inputLabel(f.input)} ${formatBytes(f.bytes)} of ${formatBytes(f.totalBytes)}${rate(f)}`
+      }
+    }
     if (step.status === 'queued' || step.status === 'failed' || step.status === 'skipped') {
       if (step.reason !== undefined) text += `: ${firstLine(step.reason)}`
     }
     return text
   }
+}
+
+/** Inputs named with a dot are the step's own files: its code and its environment's. */
+function inputLabel (input: string): string {
+  if (input === '.code') return 'its code'
+  if (input === '.env') return 'its environment files'
+  return `input ${input}`
+}
+
+function rate (f: FetchEvent): string {
+  return f.elapsedMs > 0 ? ` at ${formatBytes(f.bytes / (f.elapsedMs / 1000))}/s` : ''
 }
 
 function firstLine (text: string): string {

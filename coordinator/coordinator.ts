@@ -313,6 +313,9 @@ export class Coordinator implements CoordinatorApi {
       case 'log':
         this.runs.attemptLog(agentId, msg.attemptId, msg.lines)
         break
+      case 'fetching':
+        this.runs.attemptFetching(agentId, msg)
+        break
       case 'finished':
         this.runs.attemptFinished(agentId, msg.result)
         break

@@ -228,6 +228,15 @@ export class RunManager {
     this.emit({ type: 'log', runId: index.runId, stepId: index.stepId, attempt: step?.attempts.at(-1)?.number ?? 0, seq, lines })
   }
 
+  /** Progress of an input an attempt's agent is fetching: passed on to whoever follows the run. */
+  attemptFetching (agentId: string, progress: { attemptId: string, input: string, bytes: number, totalBytes: number, elapsedMs: number, done: boolean }): void {
+    const index = this.attempts.get(progress.attemptId)
+    if (index === undefined || index.agentId !== agentId || this.events.listenerCount('event') === 0) return
+    const step = this.active.get(index.runId)?.steps.get(index.stepId)
+    const { input, bytes, totalBytes, elapsedMs, done } = progress
+    this.emit({ type: 'fetch', runId: index.runId, stepId: index.stepId, attempt: step?.attempts.at(-1)?.number ?? 0, input, bytes, totalBytes, elapsedMs, done, at: Date.now() })
+  }
+
   /** Capacity changed (an agent connected or freed up): try to place queued steps. */
   capacityChanged (): void {
     void this.serialize(async () => { this.dispatch() })

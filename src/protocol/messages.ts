@@ -11,6 +11,8 @@ export const CONTROL_PROTOCOL = '/pipemesh/control/1.0.0'
 /** Largest control message; holdings are sent in batches to stay under it. */
 export const MAX_CONTROL_MESSAGE_BYTES = 4 * 1024 * 1024
 export const HOLDINGS_BATCH = 2000
+/** How often an agent reports the progress of an input it is fetching. */
+export const FETCH_PROGRESS_MS = 500
 
 const digest = z.string().regex(/^sha256:[0-9a-f]{64}$/) as unknown as z.ZodType<Digest>
 const name = z.string().min(1).max(256)
@@ -112,6 +114,19 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
   }),
   z.object({ type: z.literal('started'), attemptId: name, pid: z.number().int().nonnegative() }),
   z.object({ type: z.literal('log'), attemptId: name, lines: z.array(logLine).max(10_000) }),
+  /**
+   * An input the attempt is fetching from peers before its process starts: bytes present so far
+   * of its chunk bytes, at most every FETCH_PROGRESS_MS, and once when it is all here.
+   */
+  z.object({
+    type: z.literal('fetching'),
+    attemptId: name,
+    input: name,
+    bytes: z.number().nonnegative(),
+    totalBytes: z.number().nonnegative(),
+    elapsedMs: z.number().nonnegative(),
+    done: z.boolean()
+  }),
   z.object({ type: z.literal('finished'), result: attemptResult }),
   /** Answer to a coordinator's `fetch`: which artifacts the agent now holds. */
   z.object({ type: z.literal('fetched'), requestId: name, refs: z.array(artifactRef).max(HOLDINGS_BATCH), error: wireError.optional() })

@@ -136,3 +136,5 @@ export type RunEvent =
   | { type: 'run', runId: string, status: RunStatus, at: number }
   | { type: 'step', runId: string, step: StepSummary, at: number }
   | { type: 'log', runId: string, stepId: string, attempt: number, seq?: number, lines: Array<{ t: number, stream: 'stdout' | 'stderr', line: string }> }
+  /** An input the step's agent is fetching from peers (its chunk bytes present so far), not stored. */
+  | { type: 'fetch', runId: string, stepId: string, attempt: number, input: string, bytes: number, totalBytes: number, elapsedMs: number, done: boolean, at: number }

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { runCliJson, tempDir, writeTree } from '../helpers/cli.js'
+import { runCli, runCliJson, tempDir, writeTree } from '../helpers/cli.js'
 import { startMesh, type Mesh } from '../helpers/mesh.js'
 import { waitForRun } from '../helpers/wait.js'
 import type { RunEvent, RunSummary } from '../../src/run/types.js'
@@ -100,6 +100,27 @@ steps:
       (c[consumer]?.bytesFetched ?? 0) - (before[consumer]?.bytesFetched ?? 0) >= 5_000_000)
     expect((after[consumer]?.bytesFetched ?? 0) - (before[consumer]?.bytesFetched ?? 0)).toBeGreaterThanOrEqual(5_000_000)
   })
+
+  it('the run\'s progress names the input a step fetches from a peer, with its size and rate', async () => {
+    const dir = join(work.path, 'fetch-progress')
+    await writeTree(dir, {
+      'p.yaml': `name: fetch-progress
+steps:
+  make:
+    command: head -c 3000000 /dev/urandom > \${{outputs.blob}}
+    outputs: [blob]
+    resources: { labels: { zone: a } }
+  use:
+    command: wc -c < \${{inputs.blob}}
+    inputs: { blob: "\${{steps.make.outputs.blob}}" }
+    resources: { labels: { zone: b } }
+`
+    })
+    // Not a terminal (a pipe): the view prints a line per change, one of them the fetch's end.
+    const { exitCode, stdout, stderr } = await runCli(['--data', join(work.path, 'client'), 'run', join(dir, 'p.yaml'), '--coordinator', mesh.url], { timeoutMs: 180_000 })
+    expect(exitCode, stderr).toBe(0)
+    expect(stdout).toMatch(/use fetched input blob: 2\.86 MiB in \S+ at [\d.]+ [KMG]iB\/s/)
+  }, 200_000)
 
   it('a REST client may submit the YAML text; a request giving both text and data is refused', async () => {
     const text = 'name: rest-text\nparams: { n: 3 }\nsteps:\n  a:\n    command: echo ${{params.n}} > ${{outputs.o}}\n    outputs: [o]\n    cache: false\n'
