@@ -258,8 +258,8 @@ async function main (): Promise<number> {
       '  1000 steps have run since the start (at most 10 runs), then the reps; and once per rep for W3–W6 (W3 is the first run after the start).',
       'S1: the source file is in the page cache for cp and the store alike (dropping caches needs root); sync runs between measurements.')
     if (options.mesh !== undefined && options.only.has('T1')) {
-      lines.push('T1 mesh: the agents do not log when a fetch ends; the fetch time is the consumer step\'s interval from placement',
-        '  (coordinator) to its process\'s first line (`date`), minus the same interval on a rerun where the input is already held.')
+      lines.push('T1 mesh: the fetch time is agent-b\'s own report of it (the run\'s \'fetch\' event: first request to last chunk stored and',
+        '  verified); "rate to step start" counts from the step\'s placement (coordinator) to its process\'s first line (`date`).')
     }
     if (failures.length > 0) lines.push('', 'Failures:', ...failures.map(f => `  ${f}`))
     process.stdout.write(lines.join('\n') + '\n')

@@ -1,18 +1,18 @@
 // T1 in the mesh: a large artifact produced on agent-a (label zone=a) and consumed on agent-b
-// (zone=b), through `pipemesh run --coordinator`. The agents do not log when a fetch ends, so the
-// fetch is timed from outside, as the difference of two intervals on agent-b, each from the
+// (zone=b), through `pipemesh run --coordinator`. The fetch is timed by agent-b itself: the
+// agent reports each input it fetches for an attempt, and the run's event stream carries the
+// report of its end (elapsed from the first request to the last chunk stored and verified),
+// which the bench follows with the run. Beside it, two intervals on agent-b, each from the
 // step's placement (coordinator clock) to its process's first line (`date`, same machine clock):
 //   cold: the input is not on agent-b yet: dispatch + fetch from agent-a + materialize + spawn;
 //   warm: the same run again (producer reused, consumer `cache: false`): the input is already
 //         held, so dispatch + materialize + spawn.
-// cold − warm is the fetch, a little over it: the cold materialize competes with the writeback of
-// the chunks just fetched (sampling /proc/<pid>/io once put the excess at ~7%). The producer runs
+// The cold interval is what a consumer step waits for its input, all told. The producer runs
 // first, on its own (same step, same fingerprint: the cold run reuses it); then, untimed, a sync
 // and as many bytes as each interval writes are written and freed (see fresh-memory.ts), so that
-// neither interval pays this VM's first-touch cost of memory and the difference is the fetch
-// (cold writes the fetched chunks and the step's input, warm the input only). The agents'
-// transfer counters (GET /v1/agents) must show agent-a served and agent-b fetched the bytes (the
-// coordinator carries none); the agents' peak resident memory (VmHWM) is read from /proc.
+// neither interval pays this VM's first-touch cost of memory. The agents' transfer counters
+// (GET /v1/agents) must show agent-a served and agent-b fetched the bytes (the coordinator
+// carries none); the agents' peak resident memory (VmHWM) is read from /proc.
 
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -21,10 +21,11 @@ import type { HttpCoordinatorClient } from '../src/client/http.js'
 import { sync } from './baselines.js'
 import { recycleMemory } from './fresh-memory.js'
 import { CPU_AGENT, GPU_AGENT, childrenOf, memoryOf, startMesh, type MeshDaemons } from './mesh.js'
-import { runCli, type PipemeshRun } from './runner.js'
+import type { RunSummary } from '../src/run/types.js'
+import { runCli } from './runner.js'
 
 export interface MeshTransferRep {
-  /** Fetch time (cold − warm interval) and the rate it gives. */
+  /** Fetch time as agent-b reported it, and the rate it gives. */
   fetchMs: number
   mibPerSec: number
   coldMs: number
@@ -117,8 +118,9 @@ export class MeshTransferBench {
     const warm = await this.run(seed)
     const coldMs = cold.consumerStart - cold.placedAt
     const warmMs = warm.consumerStart - warm.placedAt
-    const fetchMs = coldMs - warmMs
-    if (fetchMs <= 0) throw new Error(`T1 mesh: the cold interval (${coldMs} ms) is not longer than the warm one (${warmMs} ms)`)
+    const fetchMs = cold.fetchMs
+    if (fetchMs === undefined) throw new Error(`T1 mesh: ${CPU_AGENT} never reported the end of fetching the input (no 'fetch' event for consume's blob)`)
+    if (warm.fetchMs !== undefined) throw new Error(`T1 mesh: the warm run fetched the input again (${warm.fetchMs} ms); it should have been held`)
     const agentHwm: Record<string, number> = {}
     const launcherHwm: Record<string, number> = {}
     for (const agent of this.mesh.agents) {
@@ -143,24 +145,36 @@ export class MeshTransferBench {
     if (produce.agent !== GPU_AGENT) throw new Error(`T1 mesh: produce ran on ${produce.agent ?? '?'}, expected ${GPU_AGENT} (zone=a)`)
   }
 
-  /** One `pipemesh run`, checked: the producer reused, the consumer run on agent-b. */
-  private async run (seed: number): Promise<{ placedAt: number, consumerStart: number }> {
-    const run = await runCli(['run', this.file, '--coordinator', this.mesh.url, '--json', '--param', `seed=${seed}`], { env: this.mesh.cliEnv })
-    const step = (id: string): NonNullable<PipemeshRun['summary']>['steps'][number] | undefined => run.summary?.steps.find(s => s.id === id)
+  /**
+   * One `pipemesh run`, checked: the producer reused, the consumer run on agent-b. Submitted
+   * detached, so that the run's events can be followed from its start: agent-b's report of the
+   * fetch's end is one of them.
+   */
+  private async run (seed: number): Promise<{ placedAt: number, consumerStart: number, fetchMs?: number }> {
+    const { client } = this.mesh
+    const submitted = await runCli(['run', this.file, '--coordinator', this.mesh.url, '--json', '--detach', '--param', `seed=${seed}`], { env: this.mesh.cliEnv })
+    const runId = submitted.summary?.runId
+    if (runId === undefined) throw new Error(`T1 mesh: the run was not submitted: ${submitted.error ?? '?'}`)
+    let fetchMs: number | undefined
+    for await (const event of client.events(runId)) {
+      if (event.type === 'fetch' && event.stepId === 'consume' && event.input === 'blob' && event.done) fetchMs = event.elapsedMs
+    }
+    const summary = await client.getRun(runId)
+    const step = (id: string): RunSummary['steps'][number] | undefined => summary.steps.find(s => s.id === id)
     const produce = step('produce')
     const consume = step('consume')
-    if (run.summary?.status !== 'succeeded' || produce === undefined || consume === undefined) {
-      throw new Error(`T1 mesh run ${run.summary?.status ?? 'failed'}: ${run.error ?? JSON.stringify(run.summary?.steps.map(s => [s.id, s.status, s.error?.message]))}`)
+    if (summary.status !== 'succeeded' || produce === undefined || consume === undefined) {
+      throw new Error(`T1 mesh run ${summary.status}: ${JSON.stringify(summary.steps.map(s => [s.id, s.status, s.error?.message]))}`)
     }
     if (produce.status !== 'reused') throw new Error(`T1 mesh: produce was ${produce.status}, expected reused (the producer ran first, on its own)`)
     if (consume.agent !== CPU_AGENT) throw new Error(`T1 mesh: consume ran on ${consume.agent ?? '?'}, expected ${CPU_AGENT} (zone=b)`)
     if (consume.startedAt === undefined) throw new Error('T1 mesh: consume has no startedAt in the summary')
     let consumerStart: number | undefined
-    for await (const entry of this.mesh.client.logs(run.summary.runId, 'consume')) {
+    for await (const entry of client.logs(runId, 'consume')) {
       if (/^\d{13}$/.test(entry.line.trim())) { consumerStart = Number(entry.line.trim()); break }
     }
     if (consumerStart === undefined) throw new Error('T1 mesh: the consume step did not log its start time')
-    return { placedAt: consume.startedAt, consumerStart }
+    return { placedAt: consume.startedAt, consumerStart, ...fetchMs === undefined ? {} : { fetchMs } }
   }
 }
 

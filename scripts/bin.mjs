@@ -77,11 +77,12 @@ const INTERRUPT_BUDGET = { coordinator: 16384, agent: 16384, run: 1_000_000 }
 
 /**
  * How far an agent's old generation may grow past what the last full GC left, in percent. V8
- * counts the chunk buffers an agent allocates (1 MiB reads, Noise's ciphertext) against that
+ * counts the chunk buffers an agent allocates (its reads, Noise's ciphertext) against that
  * headroom until they are swept, and its default (~1.5x for a heap as small as an agent's,
- * ~16 MB live) started a full GC every ~14 MiB served: 75 full GCs per GiB, a third of the
- * serving agent's CPU. At 400% (V8 caps the factor near there) a GiB costs ~8, serving ran
- * ~25% faster, and the buffers left for a full GC to free add ~30 MB at the peak.
+ * ~16 MB live) started a full GC every ~14 MiB served: ~75 full GCs per GiB, a third of the
+ * serving agent's CPU. At 400% (800% did no better) a GiB costs 2-8, and serving ran ~25%
+ * faster; with the agent's reads copied out of reused buffers (chunk-workers.ts), its peak
+ * memory is what it was.
  */
 const HEAP_GROWING_PERCENT = { agent: 400 }
 
