@@ -119,7 +119,7 @@ export class MeshTransferBench {
     const coldMs = cold.consumerStart - cold.placedAt
     const warmMs = warm.consumerStart - warm.placedAt
     const fetchMs = cold.fetchMs
-    if (fetchMs === undefined) throw new Error(`T1 mesh: ${CPU_AGENT} never reported the end of fetching the input (no 'fetch' event for consume's blob)`)
+    if (fetchMs === undefined) throw new Error(`T1 mesh: no report from ${CPU_AGENT} of the end of fetching the input (no 'fetch' event for consume's blob); a transfer this small may be over before the bench follows the run: try a larger --size-mib`)
     if (warm.fetchMs !== undefined) throw new Error(`T1 mesh: the warm run fetched the input again (${warm.fetchMs} ms); it should have been held`)
     const agentHwm: Record<string, number> = {}
     const launcherHwm: Record<string, number> = {}
@@ -147,8 +147,9 @@ export class MeshTransferBench {
 
   /**
    * One `pipemesh run`, checked: the producer reused, the consumer run on agent-b. Submitted
-   * detached, so that the run's events can be followed from its start: agent-b's report of the
-   * fetch's end is one of them.
+   * detached and followed at once, so that agent-b's report of the fetch's end comes in the
+   * run's events. (Events are not replayed: a fetch over before the bench subscribes, ~0.1 s
+   * after the submission, would go unseen; a fetch of the default GiB takes seconds.)
    */
   private async run (seed: number): Promise<{ placedAt: number, consumerStart: number, fetchMs?: number }> {
     const { client } = this.mesh
