@@ -17,7 +17,7 @@ import { loadOrCreatePrivateKey } from '../src/net/identity.js'
 import { openChannel, type MessageChannel } from '../src/protocol/channel.js'
 import { fetchArtifact, serveArtifacts, transferStats, type TransferStats } from '../src/net/transfer.js'
 import {
-  CONTROL_PROTOCOL, FETCH_PROGRESS_MS, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema,
+  CODE_SOURCE, CONTROL_PROTOCOL, ENVIRONMENT_SOURCE, FETCH_PROGRESS_MS, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema,
   type AgentMessage, type CoordinatorMessage, type PeerAddress, type WireCapabilities
 } from '../src/protocol/messages.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
@@ -440,8 +440,8 @@ export class Agent {
   /** Fetches the code, environment files and inputs this agent does not hold yet. */
   private async ensureContent (task: Task, sources: Record<string, PeerAddress[]>, signal: AbortSignal, log: Logger): Promise<void> {
     const wanted: Array<{ name: string, digest: Digest }> = []
-    if (task.code !== undefined) wanted.push({ name: '.code', digest: task.code })
-    if (task.environment !== undefined) wanted.push({ name: '.env', digest: task.environment.files })
+    if (task.code !== undefined) wanted.push({ name: CODE_SOURCE, digest: task.code })
+    if (task.environment !== undefined) wanted.push({ name: ENVIRONMENT_SOURCE, digest: task.environment.files })
     for (const [name, ref] of Object.entries(task.inputs)) wanted.push({ name, digest: ref.digest })
     const fetched: ArtifactRef[] = []
     for (const { name, digest } of wanted) {

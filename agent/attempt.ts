@@ -6,6 +6,7 @@ import { existsSync, mkdirSync } from 'node:fs'
 import { chmod, lstat, readdir, realpath } from 'node:fs/promises'
 import { join, relative, sep } from 'node:path'
 import { CorruptContentError, MissingContentError, PipemeshError, toWireError, type WireError } from '../src/errors.js'
+import { CODE_SOURCE } from '../src/protocol/messages.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import type { EnvironmentManager } from './environments.js'
@@ -180,7 +181,7 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
 async function prepareWorkdir (task: Task, deps: AttemptDeps, workdir: string): Promise<void> {
   if (task.code !== undefined) {
     // The pool gave a path nothing was ever at (and cleared a kept one): materialize makes it.
-    await materializeRepairing(deps, '.code', task.code, workdir, signalOpt(deps.signal))
+    await materializeRepairing(deps, CODE_SOURCE, task.code, workdir, signalOpt(deps.signal))
     for (const name of RESERVED) {
       if (existsSync(join(workdir, name))) {
         throw new PipemeshError('INVALID_ARGUMENT', `step "${task.stepId}": its code has "${name}" at the top level, a name reserved for the step's ${name}; rename or move it`)
@@ -212,7 +213,7 @@ async function materializeRepairing (deps: AttemptDeps, what: string, digest: Di
       await deps.repairContent(what, digest)
     } catch (repairErr) {
       const code = repairErr instanceof PipemeshError && (repairErr.code === 'CANCELLED' || repairErr.code === 'LIMIT_EXCEEDED') ? repairErr.code : (err as PipemeshError).code
-      throw new PipemeshError(code, `${what === '.code' ? 'the code snapshot' : `input ${what}`} (${digest}) is damaged in this agent's store (${(err as Error).message}) and could not be fetched again: ${(repairErr as Error).message}`, { cause: repairErr })
+      throw new PipemeshError(code, `${what === CODE_SOURCE ? 'the code snapshot' : `input ${what}`} (${digest}) is damaged in this agent's store (${(err as Error).message}) and could not be fetched again: ${(repairErr as Error).message}`, { cause: repairErr })
     }
     await deps.store.materialize(digest, dest, options)
   }

@@ -3,6 +3,7 @@
 // CI logs), one printed line per state change and per input fetched.
 
 import logUpdate from 'log-update'
+import { CODE_SOURCE, ENVIRONMENT_SOURCE } from '../src/protocol/messages.js'
 import type { RunEvent, StepStatus, StepSummary } from '../src/run/types.js'
 import { formatBytes, formatDuration } from '../src/util/units.js'
 
@@ -97,10 +98,9 @@ export class LiveView {
   }
 }
 
-/** Inputs named with a dot are the step's own files: its code and its environment's. */
 function inputLabel (input: string): string {
-  if (input === '.code') return 'its code'
-  if (input === '.env') return 'its environment files'
+  if (input === CODE_SOURCE) return 'its code'
+  if (input === ENVIRONMENT_SOURCE) return 'its environment files'
   return `input ${input}`
 }
 

@@ -14,6 +14,7 @@ import { computeFingerprint, FINGERPRINT_SCHEME, type FingerprintParts } from '.
 import { placeStep, allocate, release } from '../src/scheduler/index.js'
 import type { CandidateReport } from '../src/scheduler/types.js'
 import type { Pipeline, StepSpec } from '../src/spec/types.js'
+import { CODE_SOURCE, ENVIRONMENT_SOURCE } from '../src/protocol/messages.js'
 import type { AttemptResult, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import {
@@ -661,7 +662,7 @@ export class RunManager {
       sources[name] = this.agents.addresses(this.agents.holdersOf(ref.digest).filter(h => h !== agentId))
     }
     const code = artifacts.code[spec.id]
-    if (code !== undefined) sources['.code'] = this.agents.addresses(this.agents.holdersOf(code.ref.digest).filter(h => h !== agentId))
+    if (code !== undefined) sources[CODE_SOURCE] = this.agents.addresses(this.agents.holdersOf(code.ref.digest).filter(h => h !== agentId))
     const task: Task = {
       attemptId,
       runId: run.record.id,
@@ -678,7 +679,7 @@ export class RunManager {
       const env = artifacts.environments[spec.environment]!
       const envSpec = run.pipeline.environments[spec.environment]!
       task.environment = { name: spec.environment, digest: env.digest, files: env.files.digest, setup: envSpec.setup }
-      sources['.env'] = this.agents.addresses(this.agents.holdersOf(env.files.digest).filter(h => h !== agentId))
+      sources[ENVIRONMENT_SOURCE] = this.agents.addresses(this.agents.holdersOf(env.files.digest).filter(h => h !== agentId))
     }
     if (spec.timeoutMs !== undefined) task.timeoutMs = spec.timeoutMs
     if (spec.secrets.length > 0) task.secretNames = [...spec.secrets]

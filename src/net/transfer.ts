@@ -10,6 +10,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
 import { CancelledError, CorruptContentError, MissingContentError, PipemeshError, fromWireError, toWireError } from '../errors.js'
 import { FrameStream } from '../protocol/channel.js'
+import { byteLengthOf } from '../util/bytes.js'
 import type { ContentStore } from '../store/content-store.js'
 import { MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, type ChunkRef } from '../store/manifest.js'
 import { DIGEST_PATTERN, type Digest } from '../store/types.js'
@@ -305,12 +306,6 @@ function rethrowIfLocal (err: unknown, signal: AbortSignal | undefined): void {
 function cancelled (signal: AbortSignal): PipemeshError {
   const reason: unknown = signal.reason
   return reason instanceof PipemeshError ? reason : new CancelledError('artifact transfer cancelled')
-}
-
-function byteLengthOf (parts: readonly Uint8Array[]): number {
-  let n = 0
-  for (const p of parts) n += p.byteLength
-  return n
 }
 
 function sum (chunks: ChunkRef[]): number {

@@ -8,6 +8,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { isMultiaddr, multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
 import { CancelledError, PipemeshError } from '../errors.js'
+import { byteLengthOf } from '../util/bytes.js'
 
 export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 const HEADER_BYTES = 4
@@ -284,12 +285,6 @@ export class FrameStream {
     const detail = cause instanceof Error ? `: ${cause.message}` : ''
     return new PipemeshError('UNREACHABLE', `${this.label} was closed${detail}`, { retryable: true, cause })
   }
-}
-
-function byteLengthOf (parts: readonly Uint8Array[]): number {
-  let n = 0
-  for (const p of parts) n += p.byteLength
-  return n
 }
 
 /** One buffer with the bytes of `parts` (the only part itself when there is one). */

@@ -11,6 +11,13 @@ export const CONTROL_PROTOCOL = '/pipemesh/control/1.0.0'
 /** Largest control message; holdings are sent in batches to stay under it. */
 export const MAX_CONTROL_MESSAGE_BYTES = 4 * 1024 * 1024
 export const HOLDINGS_BATCH = 2000
+/**
+ * The names under which a task's `sources` (and an agent's `fetching` reports) give the step's
+ * code snapshot and its environment's files, beside its inputs. Input names never start with a
+ * dot, so these cannot clash with one.
+ */
+export const CODE_SOURCE = '.code'
+export const ENVIRONMENT_SOURCE = '.env'
 /** How often an agent reports the progress of an input it is fetching. */
 export const FETCH_PROGRESS_MS = 500
 

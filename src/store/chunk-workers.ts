@@ -140,10 +140,10 @@ export class ChunkWorkers {
   }
 
   /**
-   * Shared buffers are reused job after job, never dropped while the workers live: each worker
-   * keeps a reference to every one it was sent until its own (rare) GC, so a fresh one per chunk
-   * piled up by the gigabyte (and a fresh transferred copy per chunk piled up as garbage in the
-   * worker, ~60 MB of a receiving agent's RSS).
+   * Keeps a shared buffer for the next job (up to two per queued job). Each worker holds on to
+   * every shared buffer it was sent until its own rare GC, so a fresh one per chunk piled up by
+   * the gigabyte; a fresh transferred copy per chunk piled up as garbage in the worker instead
+   * (~60 MB of a receiving agent's RSS).
    */
   private releaseShared (shared: SharedArrayBuffer): void {
     if (this.sharedFree.length < 2 * this.depth) this.sharedFree.push(shared)

@@ -5,6 +5,7 @@
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { MissingContentError, PipemeshError, throwIfAborted } from '../errors.js'
+import { byteLengthOf } from '../util/bytes.js'
 import { RwLock } from './async-util.js'
 import { ChunkFiles } from './chunk-files.js'
 import { Chunks } from './chunks.js'
@@ -226,8 +227,7 @@ export class ContentStore {
   async writeChunk (digest: Digest, bytes: Uint8Array | readonly Uint8Array[]): Promise<void> {
     assertDigest(digest)
     const parts = bytes instanceof Uint8Array ? [bytes] : bytes
-    let size = 0
-    for (const p of parts) size += p.byteLength
+    const size = byteLengthOf(parts)
     if (size > MAX_CHUNK_BYTES) {
       throw new PipemeshError('LIMIT_EXCEEDED', `chunk ${digest} is ${size} bytes, over the ${MAX_CHUNK_BYTES}-byte chunk limit`)
     }
