@@ -27,6 +27,15 @@ function hexOf (digest: Digest): string {
   return digest.slice('sha256:'.length)
 }
 
+/** `parts` less their first `n` bytes (after a short write). */
+function advance (parts: Uint8Array[], n: number): Uint8Array[] {
+  let i = 0
+  while (i < parts.length && n >= (parts[i] as Uint8Array).byteLength) n -= (parts[i++] as Uint8Array).byteLength
+  const rest = parts.slice(i)
+  if (n > 0 && rest.length > 0) rest[0] = (rest[0] as Uint8Array).subarray(n)
+  return rest
+}
+
 export class ChunkFiles {
   readonly root: string
   readonly chunksDir: string
@@ -113,12 +122,34 @@ export class ChunkFiles {
     }
   }
 
-  /** Hashes the `size` bytes of `parts` and stores them if they are `digest`; resolves with the digest they have. */
+  /**
+   * Stores the `size` bytes of `parts` if they are `digest`; resolves with the digest they have.
+   * The pieces go to a temp file in one writev on libuv's pool, and a chunk worker hashes the
+   * file back from the page cache and renames it into place only if it matches. Copying them
+   * into shared memory for the worker instead cost the event loop ~0.35 s per GiB received,
+   * the loop that also decrypts the connection: a 1 GiB transfer ran ~8% faster this way.
+   */
   async writeIfMatches (digest: Digest, parts: readonly Uint8Array[], size: number): Promise<Digest> {
+    const tmp = path.join(this.tmpDir, `${hexOf(digest).slice(0, 16)}.${randomBytes(6).toString('hex')}`)
+    let adopted = false
     try {
-      const r = await chunkWorkers.store(parts, size, digest, this.dirs)
-      return r.digest as Digest
+      const fh = await fs.open(tmp, 'wx+')
+      try {
+        let pending = parts.filter(p => p.byteLength > 0)
+        let at = 0
+        while (pending.length > 0) {
+          const n = (await fh.writev(pending, at)).bytesWritten
+          at += n
+          pending = advance(pending, n)
+        }
+        const r = await chunkWorkers.adopt(fh.fd, tmp, size, digest, this.dirs)
+        adopted = true
+        return r.digest as Digest
+      } finally {
+        await fh.close()
+      }
     } catch (err) {
+      if (!adopted) await fs.rm(tmp, { force: true }).catch(() => {})
       throw asStorageError(err, `chunk ${digest}`, this.root)
     }
   }

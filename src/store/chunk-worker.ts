@@ -59,19 +59,38 @@ function chunkPath (dir: string, digest: string): string {
   return path.join(dir, hex.slice(0, 2), hex)
 }
 
+/** Whether a complete body of `size` bytes is already in place: stored earlier, or by a concurrent job. */
+function present (dest: string, size: number): boolean {
+  // No exception for the usual answer (not there yet): building one costs more than the stat.
+  return fs.statSync(dest, { throwIfNoEntry: false })?.size === size
+}
+
 /**
- * Stores a body unless a complete one is already there (stored earlier, or by a concurrent job):
- * bodies only ever appear by rename, so one of the right size is left alone; anything else is
- * replaced. Returns whether it wrote.
+ * Stores a body unless a complete one is already there: bodies only ever appear by rename, so
+ * one of the right size is left alone; anything else is replaced. Returns whether it wrote.
  */
 function place (dirs: ChunkDirs, digest: string, bytes: Buffer): boolean {
-  const dest = chunkPath(dirs.chunksDir, digest)
-  // No exception for the usual answer (not there yet): building one costs more than the stat.
-  if (fs.statSync(dest, { throwIfNoEntry: false })?.size === bytes.length) return false
+  if (present(chunkPath(dirs.chunksDir, digest), bytes.length)) return false
   const tmp = path.join(dirs.tmpDir, `${digest.slice(7, 23)}.${randomBytes(6).toString('hex')}`)
   try {
     const fd = fs.openSync(tmp, 'wx')
     try { writeFull(fd, bytes, 0) } finally { fs.closeSync(fd) }
+  } catch (err) {
+    try { fs.unlinkSync(tmp) } catch {}
+    throw tagged(err, digest)
+  }
+  adopt(dirs, digest, tmp, bytes.length)
+  return true
+}
+
+/** Renames the complete body in `tmp` into place (or drops it, if a complete one is there). */
+function adopt (dirs: ChunkDirs, digest: string, tmp: string, size: number): void {
+  const dest = chunkPath(dirs.chunksDir, digest)
+  try {
+    if (present(dest, size)) {
+      fs.unlinkSync(tmp)
+      return
+    }
     const dir = path.dirname(dest)
     if (!madeDirs.has(dir)) {
       fs.mkdirSync(dir, { recursive: true })
@@ -92,10 +111,13 @@ function place (dirs: ChunkDirs, digest: string, bytes: Buffer): boolean {
     try { fs.unlinkSync(tmp) } catch {}
     // A directory removed under us (a wiped store) must be made again next time.
     madeDirs.clear()
-    if (typeof err === 'object' && err !== null) (err as { digest?: string }).digest = digest
-    throw err
+    throw tagged(err, digest)
   }
-  return true
+}
+
+function tagged (err: unknown, digest: string): unknown {
+  if (typeof err === 'object' && err !== null) (err as { digest?: string }).digest = digest
+  return err
 }
 
 interface Done { n: number, digest?: string, bytes?: Uint8Array, transfer?: ArrayBuffer[] }
@@ -117,11 +139,15 @@ function run (job: Job): Done {
       place(job, digest, view)
       return { n, digest }
     }
-    case 'store': {
-      const bytes = Buffer.from(job.bytes, job.offset, job.length)
-      const digest = digestOf(bytes)
-      if (digest === job.digest) place(job, digest, bytes)
-      return { n: bytes.length, digest }
+    case 'adopt': {
+      // The main thread wrote the body to `tmp` (open as `fd`); it becomes the chunk only if the
+      // bytes on disk hash to the digest asked for.
+      const view = scratchOf(job.size + 1)
+      const n = readFull(job.fd, view, 0)
+      const digest = digestOf(view.subarray(0, n))
+      if (digest === job.digest && n === job.size) adopt(job, digest, job.tmp, n)
+      else fs.rmSync(job.tmp, { force: true })
+      return { n, digest }
     }
     case 'read': {
       const view = readFileInto(job.file, Buffer.from(job.into, job.offset, job.size))

@@ -23,7 +23,7 @@ export interface ChunkDirs { chunksDir: string, tmpDir: string }
 /** One chunk's work, done by chunk-worker.ts. */
 export type Job =
   | { op: 'ingest', fd: number, position: number, length: number, inlineMax: number } & ChunkDirs
-  | { op: 'store', bytes: SharedArrayBuffer, offset: number, length: number, digest: Digest } & ChunkDirs
+  | { op: 'adopt', fd: number, tmp: string, size: number, digest: Digest } & ChunkDirs
   | { op: 'read', file: string, size: number, into: SharedArrayBuffer, offset: number }
   | { op: 'copyOut', file: string, size: number, digest: Digest, destFd: number, position: number }
 
@@ -76,24 +76,12 @@ export class ChunkWorkers {
   }
 
   /**
-   * Hashes the `size` bytes of `parts` and, if they match `digest`, stores them as a chunk file.
-   * The bytes are copied (callers keep theirs). Resolves with the digest the bytes actually have.
+   * Hashes the body written to `tmp` (open as `fd`, which stays open until this settles) and, if
+   * it is `size` bytes of `digest`, renames it into place; otherwise removes it. Resolves with
+   * the digest the bytes on disk have.
    */
-  async store (parts: readonly Uint8Array[], size: number, digest: Digest, dirs: ChunkDirs): Promise<JobResult> {
-    // Pieces are copied in as they are: joining them first would be one more copy, and one more
-    // buffer for the GC, per chunk.
-    const shared = this.sharedBuffer(size)
-    const into = new Uint8Array(shared, SHARED_OFFSET, size)
-    let offset = 0
-    for (const p of parts) {
-      into.set(p, offset)
-      offset += p.byteLength
-    }
-    try {
-      return await this.submit({ op: 'store', bytes: shared, offset: SHARED_OFFSET, length: offset, digest, ...dirs })
-    } finally {
-      this.releaseShared(shared)
-    }
+  async adopt (fd: number, tmp: string, size: number, digest: Digest, dirs: ChunkDirs): Promise<JobResult> {
+    return await this.submit({ op: 'adopt', fd, tmp, size, digest, ...dirs })
   }
 
   /** Reads up to `size` bytes of `file`; `digest` is their hash. Rejects ENOENT when absent. */

@@ -261,6 +261,8 @@ describe('corruption', () => {
     await expect(store.writeChunk(digest, wrong)).rejects.toBeInstanceOf(CorruptContentError)
     expect(await store.hasChunk(digest)).toBe(false)
     expect(await chunkFiles(path.join(dir, 's'))).toEqual([])
+    // Nor is the refused body left behind in the temp directory it was written through.
+    expect(await fs.readdir(path.join(dir, 's', 'tmp'))).toEqual([])
     await store.writeChunk(digest, bytes)
     expect(Buffer.from(await store.readChunk(digest)).equals(bytes)).toBe(true)
   })
