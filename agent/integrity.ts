@@ -1,6 +1,6 @@
 // Keeps what an agent advertises true after its store is found damaged. The store quarantines a
-// chunk whose bytes no longer match their hash whenever it reads one (serving a peer, running a
-// step); this module then rechecks which held artifacts are no longer complete, drops them and
+// chunk whose bytes no longer match their hash whenever it reads one (running a step, checking
+// one a peer got bad bytes of); this module then rechecks which held artifacts are no longer complete, drops them and
 // tells the coordinator, so that it fetches from other holders or reruns the step that made them
 // instead of sending more work to a copy that is gone.
 
@@ -25,13 +25,19 @@ export class ContentGuard {
   servable (): ServableStore {
     return {
       getManifestBytes: async (digest) => await this.store.getManifestBytes(digest),
-      readChunk: async (digest) => {
+      readChunk: async (digest, options) => {
         try {
-          return await this.store.readChunk(digest)
+          return await this.store.readChunk(digest, options)
         } catch (err) {
           if (isDamage(err)) void this.recheck()
           throw err
         }
+      },
+      // A peer that got bad bytes from here asks for a check.
+      checkChunk: async (digest) => {
+        const state = await this.store.checkChunk(digest)
+        if (state !== 'ok') void this.recheck()
+        return state
       }
     }
   }

@@ -2,7 +2,12 @@
 // manifests or chunks by digest, in batches, on one stream per holder; the holder answers in
 // order, each item a JSON header frame and a data frame. The client fetches manifests first, then
 // only the chunks its store lacks (so an interrupted transfer resumes), splitting them among
-// holders; every byte is verified by the store before it is kept.
+// holders; every byte is verified by the store before it is kept. A holder sends its chunk files
+// as they are, unhashed: the client hashes every chunk anyway, and hashing on both ends cost the
+// holder a third of its CPU. A client that receives a chunk that hashes otherwise tells the
+// holder ('corrupt', on a stream of its own), which hashes its copy and quarantines it if it is
+// bad, before the client reports the failure: a rerun of the step that made it never finds the
+// bad body still in place.
 
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -26,8 +31,8 @@ const MAX_BATCH_ITEMS = 512
 const BATCH_BYTES = 8 * 1024 * 1024
 const BATCHES_IN_FLIGHT = 3
 /**
- * Chunks a client hashes and writes at once, and a server reads (and verifies) ahead of the one
- * it sends; both run on the store's chunk workers, so these only bound the bytes held.
+ * Chunks a client hashes and writes at once, and a server reads ahead of the one it sends; the
+ * work runs on the store's chunk workers and libuv's pool, so these only bound the bytes held.
  */
 const WRITES_IN_FLIGHT = 4
 const READ_AHEAD = 4
@@ -37,19 +42,22 @@ const CLIENT_HIGH_WATER = 4 * 1024 * 1024
 
 const digest = z.string().regex(DIGEST_PATTERN) as unknown as z.ZodType<Digest>
 const requestSchema = z.object({
-  type: z.enum(['manifests', 'chunks']),
+  type: z.enum(['manifests', 'chunks', 'corrupt']),
   digests: z.array(digest).min(1).max(MAX_BATCH_ITEMS)
 })
 type TransferRequest = z.infer<typeof requestSchema>
 const responseSchema = z.discriminatedUnion('type', [
   z.object({ type: z.enum(['manifest', 'chunk']), digest, size: z.number().int().nonnegative() }),
   z.object({ type: z.literal('missing'), digest }),
+  z.object({ type: z.literal('checked'), digest, state: z.enum(['ok', 'quarantined', 'missing']) }),
   z.object({ type: z.literal('error'), error: z.object({ code: z.string().max(64), message: z.string().max(4096), retryable: z.boolean().optional(), hint: z.string().max(4096).optional() }) })
 ])
 type TransferResponse = z.infer<typeof responseSchema>
 
 /** What serving needs from a store (a test may wrap one to serve lies). */
-export type ServableStore = Pick<ContentStore, 'getManifestBytes' | 'readChunk'>
+export type ServableStore = Pick<ContentStore, 'getManifestBytes' | 'readChunk' | 'checkChunk'>
+/** How long a client waits for a holder to check chunks it reported corrupt. */
+const CHECK_TIMEOUT_MS = 30_000
 
 export interface ServeOptions {
   /** Asked for every request; a refused peer gets an UNAUTHORIZED error. Default: everyone. */
@@ -74,12 +82,17 @@ export async function serveArtifacts (node: Libp2p, store: ServableStore, option
           await sendJson({ type: 'error', error: toWireError(new PipemeshError('UNAUTHORIZED', `peer ${peer} may not fetch artifacts from ${node.peerId.toString()}`)) })
           break
         }
+        if (req.type === 'corrupt') {
+          for (const d of req.digests) await sendJson({ type: 'checked', digest: d, state: await store.checkChunk(d) })
+          continue
+        }
         const type = req.type === 'manifests' ? 'manifest' : 'chunk'
         const read = async (d: Digest): Promise<Uint8Array | undefined> => {
           try {
-            return req.type === 'manifests' ? await store.getManifestBytes(d) : await store.readChunk(d)
+            return req.type === 'manifests' ? await store.getManifestBytes(d) : await store.readChunk(d, { verify: false })
           } catch (err) {
-            // Bytes the store cannot vouch for are never sent: to the client they are missing.
+            // A body the store knows is bad (wrong size, or found bad before) is never sent: to
+            // the client it is missing.
             if (err instanceof CorruptContentError || err instanceof MissingContentError) return undefined
             throw err
           }
@@ -191,6 +204,18 @@ export async function fetchArtifact (node: Libp2p, store: ContentStore, digest: 
     const queue = new TransferQueue(missing)
     let fatal: unknown
     const worker = async (s: HolderSession): Promise<void> => {
+      const corrupt: Digest[] = []
+      try {
+        await fetchShare(s, corrupt)
+      } finally {
+        if (corrupt.length > 0) {
+          // Dropped first: the holder must not go on sending while it checks.
+          if (!s.dropped) drop(s, new CorruptContentError(corrupt[0] as Digest, `holder ${s.peerId} sent bytes that hash otherwise`))
+          await s.reportCorrupt(corrupt)
+        }
+      }
+    }
+    const fetchShare = async (s: HolderSession, corrupt: Digest[]): Promise<void> => {
       const inFlight: ChunkItem[][] = []
       // Chunks being hashed and written while the next ones arrive.
       const writes = new Set<Promise<void>>()
@@ -205,7 +230,8 @@ export async function fetchArtifact (node: Libp2p, store: ContentStore, digest: 
           present += size
           options.onProgress?.({ bytes: present, totalBytes })
         }, (err: unknown) => {
-          if (!(err instanceof CorruptContentError)) fatal ??= err
+          if (err instanceof CorruptContentError) corrupt.push(item.digest)
+          else fatal ??= err
           writeError ??= err
           queue.giveBack(item)
         }).finally(() => { writes.delete(p) })
@@ -363,12 +389,43 @@ class HolderSession {
     if (head.type === 'error') throw fromWireError({ ...head.error, code: head.error.code as PipemeshError['code'] })
     if (head.digest !== expected) throw new PipemeshError('PROTOCOL', `holder ${this.peerId} answered ${head.digest} where ${expected} was next`)
     if (head.type === 'missing') return undefined
+    if (head.type === 'checked') throw new PipemeshError('PROTOCOL', `holder ${this.peerId} answered a check of ${expected} where ${type} ${expected} was next`)
     if (head.type !== type || head.size > maxBytes) throw new PipemeshError('PROTOCOL', `holder ${this.peerId} sent a ${head.size}-byte ${head.type} for ${expected}, expected a ${type} of at most ${maxBytes} bytes`)
     return head.size
   }
 
   private checkSize (expected: Digest, announced: number, received: number): void {
     if (received !== announced) throw new PipemeshError('PROTOCOL', `holder ${this.peerId} announced ${announced} bytes for ${expected} and sent ${received}`)
+  }
+
+  /**
+   * Tells the holder that `digests` arrived bad, on a stream of its own (the session's may be
+   * mid-batch or dropped), and waits while it hashes its copies and quarantines the bad ones.
+   * Best effort: a holder that cannot be reached, or does not answer in time, is left as it is.
+   */
+  async reportCorrupt (digests: Digest[]): Promise<Array<{ digest: Digest, state: string }>> {
+    const signal = this.signal === undefined ? AbortSignal.timeout(CHECK_TIMEOUT_MS) : AbortSignal.any([this.signal, AbortSignal.timeout(CHECK_TIMEOUT_MS)])
+    let frames: FrameStream | undefined
+    const checked: Array<{ digest: Digest, state: string }> = []
+    try {
+      const stream = await this.node.dialProtocol(dialTarget(this.holder), CHUNKS_PROTOCOL, { signal })
+      frames = new FrameStream(stream, { maxFrameBytes: MAX_REQUEST_BYTES, peer: this.peerId })
+      for (let i = 0; i < digests.length; i += MAX_BATCH_ITEMS) {
+        const batch = digests.slice(i, i + MAX_BATCH_ITEMS)
+        await frames.send(Buffer.from(JSON.stringify({ type: 'corrupt', digests: batch } satisfies TransferRequest)), { signal })
+        for (const d of batch) {
+          const frame = await frames.next({ signal })
+          if (frame === null) return checked
+          const head = parseResponse(frame, this.peerId)
+          if (head.type !== 'checked' || head.digest !== d) return checked
+          checked.push({ digest: d, state: head.state })
+        }
+      }
+      await frames.close()
+    } catch {
+      frames?.abort(new Error('corrupt-chunk report abandoned'))
+    }
+    return checked
   }
 
   drop (err: unknown): void {

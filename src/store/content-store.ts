@@ -215,9 +215,19 @@ export class ContentStore {
     return await this.chunks.has(digest)
   }
 
-  /** The verified bytes of one chunk (CorruptContentError after quarantining bad bytes). */
-  async readChunk (digest: Digest): Promise<Uint8Array> {
-    return await this.chunks.read(digest)
+  /**
+   * The verified bytes of one chunk (CorruptContentError after quarantining bad bytes). With
+   * `verify: false`, the bytes as stored, only their size checked: for a peer, which hashes
+   * every chunk it receives and reports bad ones back (checkChunk).
+   */
+  async readChunk (digest: Digest, options: { verify?: boolean } = {}): Promise<Uint8Array> {
+    return options.verify === false ? await this.chunks.readRaw(digest) : await this.chunks.read(digest)
+  }
+
+  /** Hashes a stored chunk: 'ok', 'quarantined' (it was bad: moved aside, no longer indexed) or 'missing'. */
+  async checkChunk (digest: Digest): Promise<'ok' | 'quarantined' | 'missing'> {
+    assertDigest(digest)
+    return await this.lock.shared(async () => await this.chunks.check(digest))
   }
 
   /**

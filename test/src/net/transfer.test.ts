@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Libp2p } from '@libp2p/interface'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -114,7 +114,9 @@ describe('artifact transfer', () => {
     const src = await writeRandomFile('file.bin', 8 * MiB)
     const liarStoreOf = (store: ContentStore): ServableStore => ({
       getManifestBytes: async d => await store.getManifestBytes(d),
-      readChunk: async d => { const bytes = Buffer.from(await store.readChunk(d)); bytes[100] = bytes[100]! ^ 0xff; return bytes }
+      readChunk: async d => { const bytes = Buffer.from(await store.readChunk(d)); bytes[100] = bytes[100]! ^ 0xff; return bytes },
+      // Told of the bad bytes, it says its copy is fine.
+      checkChunk: async () => 'ok'
     })
     const liar = await peer('liar')
     const ref = await liar.store.ingest(src)
@@ -134,7 +136,7 @@ describe('artifact transfer', () => {
     expect(await d.store.has(ref.digest)).toBe(false)
   })
 
-  it('never serves a chunk whose file rotted on the holder; another holder supplies it', async () => {
+  it('a holder told that a chunk it sent rotted on its disk quarantines it; another holder supplies it', async () => {
     const src = await writeRandomFile('file.bin', 4 * MiB)
     const { p: a, ref } = await holderWith('a', src)
     const { p: c } = await holderWith('c', src)
@@ -146,10 +148,19 @@ describe('artifact transfer', () => {
     body[0] = body[0]! ^ 0xff
     await writeFile(victim, body)
 
+    const victimDigest = `sha256:${basename(victim)}` as Digest
+    expect(await a.store.hasChunk(victimDigest)).toBe(true)
+
+    // a sends the body as it is on disk; the peer refuses it and tells a, which checks its copy
+    // and quarantines it before the fetch fails.
     const alone = await peer('alone')
     const err = await fetchArtifact(alone.node, alone.store, ref.digest, [a.holder]).catch((e: unknown) => e)
-    expect(err).toBeInstanceOf(MissingContentError)
-    expect((err as Error).message).toContain(`sha256:${sub}`)
+    expect(err).toBeInstanceOf(CorruptContentError)
+    expect((err as Error).message).toContain(victimDigest)
+    expect((err as Error).message).toContain(a.id)
+    expect(await a.store.hasChunk(victimDigest)).toBe(false)
+    expect((await readdir(join(a.store.dir, 'quarantine'))).filter(f => f.startsWith(basename(victim)))).toHaveLength(1)
+    expect(await alone.store.hasChunk(victimDigest)).toBe(false)
 
     const b = await peer('b')
     const result = await fetchArtifact(b.node, b.store, ref.digest, [a.holder, c.holder], { parallel: 1 })
