@@ -169,6 +169,23 @@ describe('artifact transfer', () => {
     expect(await sha(await materialized(b, ref.digest))).toBe(await sha(src))
   })
 
+  it('a holder never sends a chunk file of the wrong size: it quarantines it and says it lacks it', async () => {
+    const src = await writeRandomFile('file.bin', 3 * MiB)
+    const { p: a, ref } = await holderWith('a', src)
+    const chunksDir = join(a.store.dir, 'chunks')
+    const sub = (await readdir(chunksDir))[0]!
+    const victim = join(chunksDir, sub, (await readdir(join(chunksDir, sub)))[0]!)
+    await writeFile(victim, (await readFile(victim)).subarray(0, 1000))
+    const victimDigest = `sha256:${basename(victim)}` as Digest
+
+    const b = await peer('b')
+    const err = await fetchArtifact(b.node, b.store, ref.digest, [a.holder]).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(MissingContentError)
+    expect((err as Error).message).toContain(victimDigest)
+    expect(await a.store.hasChunk(victimDigest)).toBe(false)
+    expect((await readdir(join(a.store.dir, 'quarantine'))).filter(f => f.startsWith(basename(victim)))).toHaveLength(1)
+  })
+
   it('resumes an interrupted transfer, fetching only the chunks still missing', async () => {
     const src = await writeRandomFile('resume.bin', 32 * MiB)
     const { p: a, ref } = await holderWith('a', src)
