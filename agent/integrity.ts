@@ -1,8 +1,8 @@
 // Keeps what an agent advertises true after its store is found damaged. The store quarantines a
-// chunk whose bytes no longer match their hash whenever it reads one (running a step, checking
-// one a peer got bad bytes of); this module then rechecks which held artifacts are no longer complete, drops them and
-// tells the coordinator, so that it fetches from other holders or reruns the step that made them
-// instead of sending more work to a copy that is gone.
+// chunk whose bytes no longer match their hash whenever it reads one for a step, or checks one a
+// peer got bad bytes of; this module then rechecks which held artifacts are no longer complete,
+// drops them and tells the coordinator, so that it fetches from other holders or reruns the step
+// that made them instead of sending more work to a copy that is gone.
 
 import type { Logger } from 'pino'
 import { CorruptContentError, MissingContentError } from '../src/errors.js'

@@ -403,29 +403,27 @@ class HolderSession {
    * mid-batch or dropped), and waits while it hashes its copies and quarantines the bad ones.
    * Best effort: a holder that cannot be reached, or does not answer in time, is left as it is.
    */
-  async reportCorrupt (digests: Digest[]): Promise<Array<{ digest: Digest, state: string }>> {
+  async reportCorrupt (digests: Digest[]): Promise<void> {
     const signal = this.signal === undefined ? AbortSignal.timeout(CHECK_TIMEOUT_MS) : AbortSignal.any([this.signal, AbortSignal.timeout(CHECK_TIMEOUT_MS)])
     let frames: FrameStream | undefined
-    const checked: Array<{ digest: Digest, state: string }> = []
     try {
       const stream = await this.node.dialProtocol(dialTarget(this.holder), CHUNKS_PROTOCOL, { signal })
       frames = new FrameStream(stream, { maxFrameBytes: MAX_REQUEST_BYTES, peer: this.peerId })
       for (let i = 0; i < digests.length; i += MAX_BATCH_ITEMS) {
         const batch = digests.slice(i, i + MAX_BATCH_ITEMS)
         await frames.send(Buffer.from(JSON.stringify({ type: 'corrupt', digests: batch } satisfies TransferRequest)), { signal })
+        // One answer per digest, sent once that chunk is checked.
         for (const d of batch) {
           const frame = await frames.next({ signal })
-          if (frame === null) return checked
+          if (frame === null) throw closedMidTransfer(this.peerId)
           const head = parseResponse(frame, this.peerId)
-          if (head.type !== 'checked' || head.digest !== d) return checked
-          checked.push({ digest: d, state: head.state })
+          if (head.type !== 'checked' || head.digest !== d) throw new PipemeshError('PROTOCOL', `holder ${this.peerId} answered a corrupt-chunk report with ${head.type}`)
         }
       }
       await frames.close()
-    } catch {
-      frames?.abort(new Error('corrupt-chunk report abandoned'))
+    } catch (err) {
+      frames?.abort(err instanceof Error ? err : new Error(String(err)))
     }
-    return checked
   }
 
   drop (err: unknown): void {
