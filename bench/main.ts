@@ -259,7 +259,8 @@ async function main (): Promise<number> {
       'S1: the source file is in the page cache for cp and the store alike (dropping caches needs root); sync runs between measurements.')
     if (options.mesh !== undefined && options.only.has('T1')) {
       lines.push('T1 mesh: the fetch time is agent-b\'s own report of it (the run\'s \'fetch\' event: first request to last chunk stored and',
-        '  verified); "rate to step start" counts from the step\'s placement (coordinator) to its process\'s first line (`date`).')
+        '  verified); "rate to step start" counts from the step\'s placement (coordinator) to its process\'s first line (`date`).',
+        '  The daemons start once for T1; the first transfer after the start is rep 0 (its own "1st transfer" row), then the reps.')
     }
     if (failures.length > 0) lines.push('', 'Failures:', ...failures.map(f => `  ${f}`))
     process.stdout.write(lines.join('\n') + '\n')

@@ -27,6 +27,7 @@ export async function benchTransfer (scratch: string, reps: number, bytes: numbe
   const rate: Record<TransferKind, number[]> = { tcp: [], tls: [], libp2p: [] }
   const rss: Record<TransferKind, number[]> = { tcp: [], tls: [], libp2p: [] }
   const meshReps: MeshTransferRep[] = []
+  let meshFirst: MeshTransferRep | undefined
   const failures: string[] = []
   let certDir: string | undefined
   let mesh: MeshTransferBench | undefined
@@ -41,6 +42,17 @@ export async function benchTransfer (scratch: string, reps: number, bytes: numbe
         mesh = await MeshTransferBench.start(scratch, bytes, options.daemonNodeArgs === undefined ? {} : { daemonNodeArgs: options.daemonNodeArgs })
       } catch (err) {
         failures.push(`T1 ${MESH_SYSTEM}: could not start the mesh: ${(err as Error).message}`)
+      }
+    }
+    if (mesh !== undefined) {
+      // As for W0–W2, the targets are for daemons already running: the first transfer after
+      // the agents start (rep 0) gets its own row and is not among the reps. In four runs it was
+      // the slowest every time, 8–27% below the median of the reps after it.
+      try {
+        meshFirst = await mesh.rep(0)
+        log(`T1 rep 0 (first transfer after the daemons start): ${MESH_SYSTEM} ${meshFirst.mibPerSec.toFixed(0)} MiB/s (fetch ${(meshFirst.fetchMs / 1000).toFixed(2)} s)`)
+      } catch (err) {
+        failures.push(`T1 ${MESH_SYSTEM} rep 0: ${(err as Error).message}`)
       }
     }
     for (let rep = 1; rep <= reps; rep++) {
@@ -81,11 +93,11 @@ export async function benchTransfer (scratch: string, reps: number, bytes: numbe
       { workload, system: SYSTEM[kind], metric: 'peak RSS', unit: 'MB', better: 'lower', samples: rss[kind], note: 'larger of sender and receiver' }
     )
   }
-  if (options.mesh === true) rows.push(...meshRows(workload, meshReps, mesh === undefined ? 'FAIL: no mesh' : checkOf(MESH_SYSTEM, reps)))
+  if (options.mesh === true) rows.push(...meshRows(workload, meshReps, meshFirst, mesh === undefined ? 'FAIL: no mesh' : checkOf(MESH_SYSTEM, reps)))
   return { rows, failures }
 }
 
-function meshRows (workload: string, reps: readonly MeshTransferRep[], check: string): Row[] {
+function meshRows (workload: string, reps: readonly MeshTransferRep[], first: MeshTransferRep | undefined, check: string): Row[] {
   const last = reps.at(-1)
   const mb = (record: Record<string, number> | undefined): string =>
     Object.entries(record ?? {}).map(([name, b]) => `${name} ${(b / 1e6).toFixed(0)}`).join(', ')
@@ -95,6 +107,9 @@ function meshRows (workload: string, reps: readonly MeshTransferRep[], check: st
       workload, system: MESH_SYSTEM, metric: 'rate', unit: 'MiB/s', better: 'higher', samples: reps.map(r => r.mibPerSec), vs: 'node:tls', check,
       note: 'agent-a -> agent-b fetch, timed by agent-b, verified by both agents\' transfer counters'
     },
+    ...first === undefined
+      ? []
+      : [{ workload, system: MESH_SYSTEM, metric: 'rate, 1st transfer', unit: 'MiB/s', better: 'higher' as const, samples: [first.mibPerSec], note: 'the first transfer after the daemons start (rep 0, not among the reps)' }],
     {
       workload, system: MESH_SYSTEM, metric: 'rate to step start', unit: 'MiB/s', better: 'higher', samples: reps.map(r => r.toStepStartMibPerSec),
       note: `placement -> consumer process start: dispatch + fetch + materialize + spawn; the same without the fetch (input already held): ${warm.map(ms => (ms / 1000).toFixed(2)).join(', ')} s`
