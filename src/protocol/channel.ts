@@ -42,6 +42,8 @@ export class FrameStream {
   private readonly frames: Uint8Array[][] = []
   private frameBytes = 0
   private paused = false
+  /** Inside stream.resume(), which hands over what was buffered while paused. */
+  private resuming = false
   private ended = false
   private failure: Error | undefined
   private waiters: Array<() => void> = []
@@ -137,10 +139,7 @@ export class FrameStream {
       const frame = this.frames.shift()
       if (frame !== undefined) {
         this.frameBytes -= byteLengthOf(frame)
-        if (this.paused && this.frameBytes + this.segmentBytes <= this.highWater / 2) {
-          this.paused = false
-          if (this.stream.readStatus === 'paused') this.stream.resume()
-        }
+        if (this.paused && this.frameBytes + this.segmentBytes <= this.highWater / 2) this.resume()
         return frame
       }
       if (this.failure !== undefined) throw this.failureError()
@@ -150,7 +149,7 @@ export class FrameStream {
         }
         return null
       }
-      if (this.paused && this.stream.readStatus === 'paused') { this.paused = false; this.stream.resume() }
+      if (this.paused) this.resume()
       await this.waitForChange(options.signal)
     }
   }
@@ -195,13 +194,37 @@ export class FrameStream {
       this.frameBytes += this.pendingLength
       this.pendingLength = undefined
     }
+    if (!this.resuming) this.pauseIfFull()
+    this.wake()
+  }
+
+  /** Pauses the stream while more than the high-water mark is queued. */
+  private pauseIfFull (): void {
     // Pause only with a whole frame queued: the reader is then certain to make progress.
     if (!this.paused && this.frames.length > 0 && this.frameBytes + this.segmentBytes > this.highWater &&
         this.stream.readStatus === 'readable') {
       this.paused = true
       this.stream.pause()
     }
-    this.wake()
+  }
+
+  /**
+   * Resumes the stream. Its resume() first hands over what arrived while it was paused, and
+   * only then tells the muxer to grant the sender window again (yamux sets its stream back to
+   * established). A pause made while that data is handed over would be undone by that second
+   * step: the stream reads as paused while the sender gets window, until the read buffer
+   * overflows and the stream is reset. So the queue is checked once resume() has returned.
+   */
+  private resume (): void {
+    this.paused = false
+    if (this.stream.readStatus !== 'paused') return
+    this.resuming = true
+    try {
+      this.stream.resume()
+    } finally {
+      this.resuming = false
+    }
+    this.pauseIfFull()
   }
 
   private pushSegment (buf: Uint8Array): void {

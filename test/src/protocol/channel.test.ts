@@ -130,6 +130,34 @@ describe('MessageChannel', () => {
     expect(received).toEqual(Array.from({ length: total }, (_, i) => i))
   })
 
+  it('a reader that pauses again while its stream resumes stays paused: the sender cannot overrun the read buffer', async () => {
+    // Resuming hands the reader everything buffered while paused (up to a 2 MiB window), which
+    // can take it past its high-water mark again at once. That second pause, made inside the
+    // stream's resume(), must hold: yamux's own resume step used to follow it and grant the
+    // sender more window while the stream stayed paused, until its 4 MiB read buffer overflowed
+    // and the stream was reset.
+    let serverFrames: FrameStream | undefined
+    void b.handle(PROTO, (stream) => { serverFrames = new FrameStream(stream, { maxFrameBytes: 1 << 20, highWaterBytes: 1 << 20 }) })
+    const sender = new FrameStream(await dial(), { maxFrameBytes: 1 << 20 })
+    const total = 48
+    const sending = (async () => {
+      for (let i = 0; i < total; i++) await sender.send(Buffer.alloc(256 * 1024, i))
+      await sender.close()
+    })()
+    sending.catch(() => {})
+    while (serverFrames === undefined) await new Promise(resolve => setTimeout(resolve, 5))
+    const received: number[] = []
+    for (;;) {
+      // A slow reader: the stream pauses and resumes many times.
+      await new Promise(resolve => setTimeout(resolve, 2))
+      const f = await serverFrames.next()
+      if (f === null) break
+      received.push(f[0]!)
+    }
+    await sending
+    expect(received).toEqual(Array.from({ length: total }, (_, i) => i))
+  })
+
   it('hands a large frame over as the pieces it arrived in, or joined, byte for byte', async () => {
     let serverFrames: FrameStream | undefined
     void b.handle(PROTO, (stream) => { serverFrames = new FrameStream(stream, { maxFrameBytes: 2 << 20 }) })
