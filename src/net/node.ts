@@ -5,6 +5,7 @@
 import '../util/polyfill.js'
 import './yamux-window.js'
 import { withCoalescedWrites } from './coalesce-writes.js'
+import { withLeanDecrypt } from './noise-decrypt.js'
 
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -44,7 +45,7 @@ export async function createNode (options: CreateNodeOptions): Promise<Libp2p> {
     privateKey: options.privateKey,
     addresses: { listen: options.listen ?? ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
-    connectionEncrypters: [withCoalescedWrites(noise())],
+    connectionEncrypters: [withCoalescedWrites(withLeanDecrypt(noise()))],
     streamMuxers: [yamux({
       streamOptions: { maxStreamWindowSize: STREAM_WINDOW_BYTES, maxReadBufferLength: STREAM_READ_BUFFER_BYTES }
     })],
