@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createNode } from '../../../src/net/node.js'
+import { collect, sendAll } from './streams.js'
 
 // src/net/coalesce-writes.ts: each send on a Noise connection (length + ciphertext, per message)
 // is one socket write.
@@ -58,29 +59,17 @@ describe('writes on a libp2p connection', () => {
     nodes.push(a, b)
     const total = 8 * 1024 * 1024
     const data = randomBytes(total)
-    const received: Uint8Array[] = []
-    const done = new Promise<void>((resolve, reject) => {
-      void b.handle(ECHO, async (stream) => {
-        try {
-          for await (const chunk of stream) received.push(chunk.subarray())
-          resolve()
-        } catch (err) { reject(err as Error) }
-      })
-    })
+    const received = collect(b, ECHO)
     const stream = await a.dialProtocol(b.getMultiaddrs()[0]!, ECHO)
     const counter = countSocketWrites()
+    let bytes: Buffer
     try {
-      for (let off = 0; off < total; off += 1024 * 1024) {
-        if (!stream.send(data.subarray(off, off + 1024 * 1024))) {
-          await new Promise<void>(resolve => { stream.addEventListener('drain', () => { resolve() }, { once: true }) })
-        }
-      }
-      await stream.close()
-      await done
+      await sendAll(stream, data)
+      bytes = await received
     } finally {
       counter.restore()
     }
-    expect(Buffer.concat(received).equals(data)).toBe(true)
+    expect(bytes.equals(data)).toBe(true)
     // Noise carries at most 65519 bytes of plaintext per message: 129 messages here, each a
     // length and a ciphertext, so 258 writes when the parts went one by one. (Both nodes live in
     // this process, so the count includes the receiver's window updates.)

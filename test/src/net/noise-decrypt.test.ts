@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createNode } from '../../../src/net/node.js'
 import { noiseDecryptCounts } from '../../../src/net/noise-decrypt.js'
+import { collect, sendAll } from './streams.js'
 
 // src/net/noise-decrypt.ts: Noise connections decrypt what they receive without first copying
 // each message into a destination buffer that Node's ChaCha20 does not use.
@@ -21,15 +22,7 @@ describe('decryption on a libp2p connection', () => {
     nodes.push(a, b)
     const total = 8 * 1024 * 1024
     const data = randomBytes(total)
-    const received: Uint8Array[] = []
-    const done = new Promise<void>((resolve, reject) => {
-      void b.handle(SINK, async (stream) => {
-        try {
-          for await (const chunk of stream) received.push(chunk.subarray())
-          resolve()
-        } catch (err) { reject(err as Error) }
-      })
-    })
+    const received = collect(b, SINK)
     const stream = await a.dialProtocol(b.getMultiaddrs()[0]!, SINK)
     const after = noiseDecryptCounts()
     expect(after.patched - before.patched, 'connections that got the copy-free decrypt (dialer and listener)').toBe(2)
@@ -37,14 +30,8 @@ describe('decryption on a libp2p connection', () => {
     // Small sends first (below 1200 bytes the library decrypts with WebAssembly, which used the
     // destination the patch no longer passes), then 1 MiB ones.
     for (const n of [1, 17, 1199, 1200, 5000]) stream.send(data.subarray(0, n))
-    for (let off = 0; off < total; off += 1024 * 1024) {
-      if (!stream.send(data.subarray(off, off + 1024 * 1024))) {
-        await new Promise<void>(resolve => { stream.addEventListener('drain', () => { resolve() }, { once: true }) })
-      }
-    }
-    await stream.close()
-    await done
+    await sendAll(stream, data)
     const small = [1, 17, 1199, 1200, 5000].map(n => data.subarray(0, n))
-    expect(Buffer.concat(received).equals(Buffer.concat([...small, data]))).toBe(true)
+    expect((await received).equals(Buffer.concat([...small, data]))).toBe(true)
   })
 })
