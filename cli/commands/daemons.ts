@@ -24,6 +24,11 @@ export async function runCoordinatorDaemon (options: { dataDir: string, listen: 
     ...(apiToken === undefined ? {} : { token: apiToken }),
     health: () => ({ peerId: coordinator.peerId, multiaddrs: coordinator.multiaddrs() })
   })
+  // Signal handlers before the banner: whoever waits for the banner may stop the daemon at once.
+  const stopped = waitForStop(async () => {
+    await server.close()
+    await coordinator.stop()
+  })
   const addrs = coordinator.multiaddrs()
   process.stdout.write([
     `pipemesh coordinator ${coordinator.peerId}`,
@@ -37,10 +42,7 @@ export async function runCoordinatorDaemon (options: { dataDir: string, listen: 
     `  pipemesh agent --coordinator ${addrs[0] ?? ''} --join $(pipemesh token create) --data <agent data dir>`,
     ''
   ].join('\n'))
-  await waitForStop(async () => {
-    await server.close()
-    await coordinator.stop()
-  })
+  await stopped
 }
 
 export async function runAgentDaemon (options: { dataDir: string, coordinator: string, listen: string, name?: string, join?: string, resources?: string, label: string[], maxArtifactSize?: string, maxLogSize?: string, logLevel?: string | undefined }): Promise<void> {
@@ -60,8 +62,9 @@ export async function runAgentDaemon (options: { dataDir: string, coordinator: s
   if (options.maxArtifactSize !== undefined) agentOptions.maxArtifactBytes = sizeOption('--max-artifact-size', options.maxArtifactSize)
   if (options.maxLogSize !== undefined) agentOptions.maxLogBytes = sizeOption('--max-log-size', options.maxLogSize)
   const agent = await Agent.start(agentOptions)
+  const stopped = waitForStop(async () => { await agent.stop() })
   process.stdout.write(`pipemesh agent ${agent.peerId} (${agent.name})\n  data:   ${options.dataDir}\n  libp2p: ${agent.multiaddrs().join(' ')}\n`)
-  await waitForStop(async () => { await agent.stop() })
+  await stopped
 }
 
 function sizeOption (flag: string, value: string): number {
@@ -82,7 +85,10 @@ function splitHostPort (value: string): [string, string] {
   return [value.slice(0, i), value.slice(i + 1)]
 }
 
-/** Resolves after SIGINT/SIGTERM once `stop` has run; a second signal exits at once. */
+/**
+ * Resolves after SIGINT/SIGTERM once `stop` has run; a second signal exits at once. The handlers
+ * are in place when this returns.
+ */
 async function waitForStop (stop: () => Promise<void>): Promise<void> {
   await new Promise<void>((resolve) => {
     let stopping = false

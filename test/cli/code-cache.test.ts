@@ -28,7 +28,7 @@ async function startAndStopCoordinator (dataDir: string, env: Record<string, str
   } finally {
     proc.kill('SIGTERM')
     const result = await proc
-    expect(result.exitCode, out).toBe(0)
+    expect(result.exitCode, `${out}\n(ended by ${result.signal ?? 'no signal'})`).toBe(0)
   }
 }
 
