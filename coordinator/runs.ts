@@ -14,7 +14,7 @@ import { computeFingerprint, FINGERPRINT_SCHEME, type FingerprintParts } from '.
 import { placeStep, allocate, release } from '../src/scheduler/index.js'
 import type { CandidateReport } from '../src/scheduler/types.js'
 import type { Pipeline, StepSpec } from '../src/spec/types.js'
-import { CODE_SOURCE, ENVIRONMENT_SOURCE } from '../src/protocol/messages.js'
+import { CODE_SOURCE, ENVIRONMENT_SOURCE, type AgentMessage } from '../src/protocol/messages.js'
 import type { AttemptResult, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import {
@@ -230,7 +230,7 @@ export class RunManager {
   }
 
   /** Progress of an input an attempt's agent is fetching: passed on to whoever follows the run. */
-  attemptFetching (agentId: string, progress: { attemptId: string, input: string, bytes: number, totalBytes: number, elapsedMs: number, done: boolean }): void {
+  attemptFetching (agentId: string, progress: Extract<AgentMessage, { type: 'fetching' }>): void {
     const index = this.attempts.get(progress.attemptId)
     if (index === undefined || index.agentId !== agentId || this.events.listenerCount('event') === 0) return
     const step = this.active.get(index.runId)?.steps.get(index.stepId)

@@ -81,8 +81,8 @@ const INTERRUPT_BUDGET = { coordinator: 16384, agent: 16384, run: 1_000_000 }
  * headroom until they are swept, and its default (~1.5x for a heap as small as an agent's,
  * ~16 MB live) started a full GC every ~14 MiB served: ~75 full GCs per GiB, a third of the
  * serving agent's CPU. At 400% (800% did no better) a GiB costs 2-8, and serving ran ~25%
- * faster; with the agent's reads copied out of reused buffers (chunk-workers.ts), its peak
- * memory is what it was.
+ * faster; with the chunks it serves read into buffers of its main thread (chunk-files.ts), its
+ * peak memory is what it was.
  */
 const HEAP_GROWING_PERCENT = { agent: 400 }
 

@@ -372,7 +372,7 @@ class HolderSession {
 
   /**
    * receive(), as the pieces the bytes arrived in: a chunk arrives in ~64 KiB pieces, and the
-   * store copies them on to its worker as they are rather than joined first.
+   * store writes them to disk as they are (one writev) rather than joined first.
    */
   async receiveParts (type: 'manifest' | 'chunk', expected: Digest, maxBytes: number): Promise<Uint8Array[] | undefined> {
     const size = await this.receiveHeader(type, expected, maxBytes)

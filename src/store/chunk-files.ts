@@ -8,6 +8,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import { PipemeshError } from '../errors.js'
 import { chunkWorkers, type ChunkDirs, type JobResult } from './chunk-workers.js'
+import { readFull } from './tree-walk.js'
 import type { Digest } from './types.js'
 
 /** Turns "disk full" into LIMIT_EXCEEDED naming what was being stored and where. */
@@ -165,13 +166,7 @@ export class ChunkFiles {
     const buf = Buffer.from(new ArrayBuffer(size + 1 + 4096), 2048, size + 1)
     const fh = await fs.open(this.pathOf(digest), 'r')
     try {
-      let filled = 0
-      while (filled < buf.length) {
-        const { bytesRead } = await fh.read(buf, filled, buf.length - filled, filled)
-        if (bytesRead === 0) break
-        filled += bytesRead
-      }
-      return buf.subarray(0, filled)
+      return buf.subarray(0, await readFull(fh, buf, 0))
     } finally {
       await fh.close()
     }

@@ -49,8 +49,8 @@ export class Chunks {
   }
 
   /**
-   * Stores a chunk from a peer or a repair: hashed and written on a chunk worker, indexed once
-   * its body is in place. Bytes that do not hash to `digest` are refused and nothing is kept.
+   * Stores a chunk from a peer or a repair: written to a temp file, hashed back on a chunk
+   * worker, indexed once its body is in place. Bytes that do not hash to `digest` are refused and nothing is kept.
    */
   async putChecked (digest: Digest, parts: readonly Uint8Array[], size: number): Promise<void> {
     if (size < INLINE_MAX) {

@@ -1,10 +1,8 @@
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Libp2p } from '@libp2p/interface'
 import { randomBytes } from 'node:crypto'
 import { Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createNode } from '../../../src/net/node.js'
-import { collect, sendAll } from './streams.js'
+import { collect, nodePair, sendAll } from './streams.js'
 
 // src/net/coalesce-writes.ts: each send on a Noise connection (length + ciphertext, per message)
 // is one socket write.
@@ -28,9 +26,7 @@ function countSocketWrites (): { calls: () => number, restore: () => void } {
 
 describe('writes on a libp2p connection', () => {
   it('go to the socket once per Noise message, not once per part', async () => {
-    const a = await createNode({ privateKey: await generateKeyPair('Ed25519') })
-    const b = await createNode({ privateKey: await generateKeyPair('Ed25519') })
-    nodes.push(a, b)
+    const [a, b] = await nodePair(nodes)
     await b.handle(ECHO, async (stream) => {
       for await (const chunk of stream) stream.send(chunk.subarray())
     })
@@ -54,9 +50,7 @@ describe('writes on a libp2p connection', () => {
   })
 
   it('send a bulk stream in fewer socket writes than it has Noise messages, all bytes intact', async () => {
-    const a = await createNode({ privateKey: await generateKeyPair('Ed25519') })
-    const b = await createNode({ privateKey: await generateKeyPair('Ed25519') })
-    nodes.push(a, b)
+    const [a, b] = await nodePair(nodes)
     const total = 8 * 1024 * 1024
     const data = randomBytes(total)
     const received = collect(b, ECHO)

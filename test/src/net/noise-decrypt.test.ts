@@ -1,10 +1,8 @@
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Libp2p } from '@libp2p/interface'
 import { randomBytes } from 'node:crypto'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createNode } from '../../../src/net/node.js'
 import { noiseDecryptCounts } from '../../../src/net/noise-decrypt.js'
-import { collect, sendAll } from './streams.js'
+import { collect, nodePair, sendAll } from './streams.js'
 
 // src/net/noise-decrypt.ts: Noise connections decrypt what they receive without first copying
 // each message into a destination buffer that Node's ChaCha20 does not use.
@@ -17,9 +15,7 @@ const SINK = '/pipemesh/test-sink/1.0.0'
 describe('decryption on a libp2p connection', () => {
   it('is patched on both ends of a connection, and a bulk stream and small messages arrive intact', async () => {
     const before = noiseDecryptCounts()
-    const a = await createNode({ privateKey: await generateKeyPair('Ed25519') })
-    const b = await createNode({ privateKey: await generateKeyPair('Ed25519') })
-    nodes.push(a, b)
+    const [a, b] = await nodePair(nodes)
     const total = 8 * 1024 * 1024
     const data = randomBytes(total)
     const received = collect(b, SINK)

@@ -1,7 +1,18 @@
-// Helpers for the tests of src/net: a protocol handler that collects everything a stream
-// receives, and a sender that respects backpressure.
+// Helpers for the tests of src/net: two nodes to connect, a protocol handler that collects
+// everything a stream receives, and a sender that respects backpressure.
 
+import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Libp2p, Stream } from '@libp2p/interface'
+import { createNode } from '../../../src/net/node.js'
+
+/** Two started nodes as the agents build them, added to `started` for the test to stop. */
+export async function nodePair (started: Libp2p[]): Promise<[Libp2p, Libp2p]> {
+  const a = await createNode({ privateKey: await generateKeyPair('Ed25519') })
+  started.push(a)
+  const b = await createNode({ privateKey: await generateKeyPair('Ed25519') })
+  started.push(b)
+  return [a, b]
+}
 
 /** Handles `protocol` on `node`; resolves with everything the first stream received once it ends. */
 export function collect (node: Libp2p, protocol: string): Promise<Buffer> {
