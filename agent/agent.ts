@@ -117,10 +117,10 @@ export class Agent {
     }
     const [capabilities, privateKey, store, coordinator] = started
     const options = { ...startOptions, coordinator }
-    const coordinatorId = multiaddr(options.coordinator).getComponents().find(c => c.name === 'p2p')?.value
-    if (coordinatorId === undefined) {
+    const coordinatorId = coordinatorPeerId(options.coordinator)
+    if (typeof coordinatorId !== 'string') {
       await store.close()
-      throw new PipemeshError('INVALID_ARGUMENT', `coordinator address ${options.coordinator} has no /p2p/<peer id> part`, { hint: 'copy the address the coordinator printed at start' })
+      throw new PipemeshError('INVALID_ARGUMENT', `coordinator address "${options.coordinator}" ${coordinatorId.problem}; it looks like /ip4/10.0.0.5/tcp/7071/p2p/12D3KooW…`, { hint: 'copy the libp2p address the coordinator printed at start' })
     }
     const admission = new Admission(coordinatorId)
     const nodeOptions: Parameters<typeof createNode>[0] = { privateKey, gater: { allowPeer: peer => admission.allowConnection(peer) } }
@@ -492,4 +492,15 @@ class LogBatcher {
     this.lines = []
     this.send(batch)
   }
+}
+
+/** The peer id in a coordinator's multiaddr, or what is wrong with the address. */
+function coordinatorPeerId (address: string): string | { problem: string } {
+  let components
+  try {
+    components = multiaddr(address).getComponents()
+  } catch (err) {
+    return { problem: `is not a multiaddr (${(err as Error).message})` }
+  }
+  return components.find(c => c.name === 'p2p')?.value ?? { problem: 'has no /p2p/<peer id> part' }
 }
