@@ -43,7 +43,7 @@ export function formatRuns (runs: RunListEntry[]): string {
 
 export function formatAgents (agents: AgentListEntry[]): string {
   if (agents.length === 0) return 'no agents connected'
-  const rows = [['AGENT', 'NAME', 'STATE', 'CPU', 'MEMORY', 'GPUS', 'RUNNING', 'LABELS']]
+  const rows = [['AGENT', 'NAME', 'STATE', 'CPU', 'MEMORY', 'GPUS', 'RUNNING', 'SERVED', 'FETCHED', 'LABELS']]
   for (const a of agents) {
     const cap = a.capabilities.capacity
     rows.push([
@@ -52,12 +52,24 @@ export function formatAgents (agents: AgentListEntry[]): string {
       a.connected ? (a.draining ? 'draining' : 'connected') : 'disconnected',
       `${a.allocated.cpu}/${cap.cpu}`,
       `${formatBytes(a.allocated.memory)}/${formatBytes(cap.memory)}`,
-      cap.gpus.length === 0 ? '-' : `${a.allocated.gpus.length}/${cap.gpus.length} ${cap.gpus.map(g => g.model).join(',')}`,
+      cap.gpus.length === 0 ? '-' : `${a.allocated.gpus.length}/${cap.gpus.length} ${describeGpus(cap.gpus)}`,
       String(a.running),
+      a.transfers === undefined ? '-' : formatBytes(a.transfers.bytesServed),
+      a.transfers === undefined ? '-' : formatBytes(a.transfers.bytesFetched),
       Object.entries(a.capabilities.labels).map(([k, v]) => `${k}=${v}`).join(',')
     ])
   }
   return table(rows)
+}
+
+/** "2x NVIDIA A100 40 GiB, 1x NVIDIA T4 15 GiB": equal devices counted, memory where known. */
+function describeGpus (gpus: AgentListEntry['capabilities']['capacity']['gpus']): string {
+  const counts = new Map<string, number>()
+  for (const g of gpus) {
+    const key = g.memory > 0 ? `${g.model} ${formatBytes(g.memory)}` : g.model
+    counts.set(key, (counts.get(key) ?? 0) + 1)
+  }
+  return [...counts].map(([what, n]) => `${n}x ${what}`).join(', ')
 }
 
 export function formatExplanation (e: Explanation): string {
@@ -66,7 +78,9 @@ export function formatExplanation (e: Explanation): string {
   if (e.fingerprint !== null) lines.push(`fingerprint: ${e.fingerprint}`)
   if (e.comparedWith !== undefined) lines.push(`compared with: run ${e.comparedWith.runId} (${new Date(e.comparedWith.at).toISOString()})`)
   if (e.placement !== undefined) {
-    lines.push(`placed on ${e.placement.agentName}: ${e.placement.reason}`)
+    // A placement's reason starts with the agent's name (and devices) already.
+    const { agentName, reason } = e.placement
+    lines.push(`placed on ${reason.startsWith(`${agentName}:`) || reason.startsWith(`${agentName} on `) ? reason : `${agentName}: ${reason}`}`)
     for (const c of e.placement.candidates) if (c.verdict !== 'chosen') lines.push(`  - ${c.name}: ${c.verdict}, ${c.reason}`)
   }
   for (const a of e.attempts) {

@@ -55,6 +55,8 @@ export class LiveView {
     this.steps.set(event.step.id, event.step)
     if (this.tty) return
     if (before?.status === event.step.status && before.reason === event.step.reason) return
+    // Ready and about to be placed: the next line says where it runs, or why it waits.
+    if (event.step.status === 'queued' && event.step.reason === undefined) return
     process.stdout.write(`${new Date(event.at).toISOString().slice(11, 19)} ${this.describe(event.step)}\n`)
   }
 

@@ -17,6 +17,10 @@ import { EXIT_INVALID, reportError } from './errors.js'
 import { defaultDataDir } from './data-dir.js'
 import { formatAgents, formatExplanation, formatRun, formatRuns } from './format.js'
 
+// `export PIPEMESH_COORDINATOR=` is how many people unset a variable: empty means not set, so the
+// command runs embedded instead of failing on an empty URL.
+for (const name of ['PIPEMESH_COORDINATOR', 'PIPEMESH_API_TOKEN', 'PIPEMESH_HOME']) if (process.env[name] === '') delete process.env[name]
+
 const program = new Command()
 program
   .name('pipemesh')
@@ -150,7 +154,10 @@ program.command('validate')
     const { openYamlCache } = await import('./yaml-cache.js')
     const cache = openYamlCache()
     const pipeline = await loadPipeline(file, { params: opts.param, ...(cache === undefined ? {} : { cache }) })
-    print(jsonMode, { valid: true, name: pipeline.name, steps: Object.keys(pipeline.steps) }, () => `${file}: valid pipeline ${pipeline.name} with ${Object.keys(pipeline.steps).length} steps`)
+    print(jsonMode, { valid: true, name: pipeline.name, steps: Object.keys(pipeline.steps) }, () => {
+      const n = Object.keys(pipeline.steps).length
+      return `${file}: valid pipeline ${pipeline.name} with ${n} step${n === 1 ? '' : 's'}`
+    })
   })
 
 program.command('runs')

@@ -51,7 +51,7 @@ async function uploadFromStore (pipeline: Pipeline, api: CoordinatorApi, clientD
       const result = await api.upload(wanted, { peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(a => a.toString()) }, prepareOptions)
       if (options.progress) {
         const secs = Math.max((Date.now() - started) / 1000, 0.001)
-        process.stderr.write(`uploaded to agent ${result.agentId ?? '-'} in ${secs.toFixed(1)} s (${prettyBytes(total / secs)}/s)\n`)
+        process.stderr.write(`uploaded to agent ${result.agent ?? result.agentId ?? '-'} in ${secs.toFixed(1)} s (${prettyBytes(total / secs)}/s)\n`)
       }
     } finally {
       await node.stop()

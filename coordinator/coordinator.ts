@@ -21,7 +21,7 @@ import { explainStep, type Explanation } from '../src/run/explain.js'
 import { TERMINAL_STEP_STATUSES, type RunEvent, type RunSummary, type Submission } from '../src/run/types.js'
 import { submitRequestSchema, type SubmitRequest } from '../src/client/submit-request.js'
 import { parsePipeline, parsePipelineData } from '../src/spec/parse.js'
-import type { AgentListEntry, CoordinatorApi, EventOptions, LogEntry, RunListEntry } from '../src/client/api.js'
+import type { AgentListEntry, CoordinatorApi, EventOptions, LogEntry, RunListEntry, UploadResult } from '../src/client/api.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { CoordinatorDb } from './db.js'
 import { AgentRegistry } from './agents.js'
@@ -472,7 +472,7 @@ export class Coordinator implements CoordinatorApi {
     return this.uploads.missing(digests)
   }
 
-  async upload (refs: ArtifactRef[], from: PeerAddress, options: { signal?: AbortSignal } = {}): Promise<{ agentId: string | null, fetched: ArtifactRef[] }> {
+  async upload (refs: ArtifactRef[], from: PeerAddress, options: { signal?: AbortSignal } = {}): Promise<UploadResult> {
     return await this.uploads.upload(refs, from, options)
   }
 

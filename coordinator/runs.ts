@@ -482,7 +482,8 @@ export class RunManager {
         }
         if (hit !== undefined) step.reason = 'an earlier execution matched, but its outputs are no longer held by any connected agent'
       }
-      this.setStep(run, step, 'queued', step.reason ?? 'waiting for an agent')
+      // No reason yet: placement, next, either starts it or says what it waits for.
+      this.setStep(run, step, 'queued', step.reason)
     }
   }
 

@@ -4,6 +4,7 @@
 
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
+import type { UploadResult } from '../src/client/api.js'
 import { PipemeshError, fromWireError } from '../src/errors.js'
 import type { AgentMessage, PeerAddress } from '../src/protocol/messages.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
@@ -22,9 +23,9 @@ export class UploadBroker {
   }
 
   /** Has the least busy connected agent pull the missing artifacts from `from`; resolves when it holds them. */
-  async upload (refs: ArtifactRef[], from: PeerAddress, options: { signal?: AbortSignal } = {}): Promise<{ agentId: string | null, fetched: ArtifactRef[] }> {
+  async upload (refs: ArtifactRef[], from: PeerAddress, options: { signal?: AbortSignal } = {}): Promise<UploadResult> {
     const missing = new Set(this.missing(refs.map(r => r.digest)))
-    if (missing.size === 0) return { agentId: null, fetched: [] }
+    if (missing.size === 0) return { agentId: null, agent: null, fetched: [] }
     const target = this.registry.connected()
       .filter(a => !a.draining)
       .sort((a, b) => (a.view.allocated.cpu / Math.max(a.view.capacity.cpu, 1)) - (b.view.allocated.cpu / Math.max(b.view.capacity.cpu, 1)) || b.capabilities.diskFree - a.capabilities.diskFree)[0]
@@ -42,7 +43,7 @@ export class UploadBroker {
     const reply = await done
     if (reply.error !== undefined) throw fromWireError(reply.error)
     this.registry.addHoldings(target.id, reply.refs)
-    return { agentId: target.id, fetched: reply.refs }
+    return { agentId: target.id, agent: target.name, fetched: reply.refs }
   }
 
   onFetched (agentId: string, msg: Fetched): void {

@@ -45,6 +45,9 @@ export interface EventOptions {
   only?: 'run'
 }
 
+/** Which agent pulled an upload (peer id and name; both null when the mesh held everything already). */
+export interface UploadResult { agentId: string | null, agent: string | null, fetched: ArtifactRef[] }
+
 export interface CoordinatorApi {
   /** Validates the pipeline again (the coordinator trusts no client) and starts a run. */
   submit: (request: SubmitRequest) => Promise<RunSummary>
@@ -58,7 +61,7 @@ export interface CoordinatorApi {
   /** Which of these artifacts no connected agent holds (the client must upload them). */
   missingArtifacts: (digests: Digest[]) => Promise<Digest[]>
   /** Has an agent pull the artifacts the mesh lacks from the client's own libp2p node. */
-  upload: (refs: ArtifactRef[], from: PeerAddress, options?: { signal?: AbortSignal }) => Promise<{ agentId: string | null, fetched: ArtifactRef[] }>
+  upload: (refs: ArtifactRef[], from: PeerAddress, options?: { signal?: AbortSignal }) => Promise<UploadResult>
   /** The connected agents holding an artifact; `client`, a peer id, may fetch from them for a while. */
   locate: (digest: Digest, client?: string) => Promise<PeerAddress[]>
   /** Mints a single-use join token for an agent (administrators). */

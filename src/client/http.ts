@@ -9,7 +9,7 @@ import { createParser } from 'eventsource-parser'
 import { PipemeshError, fromWireError, type WireError } from '../errors.js'
 import type { Explanation } from '../run/explain.js'
 import type { RunEvent, RunSummary } from '../run/types.js'
-import type { AgentListEntry, CoordinatorApi, EventOptions, LogEntry, RunListEntry } from './api.js'
+import type { AgentListEntry, CoordinatorApi, EventOptions, LogEntry, RunListEntry, UploadResult } from './api.js'
 import type { SubmitRequest } from './submit-request.js'
 import type { PeerAddress } from '../protocol/messages.js'
 import type { ArtifactRef, Digest } from '../store/types.js'
@@ -50,7 +50,7 @@ export class HttpCoordinatorClient implements CoordinatorApi {
     return (await this.json<{ missing: Digest[] }>('POST', '/v1/artifacts/missing', { digests })).missing
   }
 
-  async upload (refs: ArtifactRef[], from: PeerAddress, options: { signal?: AbortSignal } = {}): Promise<{ agentId: string | null, fetched: ArtifactRef[] }> {
+  async upload (refs: ArtifactRef[], from: PeerAddress, options: { signal?: AbortSignal } = {}): Promise<UploadResult> {
     return await this.json('POST', '/v1/uploads', { refs, from }, options.signal)
   }
 

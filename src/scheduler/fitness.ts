@@ -62,7 +62,7 @@ export function placeStep (req: PlacementRequest, agents: AgentView[]): Placemen
     return { kind: 'queued', reason: `waiting for capacity: needs ${needsText(res)}; ${shown.join('; ')}`, candidates }
   }
 
-  const tiers = rankingTiers(req)
+  const tiers = rankingTiers(req, fits)
   const compare = (a: Fit, b: Fit): number => {
     for (const tier of tiers) {
       const c = tier.cmp(a, b)
@@ -209,11 +209,26 @@ function makeFit (req: PlacementRequest, agent: AgentView, gpus: GpuInfo[]): Fit
   }
 }
 
-/** The ranking, most important first: locality, best fit, load, then agent id for a stable answer. */
-function rankingTiers (req: PlacementRequest): Tier[] {
+/**
+ * How many input bytes an agent may lack and still rank as holding the data. Fetching this much
+ * from a peer takes a fraction of a second, about a step's start-up, so it must not pull a
+ * CPU-only step onto a GPU machine or a GPU step onto a larger GPU than it needs. Smaller
+ * differences still decide after the fit, between otherwise equal agents: each fetch saved is a
+ * round trip saved, and that keeps a chain of quick steps on one agent.
+ */
+export const LOCALITY_SLACK_BYTES = 64 * 1024 * 1024
+
+/**
+ * The ranking, most important first: locality (differences above the slack), best fit, locality
+ * (any difference), load, then agent id for a stable answer.
+ */
+function rankingTiers (req: PlacementRequest, fits: Fit[]): Tier[] {
   const total = req.inputs.reduce((s, i) => s + i.size, 0)
+  const most = fits.reduce((m, f) => Math.max(m, f.local), 0)
+  // A key per agent, not a pairwise tolerance, so that the order stays transitive.
+  const material = (f: Fit): number => f.local >= most - LOCALITY_SLACK_BYTES ? most : f.local
   const tiers: Tier[] = [{
-    cmp: (a, b) => b.local - a.local,
+    cmp: (a, b) => material(b) - material(a),
     lost: (l, w) => `holds ${formatBytes(l.local)} of the ${formatBytes(total)} of inputs, ${w.agent.name} holds ${formatBytes(w.local)}`,
     won: (w, n) => `data locality: holds ${formatBytes(w.local)} of the ${formatBytes(total)} of inputs (next best: ${n.agent.name} with ${formatBytes(n.local)})`
   }]
@@ -235,6 +250,10 @@ function rankingTiers (req: PlacementRequest): Tier[] {
     })
   }
   tiers.push({
+    cmp: (a, b) => b.local - a.local,
+    lost: (l, w) => `fewer inputs to fetch: holds ${formatBytes(l.local)} of the ${formatBytes(total)}, ${w.agent.name} holds ${formatBytes(w.local)}`,
+    won: (w, n) => `the least to fetch: holds ${formatBytes(w.local)} of the ${formatBytes(total)} of inputs (${n.agent.name}: ${formatBytes(n.local)})`
+  }, {
     cmp: (a, b) => a.cpuFraction - b.cpuFraction,
     lost: (l, w) => `more loaded: ${cpuUse(l.agent)} cpu in use, ${w.agent.name} ${cpuUse(w.agent)}`,
     won: (w, n) => `the least loaded: ${cpuUse(w.agent)} cpu in use (${n.agent.name}: ${cpuUse(n.agent)})`

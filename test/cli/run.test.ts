@@ -111,6 +111,12 @@ describe('pipemesh run (embedded coordinator and agent)', () => {
     expect(status.exitCode).toBe(0)
     expect(status.stdout).toMatch(/prep/)
   })
+
+  it('an empty PIPEMESH_COORDINATOR counts as unset: the command reads the local state', async () => {
+    const { exitCode, json: runs, stderr } = await runCliJson<Array<{ runId: string }>>(['runs'], { env: { PIPEMESH_COORDINATOR: '', PIPEMESH_HOME: data } })
+    expect(exitCode, stderr).toBe(0)
+    expect(runs.length).toBeGreaterThanOrEqual(5)
+  })
 })
 
 describe('pipemesh run with bad input', () => {

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { loadPipeline as loadValidated } from '../../src/spec/index.js'
-import { listFiles, loadPipeline, runPipeline, runStep, type StepRun } from './run-like-agent.js'
+import { listFiles, loadPipeline, runPipeline, runStep, outputPath, readJson, type StepRun } from './run-like-agent.js'
 
 const repo = resolve(import.meta.dirname, '../..')
 const exampleDir = join(repo, 'examples/python')
@@ -19,12 +19,8 @@ let tmp: string
 let run: Record<string, StepRun>
 
 const lines = (text: string): string[] => text.trimEnd().split('\n')
-const out = (step: string, name: string): string => {
-  const path = run[step]?.outputs[name]
-  if (path === undefined) throw new Error(`${step} has no output ${name}`)
-  return path
-}
-const json = async (path: string): Promise<any> => JSON.parse(await readFile(path, 'utf8'))
+const out = (step: string, name: string): string => outputPath(run, step, name)
+const json = readJson
 /** A `best` directory holding one training step's model, as select would write it for that winner. */
 const bestOf = async (step: string, label: string): Promise<string> => {
   const best = join(tmp, `best-${label}`)

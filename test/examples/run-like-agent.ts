@@ -2,7 +2,7 @@
 // pipemesh: a fresh working directory per step with its code copied in, inputs copied to
 // inputs/<name> (read-only), outputs/ created, placeholders substituted (shell-quoted in a string
 // command), the environment's node_modules linked in. Lets the example scripts be tested alone.
-import { chmod, cp, mkdir, readdir, stat, symlink } from 'node:fs/promises'
+import { chmod, cp, mkdir, readFile, readdir, stat, symlink } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
 import { delimiter, dirname, join, resolve } from 'node:path'
 import { execa } from 'execa'
@@ -188,4 +188,15 @@ async function makeReadOnly (path: string): Promise<void> {
 
 async function exists (path: string): Promise<boolean> {
   return await stat(path).then(() => true, () => false)
+}
+
+/** Where a finished run's step wrote an output; throws, naming both, when it wrote none. */
+export function outputPath (run: Record<string, StepRun>, step: string, name: string): string {
+  const path = run[step]?.outputs[name]
+  if (path === undefined) throw new Error(`${step} has no output ${name}`)
+  return path
+}
+
+export async function readJson (path: string): Promise<any> {
+  return JSON.parse(await readFile(path, 'utf8'))
 }

@@ -135,3 +135,22 @@ export async function startMesh (options: { leaseMs?: number, agents?: Record<st
     throw err
   }
 }
+
+/** Each agent's transfer counters by name, as the coordinator last heard them. */
+export type Counters = Record<string, { bytesServed: number, bytesFetched: number }>
+
+export async function transferCounters (mesh: Mesh): Promise<Counters> {
+  const agents = await mesh.client.agents()
+  return Object.fromEntries(agents.map(a => [a.name, { bytesServed: a.transfers?.bytesServed ?? 0, bytesFetched: a.transfers?.bytesFetched ?? 0 }]))
+}
+
+/** Counters travel with heartbeats, so they lag a transfer: polls until `ok` holds. */
+export async function waitForCounters (mesh: Mesh, ok: (c: Counters) => boolean, timeoutMs = 30_000): Promise<Counters> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const counters = await transferCounters(mesh)
+    if (ok(counters)) return counters
+    if (Date.now() > deadline) throw new Error(`transfer counters never showed the expected bytes: ${JSON.stringify(counters)}`)
+    await new Promise(resolve => setTimeout(resolve, 200))
+  }
+}

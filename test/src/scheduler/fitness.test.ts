@@ -112,6 +112,43 @@ const scenarios: Scenario[] = [
     others: { b: ['eligible', 'holds 10 B of the 1 GiB of inputs, a holds 1 GiB'] }
   },
   {
+    name: 'a CPU step follows a large input onto a GPU agent',
+    agents: [agent('cpu-a'), agent('gpu-box', { gpus: [24] })],
+    step: step({}, [{ name: 'checkpoint', size: GiB, holders: ['gpu-box'] }]),
+    kind: 'placed',
+    agentId: 'gpu-box',
+    reason: ['data locality: holds 1 GiB of the 1 GiB of inputs (next best: cpu-a with 0 B)'],
+    others: { 'cpu-a': ['eligible', 'holds 0 B of the 1 GiB of inputs, gpu-box holds 1 GiB'] }
+  },
+  {
+    name: 'a CPU step whose few MiB of input only the GPU agent holds still goes to a CPU agent',
+    agents: [agent('cpu-a'), agent('gpu-box', { gpus: [24] })],
+    step: step({}, [{ name: 'raw', size: 5 * MiB, holders: ['gpu-box'] }]),
+    kind: 'placed',
+    agentId: 'cpu-a',
+    reason: ['a CPU-only agent, leaving GPU agents free'],
+    others: { 'gpu-box': ['eligible', 'it has GPUs, kept free for GPU steps while a CPU-only agent (cpu-a) has room'] }
+  },
+  {
+    name: 'a GPU step takes the smallest fitting GPU even when a larger one holds a few MiB of its inputs',
+    agents: [agent('big', { gpus: [80] }), agent('small', { gpus: [24] })],
+    step: step({ gpu: 1, gpuMemory: 16 * GiB }, [{ name: 'data', size: 40 * MiB, holders: ['big'] }]),
+    kind: 'placed',
+    agentId: 'small',
+    gpus: [0],
+    reason: ['the smallest GPU that fits'],
+    others: { big: ['eligible', "its fitting GPU has 80 GiB; small's 24 GiB is a closer fit"] }
+  },
+  {
+    name: 'between agents that fit alike, holding a small input beats a lighter load: one fetch fewer',
+    agents: [agent('a'), agent('b', { used: { cpu: 2 }, running: 2 })],
+    step: step({}, [{ name: 'x', size: 4096, holders: ['b'] }]),
+    kind: 'placed',
+    agentId: 'b',
+    reason: ['the least to fetch: holds 4 KiB of the 4 KiB of inputs (a: 0 B)'],
+    others: { a: ['eligible', 'fewer inputs to fetch: holds 0 B of the 4 KiB, b holds 4 KiB'] }
+  },
+  {
     name: 'the smallest GPU that fits is chosen; too small ones never are',
     agents: [agent('big', { gpus: [80] }), agent('small', { gpus: [24] }), agent('tiny', { gpus: [8] })],
     step: step({ gpu: 1, gpuMemory: 16 * GiB }),

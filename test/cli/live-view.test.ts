@@ -1,0 +1,33 @@
+// The run's view when stdout is not a terminal (a pipe, a CI log): one line per change that says
+// something, in the order the changes came.
+
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { LiveView } from '../../cli/live-view.js'
+import type { RunEvent, StepSummary } from '../../src/run/types.js'
+
+function stepEvent (step: Partial<StepSummary> & Pick<StepSummary, 'id' | 'status'>): RunEvent {
+  return { type: 'step', runId: 'r', at: Date.UTC(2026, 11, 7, 3, 14, 0), step: { fingerprint: null, attempts: 0, agent: null, exitCode: null, outputs: {}, ...step } }
+}
+
+describe('the line view', () => {
+  afterEach(() => { vi.restoreAllMocks() })
+
+  it('prints each change once, skips the moment a ready step waits to be placed, and gives a waiting step its reason', () => {
+    const lines: string[] = []
+    vi.spyOn(process.stdout, 'write').mockImplementation(chunk => { lines.push(String(chunk)); return true })
+    const view = new LiveView('run r of p', { tty: false })
+    view.update(stepEvent({ id: 'a', status: 'pending' }))
+    view.update(stepEvent({ id: 'a', status: 'queued' }))
+    view.update(stepEvent({ id: 'b', status: 'queued', reason: 'waiting for capacity: needs gpu 1; agent g: 1/1 GPUs in use' }))
+    view.update(stepEvent({ id: 'b', status: 'queued', reason: 'waiting for capacity: needs gpu 1; agent g: 1/1 GPUs in use' }))
+    view.update(stepEvent({ id: 'a', status: 'running', agent: 'cpu-1', attempts: 1, startedAt: Date.now() }))
+    view.done()
+    vi.restoreAllMocks()
+    expect(lines.map(l => l.replace(/^\d\d:\d\d:\d\d /, '').replace(/running \S+ on/, 'running on'))).toEqual([
+      'run r of p\n',
+      '· a pending\n',
+      '… b queued: waiting for capacity: needs gpu 1; agent g: 1/1 GPUs in use\n',
+      '▶ a running on cpu-1\n'
+    ])
+  })
+})
