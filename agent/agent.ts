@@ -79,6 +79,8 @@ export class Agent {
   private readonly running = new Map<string, Running>()
   /** Messages that must reach the coordinator (results), kept until a connection takes them. */
   private readonly outbox: AgentMessage[] = []
+  /** Drop lists of a coordinator's gc request, gathered until its last batch. */
+  private readonly gcDrops = new Map<string, Digest[]>()
   private channel: MessageChannel<CoordinatorMessage, AgentMessage> | undefined
   private readonly stopping = new AbortController()
   private connectLoop: Promise<void> | undefined
@@ -317,6 +319,17 @@ export class Agent {
       case 'grant':
         this.admission.grant(msg.peerId, msg.ttlMs)
         break
+      case 'gc': {
+        const drop = this.gcDrops.get(msg.requestId) ?? []
+        drop.push(...msg.drop)
+        if (!msg.done) {
+          this.gcDrops.set(msg.requestId, drop)
+          break
+        }
+        this.gcDrops.delete(msg.requestId)
+        void this.collectGarbage(msg.requestId, drop, msg.graceMs)
+        break
+      }
       case 'forget':
         for (const id of msg.attemptIds) {
           this.running.get(id)?.controller.abort(new PipemeshError('CANCELLED', 'the coordinator no longer wants this attempt'))
@@ -340,6 +353,19 @@ export class Agent {
     } catch (err) {
       this.log.warn({ err, requestId }, 'pulling an upload failed')
       this.sendNow({ type: 'fetched', requestId, refs, error: toWireError(err) })
+    }
+  }
+
+  /** Removes what the coordinator found unreferenced, then tells it which artifacts went. */
+  private async collectGarbage (requestId: string, drop: Digest[], graceMs: number): Promise<void> {
+    try {
+      const { removedRoots, ...report } = await this.store.dropRoots(drop, Date.now() - graceMs)
+      for (let i = 0; i < removedRoots.length; i += HOLDINGS_BATCH) this.sendNow({ type: 'holdings', add: [], remove: removedRoots.slice(i, i + HOLDINGS_BATCH) })
+      this.log.info({ requestId, listed: drop.length, ...report }, 'collected garbage')
+      this.sendNow({ type: 'collected', requestId, ...report })
+    } catch (err) {
+      this.log.warn({ err, requestId }, 'garbage collection failed')
+      this.sendNow({ type: 'collected', requestId, removedArtifacts: 0, removedChunks: 0, freedBytes: 0, error: toWireError(err) })
     }
   }
 

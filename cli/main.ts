@@ -339,13 +339,23 @@ store.command('verify')
     if (damaged && (opts.repair !== true || report.dropped.length > 0)) process.exitCode = 1
   })
 store.command('gc')
-  .description('remove what no kept run and no reuse entry references')
+  .description('remove what no kept run and no reuse entry references (with --coordinator: on every connected agent of the mesh)')
   .option('--keep-runs <n>', 'runs of each pipeline whose records and artifacts are kept', '10')
+  .option('--grace <duration>', 'with --coordinator: agents keep what they made this recently (results and uploads the coordinator may not know of yet)', '10m')
   .option('--json', 'print JSON')
-  .action(async (opts: { keepRuns: string, json?: boolean }) => {
+  .addOption(coordinatorOption())
+  .action(async (opts: { keepRuns: string, grace: string, json?: boolean, coordinator?: string }) => {
     jsonMode = opts.json === true
     const keep = wholeNumber('--keep-runs', opts.keepRuns, 0)
-    const { storeGc } = await import('./commands/store.js')
+    const { storeGc, formatMeshGc } = await import('./commands/store.js')
+    if (opts.coordinator !== undefined) {
+      const { parseDuration } = await import('../src/util/units.js')
+      const graceMs = parseDuration(opts.grace)
+      const report = await withApi(opts.coordinator, async api => await api.collectGarbage(keep, { graceMs }))
+      print(jsonMode, report, () => formatMeshGc(report))
+      if (report.agents.some(a => a.error !== undefined)) process.exitCode = 1
+      return
+    }
     const report = await storeGc(await dataDir(), keep, await logger())
     print(jsonMode, report, () => `removed ${report.removedRuns} old runs, ${report.removedArtifacts} artifacts and ${report.removedChunks} chunks (${report.freedBytes} bytes freed)`)
   })

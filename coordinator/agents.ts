@@ -173,6 +173,11 @@ export class AgentRegistry {
     }
   }
 
+  /** The artifacts an agent has reported holding. */
+  heldBy (agentId: string): Digest[] {
+    return [...(this.held.get(agentId)?.keys() ?? [])]
+  }
+
   /** Connected agents holding the artifact. */
   holdersOf (digest: Digest): string[] {
     const set = this.holders.get(digest)

@@ -14,6 +14,7 @@ import { z } from 'zod'
 
 const digestSchema = z.string().regex(/^sha256:[0-9a-f]{64}$/)
 const locateSchema = z.object({ digest: digestSchema, client: z.string().min(1).max(128).optional() })
+const gcSchema = z.object({ keepRuns: z.number().int().nonnegative(), graceMs: z.number().int().nonnegative().optional() }).strict()
 const tokenSchema = z.object({ ttlMs: z.number().positive().max(365 * 24 * 3600 * 1000).default(3600 * 1000) })
 const secretSchema = z.object({ value: z.string().min(1).max(64 * 1024) })
 const missingSchema = z.object({ digests: z.array(digestSchema).max(100_000) })
@@ -114,6 +115,12 @@ export async function startApiServer (options: ApiServerOptions): Promise<{ serv
   server.delete<{ Params: { name: string } }>('/v1/secrets/:name', async (request, reply) => {
     await api.deleteSecret(request.params.name)
     return await reply.code(204).send()
+  })
+  server.post<{ Body: unknown }>('/v1/gc', async (request, reply) => {
+    const body = gcSchema.safeParse(request.body ?? {})
+    if (!body.success) throw new PipemeshError('INVALID_ARGUMENT', `expected {keepRuns: <whole number, 0 or more>, graceMs?: <milliseconds>}: ${body.error.issues[0]?.message ?? ''}`)
+    const controller = abortOnClose(reply)
+    return await api.collectGarbage(body.data.keepRuns, { signal: controller.signal, ...body.data.graceMs === undefined ? {} : { graceMs: body.data.graceMs } })
   })
   server.post<{ Body: unknown }>('/v1/uploads', async (request, reply) => {
     const body = uploadSchema.safeParse(request.body)

@@ -21,12 +21,13 @@ import { explainStep, type Explanation } from '../src/run/explain.js'
 import { TERMINAL_STEP_STATUSES, type RunEvent, type RunSummary, type Submission } from '../src/run/types.js'
 import { submitRequestSchema, type SubmitRequest } from '../src/client/submit-request.js'
 import { parsePipeline, parsePipelineData } from '../src/spec/parse.js'
-import type { AgentListEntry, CoordinatorApi, EventOptions, LogEntry, RunListEntry, UploadResult } from '../src/client/api.js'
+import type { AgentListEntry, CoordinatorApi, EventOptions, GcOptions, LogEntry, MeshGcReport, RunListEntry, UploadResult } from '../src/client/api.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { CoordinatorDb } from './db.js'
 import { AgentRegistry } from './agents.js'
 import { RUN_EVENT, RunManager } from './runs.js'
 import { UploadBroker } from './uploads.js'
+import { GcBroker, addRunReferences } from './gc.js'
 import { listenWhereLastTime } from './listen-address.js'
 import { Membership, type Member } from './membership.js'
 import { SecretStore } from './secrets.js'
@@ -50,6 +51,7 @@ export class Coordinator implements CoordinatorApi {
   readonly runs: RunManager
   readonly registry = new AgentRegistry()
   readonly uploads: UploadBroker
+  private readonly gcBroker: GcBroker
   readonly membership: Membership
   readonly secrets: SecretStore
   private readonly db: CoordinatorDb
@@ -72,6 +74,7 @@ export class Coordinator implements CoordinatorApi {
     this.heartbeatMs = options.heartbeatMs ?? Math.max(250, Math.floor(this.leaseMs / 5))
     this.runs = new RunManager({ db, agents: this.registry, logger: this.log, leaseMs: this.leaseMs })
     this.uploads = new UploadBroker(this.registry, this.log)
+    this.gcBroker = new GcBroker(this.registry, this.log)
   }
 
   static async start (options: CoordinatorOptions): Promise<Coordinator> {
@@ -196,6 +199,7 @@ export class Coordinator implements CoordinatorApi {
         this.channels.delete(agentId)
         this.registry.disconnect(agentId)
         this.uploads.agentGone(agentId)
+        this.gcBroker.agentGone(agentId)
         log.info('agent disconnected')
         this.startLease(agentId, 'disconnected')
       }
@@ -322,6 +326,9 @@ export class Coordinator implements CoordinatorApi {
       case 'fetched':
         this.uploads.onFetched(agentId, msg)
         break
+      case 'collected':
+        this.gcBroker.onCollected(agentId, msg)
+        break
     }
   }
 
@@ -335,6 +342,7 @@ export class Coordinator implements CoordinatorApi {
         this.channels.delete(session.id)
         this.registry.disconnect(session.id)
         this.uploads.agentGone(session.id)
+        this.gcBroker.agentGone(session.id)
         channel?.abort(new PipemeshError('UNREACHABLE', 'no heartbeat within the lease'))
         this.clearLease(session.id)
         this.runs.agentLost(session.id, `no heartbeat for more than ${this.leaseMs} ms`)
@@ -393,21 +401,22 @@ export class Coordinator implements CoordinatorApi {
     const keep = new Set<Digest>()
     for (const runId of kept) {
       const run = await this.db.getRun(runId)
-      if (run === undefined) continue
-      const a = run.submission.artifacts
-      for (const ref of Object.values(a.inputs)) keep.add(ref.digest)
-      for (const code of Object.values(a.code)) keep.add(code.ref.digest)
-      for (const env of Object.values(a.environments)) keep.add(env.files.digest)
-      for (const step of await this.db.listSteps(runId)) {
-        for (const ref of Object.values(step.outputs)) keep.add(ref.digest)
-        for (const attempt of step.attempts) if (attempt.log !== undefined) keep.add(attempt.log.digest)
-      }
+      if (run !== undefined) addRunReferences(keep, run.submission.artifacts, await this.db.listSteps(runId))
     }
     for await (const entry of this.db.listReuse()) for (const ref of Object.values(entry.outputs)) keep.add(ref.digest)
     return { keep, removedRuns }
   }
 
   // --- the client API ---
+
+  async collectGarbage (keepRuns: number, options: GcOptions = {}): Promise<MeshGcReport> {
+    const plan = await this.planGc(keepRuns)
+    // What steps produced while the plan read the database: no await from here to the drop lists.
+    this.runs.addLiveReferences(plan.keep)
+    const { agents, skipped } = await this.gcBroker.collect(plan.keep, options)
+    this.log.info({ removedRuns: plan.removedRuns, agents: agents.length, skipped: skipped.length }, 'garbage collected')
+    return { removedRuns: plan.removedRuns, agents, skipped }
+  }
 
   async submit (request: SubmitRequest): Promise<RunSummary> {
     const parsed = submitRequestSchema.safeParse(request)

@@ -26,6 +26,7 @@ import { formatDuration } from '../src/util/units.js'
 import type { CoordinatorDb } from './db.js'
 import type { AgentRegistry } from './agents.js'
 import { checkContent, type ContentVerdict } from './content-check.js'
+import { addRunReferences } from './gc.js'
 
 interface ActiveRun {
   record: RunRecord
@@ -174,6 +175,11 @@ export class RunManager {
       found.attempt.pid = pid
       this.db.putStep(found.step)
     })
+  }
+
+  /** Adds everything the runs in progress reference right now to `into` (see gc.ts). */
+  addLiveReferences (into: Set<Digest>): void {
+    for (const run of this.active.values()) addRunReferences(into, run.record.submission.artifacts, run.steps.values())
   }
 
   attemptFinished (agentId: string, result: AttemptResult): void {

@@ -2,18 +2,18 @@
 // code) serves it from a short-lived libp2p node, and the coordinator asks one agent to pull it
 // from there. Only chunks that agent does not already hold cross the wire.
 
-import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { UploadResult } from '../src/client/api.js'
 import { PipemeshError, fromWireError } from '../src/errors.js'
 import type { AgentMessage, PeerAddress } from '../src/protocol/messages.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import type { AgentRegistry } from './agents.js'
+import { AgentReplies } from './agent-replies.js'
 
 type Fetched = Extract<AgentMessage, { type: 'fetched' }>
 
 export class UploadBroker {
-  private readonly waiting = new Map<string, { agentId: string, resolve: (msg: Fetched) => void, reject: (err: Error) => void }>()
+  private readonly replies = new AgentReplies<Fetched>('up')
 
   constructor (private readonly registry: AgentRegistry, private readonly log: Logger) {}
 
@@ -30,14 +30,7 @@ export class UploadBroker {
       .filter(a => !a.draining)
       .sort((a, b) => (a.view.allocated.cpu / Math.max(a.view.capacity.cpu, 1)) - (b.view.allocated.cpu / Math.max(b.view.capacity.cpu, 1)) || b.capabilities.diskFree - a.capabilities.diskFree)[0]
     if (target === undefined) throw new PipemeshError('UNSCHEDULABLE', 'no agent is connected to receive the upload', { retryable: true, hint: 'start an agent with `pipemesh agent --coordinator …`' })
-    const requestId = `up-${randomBytes(6).toString('hex')}`
-    const done = new Promise<Fetched>((resolve, reject) => {
-      this.waiting.set(requestId, { agentId: target.id, resolve, reject })
-      options.signal?.addEventListener('abort', () => {
-        this.waiting.delete(requestId)
-        reject(new PipemeshError('CANCELLED', 'the client went away during the upload'))
-      }, { once: true })
-    })
+    const { requestId, reply: done } = this.replies.expect(target.id, options.signal, () => new PipemeshError('CANCELLED', 'the client went away during the upload'))
     this.log.info({ agentId: target.id, artifacts: missing.size, client: from.peerId }, 'agent pulling a client upload')
     target.send({ type: 'fetch', requestId, digests: [...missing], from: [from] })
     const reply = await done
@@ -47,18 +40,11 @@ export class UploadBroker {
   }
 
   onFetched (agentId: string, msg: Fetched): void {
-    const waiter = this.waiting.get(msg.requestId)
-    if (waiter === undefined || waiter.agentId !== agentId) return
-    this.waiting.delete(msg.requestId)
-    waiter.resolve(msg)
+    this.replies.settle(agentId, msg.requestId, msg)
   }
 
   /** An agent went away: its pending uploads fail so the client can retry. */
   agentGone (agentId: string): void {
-    for (const [id, waiter] of this.waiting) {
-      if (waiter.agentId !== agentId) continue
-      this.waiting.delete(id)
-      waiter.reject(new PipemeshError('UNREACHABLE', 'the agent receiving the upload disconnected', { retryable: true }))
-    }
+    this.replies.agentGone(agentId, () => new PipemeshError('UNREACHABLE', 'the agent receiving the upload disconnected', { retryable: true }))
   }
 }

@@ -8,9 +8,10 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { PipemeshError } from '../../src/errors.js'
-import type { CoordinatorApi } from '../../src/client/api.js'
+import type { CoordinatorApi, MeshGcReport } from '../../src/client/api.js'
 import { ContentStore, type VerifyReport } from '../../src/store/content-store.js'
 import type { Digest } from '../../src/store/types.js'
+import { formatBytes } from '../../src/util/units.js'
 import { openOffline } from '../embedded.js'
 
 /** The store of the embedded agent (<data>/agent/store), or of an agent daemon run with --data <data>. */
@@ -89,6 +90,13 @@ export async function storeVerify (dataDir: string, options: { repair?: boolean,
 }
 
 export async function storeGc (dataDir: string, keepRuns: number, logger: Logger): Promise<{ removedRuns: number, removedArtifacts: number, removedChunks: number, freedBytes: number }> {
+  if (storeDir(dataDir) === join(dataDir, 'store')) {
+    // An agent daemon's store: the runs that reference its artifacts are on its coordinator, and
+    // an empty local state would call all of them garbage.
+    throw new PipemeshError('INVALID_ARGUMENT', `${dataDir} holds an agent daemon's store: which of its artifacts runs still need is known only to its coordinator`, {
+      hint: 'run `pipemesh store gc --coordinator URL` (or with PIPEMESH_COORDINATOR set): the coordinator drops old runs and every connected agent removes what they no longer reference'
+    })
+  }
   const coordinator = await openOffline(dataDir, logger)
   let plan
   try {
@@ -98,4 +106,16 @@ export async function storeGc (dataDir: string, keepRuns: number, logger: Logger
   }
   const report = await withStore(dataDir, async store => await store.gc(plan.keep))
   return { removedRuns: plan.removedRuns, ...report }
+}
+
+/** One line per agent: what a mesh-wide collection removed, or why it could not. */
+export function formatMeshGc (report: MeshGcReport): string {
+  const lines = [`removed ${report.removedRuns} old run${report.removedRuns === 1 ? '' : 's'}`]
+  for (const a of report.agents) {
+    lines.push(a.error === undefined
+      ? `${a.agent}: removed ${a.removedArtifacts} artifacts and ${a.removedChunks} chunks (${formatBytes(a.freedBytes)} freed)`
+      : `${a.agent}: not collected: ${a.error}`)
+  }
+  if (report.skipped.length > 0) lines.push(`not connected, left alone: ${report.skipped.join(', ')}`)
+  return lines.join('\n')
 }

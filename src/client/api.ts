@@ -48,6 +48,20 @@ export interface EventOptions {
 /** Which agent pulled an upload (peer id and name; both null when the mesh held everything already). */
 export interface UploadResult { agentId: string | null, agent: string | null, fetched: ArtifactRef[] }
 
+/** What a mesh-wide garbage collection did: run records pruned, then each agent's store. */
+export interface MeshGcReport {
+  removedRuns: number
+  agents: Array<{ agentId: string, agent: string, removedArtifacts: number, removedChunks: number, freedBytes: number, error?: string }>
+  /** Agents the coordinator knows that are not connected: their stores were left alone. */
+  skipped: string[]
+}
+
+export interface GcOptions {
+  /** Artifacts made this recently stay (default GC_GRACE_MS): results and uploads in flight. */
+  graceMs?: number
+  signal?: AbortSignal
+}
+
 export interface CoordinatorApi {
   /** Validates the pipeline again (the coordinator trusts no client) and starts a run. */
   submit: (request: SubmitRequest) => Promise<RunSummary>
@@ -70,6 +84,11 @@ export interface CoordinatorApi {
   drainAgent: (idOrName: string, draining: boolean) => Promise<AgentListEntry>
   /** Cuts an agent off at once; its running steps are rescheduled. */
   revokeAgent: (idOrName: string) => Promise<{ peerId: string, name: string, revokedAt?: number }>
+  /**
+   * Drops run records beyond the newest `keepRuns` of each pipeline (running ones stay), then has
+   * every connected agent remove the artifacts no kept run and no reuse entry references.
+   */
+  collectGarbage: (keepRuns: number, options?: GcOptions) => Promise<MeshGcReport>
   setSecret: (name: string, value: string) => Promise<void>
   listSecrets: () => Promise<Array<{ name: string, updatedAt: number }>>
   deleteSecret: (name: string) => Promise<void>

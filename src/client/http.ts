@@ -9,7 +9,7 @@ import { createParser } from 'eventsource-parser'
 import { PipemeshError, fromWireError, type WireError } from '../errors.js'
 import type { Explanation } from '../run/explain.js'
 import type { RunEvent, RunSummary } from '../run/types.js'
-import type { AgentListEntry, CoordinatorApi, EventOptions, LogEntry, RunListEntry, UploadResult } from './api.js'
+import type { AgentListEntry, CoordinatorApi, EventOptions, GcOptions, LogEntry, MeshGcReport, RunListEntry, UploadResult } from './api.js'
 import type { SubmitRequest } from './submit-request.js'
 import type { PeerAddress } from '../protocol/messages.js'
 import type { ArtifactRef, Digest } from '../store/types.js'
@@ -68,6 +68,10 @@ export class HttpCoordinatorClient implements CoordinatorApi {
 
   async revokeAgent (idOrName: string): Promise<{ peerId: string, name: string, revokedAt?: number }> {
     return await this.json('POST', `/v1/agents/${encodeURIComponent(idOrName)}/revoke`)
+  }
+
+  async collectGarbage (keepRuns: number, options: GcOptions = {}): Promise<MeshGcReport> {
+    return await this.json('POST', '/v1/gc', { keepRuns, ...options.graceMs === undefined ? {} : { graceMs: options.graceMs } }, options.signal)
   }
 
   async setSecret (name: string, value: string): Promise<void> {

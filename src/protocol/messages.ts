@@ -11,6 +11,8 @@ export const CONTROL_PROTOCOL = '/pipemesh/control/1.0.0'
 /** Largest control message; holdings are sent in batches to stay under it. */
 export const MAX_CONTROL_MESSAGE_BYTES = 4 * 1024 * 1024
 export const HOLDINGS_BATCH = 2000
+/** By default a gc leaves artifacts made this recently: results and uploads in flight. */
+export const GC_GRACE_MS = 10 * 60_000
 /**
  * The names under which a task's `sources` (and an agent's `fetching` reports) give the step's
  * code snapshot and its environment's files, beside its inputs. Input names never start with a
@@ -136,7 +138,16 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
   }),
   z.object({ type: z.literal('finished'), result: attemptResult }),
   /** Answer to a coordinator's `fetch`: which artifacts the agent now holds. */
-  z.object({ type: z.literal('fetched'), requestId: name, refs: z.array(artifactRef).max(HOLDINGS_BATCH), error: wireError.optional() })
+  z.object({ type: z.literal('fetched'), requestId: name, refs: z.array(artifactRef).max(HOLDINGS_BATCH), error: wireError.optional() }),
+  /** Answer to a coordinator's `gc`, after the `holdings` messages that removed what it dropped. */
+  z.object({
+    type: z.literal('collected'),
+    requestId: name,
+    removedArtifacts: z.number().int().nonnegative(),
+    removedChunks: z.number().int().nonnegative(),
+    freedBytes: z.number().nonnegative(),
+    error: wireError.optional()
+  })
 ])
 export type AgentMessage = z.infer<typeof agentMessageSchema>
 
@@ -157,6 +168,12 @@ export const coordinatorMessageSchema = z.discriminatedUnion('type', [
   /** Lets a client's peer fetch from this agent for a while (`pipemesh artifacts get`). */
   z.object({ type: z.literal('grant'), peerId: z.string().max(128), ttlMs: z.number().int().positive().max(24 * 3600 * 1000) }),
   /** Pull these artifacts from the given peers (a client's upload) and keep them. */
-  z.object({ type: z.literal('fetch'), requestId: name, digests: z.array(digest).max(HOLDINGS_BATCH), from: z.array(peerAddr).min(1).max(64) })
+  z.object({ type: z.literal('fetch'), requestId: name, digests: z.array(digest).max(HOLDINGS_BATCH), from: z.array(peerAddr).min(1).max(64) }),
+  /**
+   * Garbage collection: artifacts this agent holds that no kept run and no reuse entry references
+   * any more, in batches; on the last (`done`), the agent removes them, except any it made within
+   * the last `graceMs` (the coordinator may not have heard of those yet), then what only they reached.
+   */
+  z.object({ type: z.literal('gc'), requestId: name, drop: z.array(digest).max(HOLDINGS_BATCH), graceMs: z.number().int().nonnegative(), done: z.boolean() })
 ])
 export type CoordinatorMessage = z.infer<typeof coordinatorMessageSchema>

@@ -11,7 +11,7 @@ import { ChunkFiles } from './chunk-files.js'
 import { Chunks } from './chunks.js'
 import { Batcher, StoreDb, type Op, type RootRecord } from './db.js'
 import { ingestListed, ingestPath, type IngestContext } from './ingest.js'
-import { collectGarbage, verifyStore, type GcReport, type VerifyOptions, type VerifyReport } from './maintenance.js'
+import { collectGarbage, verifyStore, type GcReport, type GcSelection, type VerifyOptions, type VerifyReport } from './maintenance.js'
 import { MAX_CHUNK_BYTES, decodeManifest, manifestSize, type ChunkRef, type Manifest } from './manifest.js'
 import { materializeTo } from './materialize.js'
 import { absentChunks, closureOf, loadManifest, type Closure } from './reach.js'
@@ -282,10 +282,26 @@ export class ContentStore {
 
   /** Removes roots not in `keep`, then every manifest and chunk no kept root reaches. */
   async gc (keep: Iterable<Digest>): Promise<GcReport> {
+    const kept = new Set(keep)
+    const { removedArtifacts, removedChunks, freedBytes } = await this.collect({ keepRoot: d => kept.has(d), live: kept })
+    return { removedArtifacts, removedChunks, freedBytes }
+  }
+
+  /**
+   * Removes the roots in `drop` (a coordinator's list of what no run references any more), except
+   * those made at or after `keepNewerThan`: the coordinator may not have heard of them yet. Then
+   * removes every manifest and chunk no remaining root reaches. Returns the roots removed.
+   */
+  async dropRoots (drop: Iterable<Digest>, keepNewerThan: number): Promise<GcReport & { removedRoots: Digest[] }> {
+    const dropped = new Set(drop)
+    return await this.collect({ keepRoot: (d, record) => !dropped.has(d) || record.createdAt >= keepNewerThan, live: [] })
+  }
+
+  private async collect (selection: GcSelection): Promise<GcReport & { removedRoots: Digest[] }> {
     return await this.lock.exclusive(async () => {
       const now = Date.now()
       for (const [d, t] of this.pending) if (now - t > PENDING_TTL_MS) this.pending.delete(d)
-      return await collectGarbage(this.db, this.chunks, new Set(keep), this.pending.keys())
+      return await collectGarbage(this.db, this.chunks, { keepRoot: selection.keepRoot, live: [...selection.live, ...this.pending.keys()] })
     })
   }
 

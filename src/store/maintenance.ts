@@ -6,7 +6,7 @@ import fs from 'node:fs/promises'
 import { CorruptContentError, MissingContentError, throwIfAborted } from '../errors.js'
 import { forEachLimit } from './async-util.js'
 import type { Chunks } from './chunks.js'
-import type { ChunkRecord, Op, StoreDb } from './db.js'
+import type { ChunkRecord, Op, RootRecord, StoreDb } from './db.js'
 import { sha256Digest } from './manifest.js'
 import { absentChunks, closureOf } from './reach.js'
 import type { Digest } from './types.js'
@@ -59,19 +59,33 @@ export async function verifyStore (db: StoreDb, chunks: Chunks, options: VerifyO
   return report
 }
 
-/** Deletes roots not in `keep`, then everything no kept digest (or `protect`ed one) reaches. */
-export async function collectGarbage (db: StoreDb, chunks: Chunks, keep: Set<Digest>, protect: Iterable<Digest>): Promise<GcReport> {
+/** Which roots a gc keeps, and what content stays whether or not a root reaches it. */
+export interface GcSelection {
+  keepRoot: (digest: Digest, record: RootRecord) => boolean
+  /** Digests whose closures stay (references held elsewhere, artifacts arriving right now). */
+  live: Iterable<Digest>
+}
+
+/** Deletes the roots `keepRoot` rejects, then everything neither a kept root nor `live` reaches. */
+export async function collectGarbage (db: StoreDb, chunks: Chunks, selection: GcSelection): Promise<GcReport & { removedRoots: Digest[] }> {
   const report: GcReport = { removedArtifacts: 0, removedChunks: 0, freedBytes: 0 }
   const rootDels: Op[] = []
-  for await (const key of db.roots.keys()) {
-    if (!keep.has(key as Digest)) rootDels.push({ type: 'del', sublevel: db.roots, key })
+  const removedRoots: Digest[] = []
+  const keptRoots: Digest[] = []
+  for await (const [key, record] of db.roots.iterator()) {
+    if (selection.keepRoot(key as Digest, record)) {
+      keptRoots.push(key as Digest)
+      continue
+    }
+    rootDels.push({ type: 'del', sublevel: db.roots, key })
+    removedRoots.push(key as Digest)
   }
   await db.write(rootDels, 'gc of roots')
   report.removedArtifacts = rootDels.length
 
   const liveManifests = new Set<Digest>()
   const liveChunks = new Set<Digest>()
-  for (const d of new Set([...keep, ...protect])) {
+  for (const d of new Set([...keptRoots, ...selection.live])) {
     const closure = await closureOf(db, d)
     for (const m of closure.manifests.keys()) liveManifests.add(m)
     for (const c of closure.chunks.keys()) liveChunks.add(c)
@@ -103,5 +117,5 @@ export async function collectGarbage (db: StoreDb, chunks: Chunks, keep: Set<Dig
     report.freedBytes += st?.size ?? 0
   }
   await chunks.files.pruneQuarantine(QUARANTINE_TTL_MS)
-  return report
+  return { ...report, removedRoots }
 }

@@ -15,7 +15,8 @@ export interface CliResult { exitCode: number, stdout: string, stderr: string }
 export async function runCli (args: string[], options: { cwd?: string, env?: Record<string, string>, timeoutMs?: number } = {}): Promise<CliResult> {
   const result = await execa(process.execPath, [CLI, ...args], {
     cwd: options.cwd ?? ROOT,
-    env: { PIPEMESH_LOG_LEVEL: 'warn', ...options.env },
+    // A developer's own coordinator settings must not leak into a test (empty means unset).
+    env: { PIPEMESH_LOG_LEVEL: 'warn', PIPEMESH_COORDINATOR: '', PIPEMESH_API_TOKEN: '', ...options.env },
     reject: false,
     timeout: options.timeoutMs ?? 120_000,
     stdin: 'ignore'

@@ -429,6 +429,28 @@ describe('gc', () => {
     expect((await fs.readFile(path.join(dir, 'out'))).equals(data)).toBe(true)
   })
 
+  it('dropRoots removes only the listed roots made before the cut-off, and what only they reached', async () => {
+    const store = await openStore('s')
+    const shared = randomBytes(2 * CHUNK)
+    await fs.writeFile(path.join(dir, 'old'), Buffer.concat([shared, randomBytes(CHUNK)]))
+    await fs.writeFile(path.join(dir, 'other'), Buffer.concat([shared, randomBytes(CHUNK)]))
+    await fs.writeFile(path.join(dir, 'fresh'), randomBytes(CHUNK))
+    const old = await store.ingest(path.join(dir, 'old'))
+    const other = await store.ingest(path.join(dir, 'other'))
+    const cutoff = Date.now() + 1
+    while (Date.now() <= cutoff) await new Promise(resolve => setTimeout(resolve, 1))
+    const fresh = await store.ingest(path.join(dir, 'fresh'))
+    // `fresh` is listed too, but was made after the cut-off: the coordinator cannot know of it yet.
+    const report = await store.dropRoots([old.digest, fresh.digest], cutoff)
+    expect(report.removedRoots).toEqual([old.digest])
+    expect(report).toMatchObject({ removedArtifacts: 1, removedChunks: 1, freedBytes: CHUNK })
+    expect(await store.has(old.digest)).toBe(false)
+    expect(await store.has(other.digest)).toBe(true)
+    expect(await store.has(fresh.digest)).toBe(true)
+    await store.materialize(other.digest, path.join(dir, 'out'))
+    expect((await fs.readFile(path.join(dir, 'out'))).subarray(0, 2 * CHUNK).equals(shared)).toBe(true)
+  })
+
   it('does not collect a manifest a transfer is still filling', async () => {
     const a = await openStore('a')
     const b = await openStore('b')
