@@ -14,7 +14,7 @@ import type { Logger } from 'pino'
 import type { CoordinatorApi } from '../src/client/api.js'
 import { PipemeshError } from '../src/errors.js'
 import { EXIT_INVALID, reportError } from './errors.js'
-import { defaultDataDir } from './data-dir.js'
+import { defaultDataDir, isAgentDaemonDir } from './data-dir.js'
 import { formatAgents, formatExplanation, formatRun, formatRuns } from './format.js'
 
 // `export PIPEMESH_COORDINATOR=` is how many people unset a variable: empty means not set, so the
@@ -62,8 +62,15 @@ async function withApi<T> (url: string | undefined, fn: (api: CoordinatorApi) =>
     const { HttpCoordinatorClient } = await import('../src/client/http.js')
     return await fn(new HttpCoordinatorClient(url, await apiToken()))
   }
+  const dir = await dataDir()
+  if (isAgentDaemonDir(dir)) {
+    // Opening a coordinator state here would make an empty one and answer "no runs yet".
+    throw new PipemeshError('INVALID_ARGUMENT', `${dir} is an agent daemon's data dir: the runs live on its coordinator`, {
+      hint: 'pass --coordinator URL (the coordinator\'s HTTP API), or set PIPEMESH_COORDINATOR'
+    })
+  }
   const { openOffline } = await import('./embedded.js')
-  const coordinator = await openOffline(await dataDir(), await logger())
+  const coordinator = await openOffline(dir, await logger())
   try {
     return await fn(coordinator)
   } finally {

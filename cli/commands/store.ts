@@ -13,6 +13,7 @@ import { ContentStore, type VerifyReport } from '../../src/store/content-store.j
 import type { Digest } from '../../src/store/types.js'
 import { formatBytes } from '../../src/util/units.js'
 import { openOffline } from '../embedded.js'
+import { isAgentDaemonDir } from '../data-dir.js'
 
 /** The store of the embedded agent (<data>/agent/store), or of an agent daemon run with --data <data>. */
 function storeDir (dataDir: string): string {
@@ -90,9 +91,9 @@ export async function storeVerify (dataDir: string, options: { repair?: boolean,
 }
 
 export async function storeGc (dataDir: string, keepRuns: number, logger: Logger): Promise<{ removedRuns: number, removedArtifacts: number, removedChunks: number, freedBytes: number }> {
-  if (storeDir(dataDir) === join(dataDir, 'store')) {
-    // An agent daemon's store: the runs that reference its artifacts are on its coordinator, and
-    // an empty local state would call all of them garbage.
+  // An agent daemon's store: the runs that reference its artifacts are on its coordinator, and a
+  // local state (none, or one an earlier command made here) would call all of them garbage.
+  if (isAgentDaemonDir(dataDir) || storeDir(dataDir) === join(dataDir, 'store')) {
     throw new PipemeshError('INVALID_ARGUMENT', `${dataDir} holds an agent daemon's store: which of its artifacts runs still need is known only to its coordinator`, {
       hint: 'run `pipemesh store gc --coordinator URL` (or with PIPEMESH_COORDINATOR set): the coordinator drops old runs and every connected agent removes what they no longer reference'
     })

@@ -3,7 +3,7 @@
 // collected from its data dir alone, which knows nothing of the runs.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { readFile } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runCli, runCliJson, tempDir, writeTree } from '../helpers/cli.js'
 import { startMesh, type Mesh } from '../helpers/mesh.js'
@@ -58,10 +58,18 @@ steps:
 
   it("refuses to collect an agent's store from its data dir, which does not know what runs still need", async () => {
     await submit(1)
-    const { exitCode, stderr } = await runCli(['--data', join(mesh.dataRoot, 'a'), 'store', 'gc'])
-    expect(exitCode).toBe(2)
-    expect(stderr).toContain("holds an agent daemon's store")
-    expect(stderr).toContain('pipemesh store gc --coordinator URL')
+    const agentDir = join(mesh.dataRoot, 'a')
+    const refused = await runCli(['--data', agentDir, 'store', 'gc'])
+    expect(refused.exitCode).toBe(2)
+    expect(refused.stderr).toContain("holds an agent daemon's store")
+    expect(refused.stderr).toContain('pipemesh store gc --coordinator URL')
+    // Nor do queries make an empty coordinator state there and answer "no runs yet".
+    const runs = await runCli(['--data', agentDir, 'runs'])
+    expect(runs.exitCode).toBe(2)
+    expect(runs.stderr).toContain("is an agent daemon's data dir: the runs live on its coordinator")
+    // Even beside a coordinator state that an older version's query left there.
+    await mkdir(join(agentDir, 'coordinator'))
+    expect((await runCli(['--data', agentDir, 'store', 'gc'])).exitCode).toBe(2)
   })
 
   it('drops runs beyond the newest and what only they referenced on every agent; the kept run stays whole and reusable', async () => {
