@@ -372,10 +372,15 @@ program.command('coordinator')
   .option('--listen <multiaddr>', 'libp2p listen address', '/ip4/127.0.0.1/tcp/0')
   .option('--api <host:port>', 'HTTP API address', '127.0.0.1:7070')
   .option('--lease <duration>', 'how long a silent agent keeps its steps', '15s')
+  .option('--gc-every <duration>', 'collect garbage across the mesh this often, as `pipemesh store gc --coordinator` does (default: never)')
+  .option('--keep-runs <n>', 'with --gc-every: runs of each pipeline whose records and artifacts are kept', '10')
   .option('--api-token-file <file>', 'require this bearer token on the HTTP API (required when --api is not a loopback address)')
-  .action(async (opts: { listen: string, api: string, lease: string, apiTokenFile?: string }) => {
+  .action(async (opts: { listen: string, api: string, lease: string, gcEvery?: string, keepRuns: string, apiTokenFile?: string }) => {
     const { runCoordinatorDaemon } = await import('./commands/daemons.js')
-    await runCoordinatorDaemon({ dataDir: await dataDir(), listen: opts.listen, api: opts.api, lease: opts.lease, apiTokenFile: opts.apiTokenFile ?? globals().apiTokenFile, logLevel: globals().logLevel })
+    await runCoordinatorDaemon({
+      dataDir: await dataDir(), listen: opts.listen, api: opts.api, lease: opts.lease, gcEvery: opts.gcEvery, keepRuns: wholeNumber('--keep-runs', opts.keepRuns, 0),
+      apiTokenFile: opts.apiTokenFile ?? globals().apiTokenFile, logLevel: globals().logLevel
+    })
   })
 
 const agentCommand = program.command('agent')

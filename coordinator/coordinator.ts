@@ -45,6 +45,8 @@ export interface CoordinatorOptions {
   heartbeatMs?: number
   /** False opens only the database (offline queries: runs, explain, gc planning). */
   network?: boolean
+  /** Collects garbage across the mesh every `everyMs`, keeping `keepRuns` runs of each pipeline. */
+  gc?: { keepRuns: number, everyMs: number }
 }
 
 export class Coordinator implements CoordinatorApi {
@@ -62,6 +64,9 @@ export class Coordinator implements CoordinatorApi {
   private readonly leases = new Map<string, NodeJS.Timeout>()
   private readonly channels = new Map<string, MessageChannel<AgentMessage, CoordinatorMessage>>()
   private watchdog: NodeJS.Timeout | undefined
+  private gcTimer: NodeJS.Timeout | undefined
+  /** Aborted by stop(): a collection in progress gives up. */
+  private readonly stopping = new AbortController()
   private stopped = false
 
   private constructor (db: CoordinatorDb, node: Libp2p | undefined, membership: Membership, secrets: SecretStore, options: CoordinatorOptions) {
@@ -124,8 +129,21 @@ export class Coordinator implements CoordinatorApi {
       membership.events.on('changed', () => { coordinator.membersChanged() })
       coordinator.watchdog = setInterval(() => { coordinator.checkHeartbeats() }, coordinator.heartbeatMs)
       coordinator.watchdog.unref()
+      if (options.gc !== undefined) coordinator.scheduleGc(options.gc)
     }
     return coordinator
+  }
+
+  /** The next periodic collection, `everyMs` after the last one ended (they never overlap). */
+  private scheduleGc (gc: { keepRuns: number, everyMs: number }): void {
+    this.gcTimer = setTimeout(() => {
+      void this.collectGarbage(gc.keepRuns, { signal: this.stopping.signal })
+        .catch((err: unknown) => {
+          if (!this.stopped) this.log.warn({ err }, 'periodic garbage collection failed')
+        })
+        .finally(() => { if (!this.stopped) this.scheduleGc(gc) })
+    }, gc.everyMs)
+    this.gcTimer.unref()
   }
 
   get peerId (): string {
@@ -139,6 +157,8 @@ export class Coordinator implements CoordinatorApi {
 
   async stop (): Promise<void> {
     this.stopped = true
+    this.stopping.abort(new PipemeshError('CANCELLED', 'coordinator shutting down'))
+    if (this.gcTimer !== undefined) clearTimeout(this.gcTimer)
     if (this.watchdog !== undefined) clearInterval(this.watchdog)
     for (const timer of this.leases.values()) clearTimeout(timer)
     for (const channel of this.channels.values()) channel.abort(new PipemeshError('UNREACHABLE', 'coordinator shutting down'))
@@ -414,7 +434,9 @@ export class Coordinator implements CoordinatorApi {
     // What steps produced while the plan read the database: no await from here to the drop lists.
     this.runs.addLiveReferences(plan.keep)
     const { agents, skipped } = await this.gcBroker.collect(plan.keep, options)
-    this.log.info({ removedRuns: plan.removedRuns, agents: agents.length, skipped: skipped.length }, 'garbage collected')
+    const freedBytes = agents.reduce((n, a) => n + a.freedBytes, 0)
+    const failed = agents.filter(a => a.error !== undefined).map(a => a.agent)
+    this.log.info({ keepRuns, removedRuns: plan.removedRuns, agents: agents.length, freedBytes, failed, skipped }, 'garbage collected')
     return { removedRuns: plan.removedRuns, agents, skipped }
   }
 

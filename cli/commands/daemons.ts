@@ -6,7 +6,7 @@ import { PipemeshError } from '../../src/errors.js'
 import { parseBytes, parseDuration } from '../../src/util/units.js'
 import { createLogger } from '../logger.js'
 
-export async function runCoordinatorDaemon (options: { dataDir: string, listen: string, api: string, lease: string, apiTokenFile?: string | undefined, logLevel?: string | undefined }): Promise<void> {
+export async function runCoordinatorDaemon (options: { dataDir: string, listen: string, api: string, lease: string, gcEvery?: string | undefined, keepRuns: number, apiTokenFile?: string | undefined, logLevel?: string | undefined }): Promise<void> {
   const logger = createLogger(options.logLevel, 'info')
   const [host, portText] = splitHostPort(options.api)
   const { readApiToken } = await import('../api-token.js')
@@ -18,7 +18,10 @@ export async function runCoordinatorDaemon (options: { dataDir: string, listen: 
   }
   const { Coordinator } = await import('../../coordinator/coordinator.js')
   const { startApiServer } = await import('../../coordinator/api.js')
-  const coordinator = await Coordinator.start({ dataDir: options.dataDir, listen: [options.listen], logger, leaseMs: parseDuration(options.lease) })
+  const gcEveryMs = options.gcEvery === undefined ? undefined : parseDuration(options.gcEvery)
+  if (gcEveryMs !== undefined && gcEveryMs < 1000) throw new PipemeshError('INVALID_ARGUMENT', `--gc-every ${options.gcEvery ?? ''} is too often: a collection reads every run record; give 1s or more (1h suits most meshes)`)
+  const gc = gcEveryMs === undefined ? {} : { gc: { keepRuns: options.keepRuns, everyMs: gcEveryMs } }
+  const coordinator = await Coordinator.start({ dataDir: options.dataDir, listen: [options.listen], logger, leaseMs: parseDuration(options.lease), ...gc })
   const { server, url } = await startApiServer({
     api: coordinator, host, port: Number(portText), logger,
     ...(apiToken === undefined ? {} : { token: apiToken }),

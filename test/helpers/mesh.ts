@@ -62,9 +62,9 @@ async function waitForOutput (p: MeshProcess, pattern: RegExp, timeoutMs: number
  * Starts a coordinator and, when `agents` is given (name -> extra agent flags), those agents too,
  * returning once all of them are connected.
  */
-export async function startMesh (options: { leaseMs?: number, agents?: Record<string, string[]> } = {}): Promise<Mesh> {
+export async function startMesh (options: { leaseMs?: number, agents?: Record<string, string[]>, coordinatorArgs?: string[] } = {}): Promise<Mesh> {
   const root = await tempDir('pipemesh-mesh-')
-  const coordinatorArgs = (api: string): string[] => ['--data', join(root.path, 'coordinator'), 'coordinator', '--api', api, '--lease', `${options.leaseMs ?? 5000}ms`]
+  const coordinatorArgs = (api: string): string[] => ['--data', join(root.path, 'coordinator'), 'coordinator', '--api', api, '--lease', `${options.leaseMs ?? 5000}ms`, ...options.coordinatorArgs ?? []]
   let coordinator = spawn('coordinator', coordinatorArgs('127.0.0.1:0'))
   const agents = new Map<string, MeshProcess>()
   const retired: MeshProcess[] = []

@@ -3,7 +3,8 @@
 // collected from its data dir alone, which knows nothing of the runs.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdir, readFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { runCli, runCliJson, tempDir, writeTree } from '../helpers/cli.js'
 import { startMesh, type Mesh } from '../helpers/mesh.js'
@@ -100,3 +101,41 @@ steps:
     for (const agent of report.agents) expect(agent.removedArtifacts, agent.agent).toBe(0)
   })
 })
+
+describe('pipemesh coordinator --gc-every', () => {
+  it('collects garbage on its own: runs beyond --keep-runs go, and it logs what it did', async () => {
+    const work = await tempDir()
+    const mesh = await startMesh({ coordinatorArgs: ['--gc-every', '1s', '--keep-runs', '1'], agents: { a: [] } })
+    try {
+      const submit = async (n: number): Promise<RunSummary> => {
+        const text = `name: periodic\nsteps:\n  a:\n    command: echo ${n} > \${{outputs.o}}\n    outputs: [o]\n`
+        const { exitCode, json, stderr } = await runCliJson<RunSummary>(['--data', work.path, 'run', await writePipeline(work.path, n, text), '--coordinator', mesh.url])
+        expect(exitCode, stderr).toBe(0)
+        return json
+      }
+      const first = await submit(1)
+      await submit(2)
+      const deadline = Date.now() + 60_000
+      while ((await runCli(['status', first.runId, '--coordinator', mesh.url])).exitCode === 0) {
+        if (Date.now() > deadline) throw new Error(`run ${first.runId} was never collected\n${mesh.coordinator.output()}`)
+        await new Promise(resolve => setTimeout(resolve, 200))
+      }
+      expect(mesh.coordinator.output()).toMatch(/"keepRuns":1,"removedRuns":1[,}].*"msg":"garbage collected"/)
+    } finally {
+      await mesh.stop()
+      await work.cleanup()
+    }
+  }, 120_000)
+
+  it('refuses a period under a second', async () => {
+    const { exitCode, stderr } = await runCli(['--data', join(tmpdir(), `pipemesh-never-${process.pid}`), 'coordinator', '--api', '127.0.0.1:0', '--gc-every', '100ms'])
+    expect(exitCode).toBe(2)
+    expect(stderr).toContain('--gc-every 100ms is too often')
+  })
+})
+
+async function writePipeline (dir: string, n: number, text: string): Promise<string> {
+  const file = join(dir, `p${n}.yaml`)
+  await writeFile(file, text)
+  return file
+}
