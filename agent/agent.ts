@@ -23,7 +23,7 @@ import {
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
 import { ContentStore } from '../src/store/content-store.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
-import { detectCapabilities, type ResourceOverrides } from './capabilities.js'
+import { detectCapabilities, freeDisk, type ResourceOverrides } from './capabilities.js'
 import { EnvironmentManager } from './environments.js'
 import { runAttempt } from './attempt.js'
 import { WorkdirPool } from './workdirs.js'
@@ -284,6 +284,8 @@ export class Agent {
     if (this.heartbeat !== undefined) clearInterval(this.heartbeat)
     this.heartbeat = setInterval(() => {
       const load = (loadavg()[0] ?? 0) / Math.max(1, cpus().length)
+      // Measured for the next beat: the coordinator places by it, and steps and gc change it.
+      freeDisk(this.store.dir).then(bytes => { this.capabilities.diskFree = bytes }, () => {})
       this.sendNow({
         type: 'heartbeat',
         load,

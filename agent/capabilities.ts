@@ -285,7 +285,7 @@ function offeredGpus (gpus: GpuInfo[], o: ResourceOverrides, warnings: string[])
 }
 
 /** Free bytes for an unprivileged writer in the file system holding `dir` (or its nearest existing parent). */
-async function freeDisk (dir: string): Promise<number> {
+export async function freeDisk (dir: string): Promise<number> {
   let at = resolve(dir)
   for (;;) {
     try {

@@ -60,7 +60,8 @@ export class AgentRegistry {
       allocated: existing?.view.allocated ?? { cpu: 0, memory: 0, gpus: [] },
       running: existing?.view.running ?? 0,
       load: 0,
-      draining: this.drained.has(init.id)
+      draining: this.drained.has(init.id),
+      diskFree: init.capabilities.diskFree
     }
     const session: AgentSession = {
       id: init.id,

@@ -34,6 +34,9 @@ import { SecretStore } from './secrets.js'
 import { ENROLL_PROTOCOL, MAX_ENROLL_MESSAGE_BYTES, enrollRequestSchema, type EnrollRequest, type EnrollResponse } from '../src/protocol/enroll.js'
 import { toWireError } from '../src/errors.js'
 
+/** Disk freed on an agent (between heartbeats) that is worth another look at the queued steps. */
+const DISK_FREED_RECHECK_BYTES = 64 * 1024 * 1024
+
 export interface CoordinatorOptions {
   dataDir: string
   /** Multiaddrs for agents to dial; default a random loopback TCP port. */
@@ -327,7 +330,11 @@ export class Coordinator implements CoordinatorApi {
       case 'heartbeat':
         if (session !== undefined) {
           session.load = msg.load
-          session.view = { ...session.view, load: msg.load }
+          const freed = msg.diskFree - (session.view.diskFree ?? Infinity)
+          session.view = { ...session.view, load: msg.load, diskFree: msg.diskFree }
+          session.capabilities = { ...session.capabilities, diskFree: msg.diskFree }
+          // Steps waiting for disk space may fit now (a gc ran, files were deleted).
+          if (freed >= DISK_FREED_RECHECK_BYTES) this.runs.capacityChanged()
           if (msg.transfers !== undefined) session.transfers = msg.transfers
         }
         break

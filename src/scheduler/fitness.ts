@@ -45,7 +45,7 @@ export function placeStep (req: PlacementRequest, agents: AgentView[]): Placemen
       continue
     }
     const free = freeGpus(res, agent)
-    const waits = capacityWaits(res, agent, free)
+    const waits = capacityWaits(req, agent, free)
     if (waits.length > 0) {
       busy.push(report(agent, 'busy', waits.join('; ')))
       continue
@@ -180,8 +180,15 @@ function freeGpus (res: Resources, agent: AgentView): GpuInfo[] {
 }
 
 /** What the step would wait for on an agent that could run it some day; empty when it fits now. */
-function capacityWaits (res: Resources, agent: AgentView, free: GpuInfo[]): string[] {
+/**
+ * Disk an agent must have free beyond the inputs it would fetch: room for the step's outputs (of
+ * unknown size), so that a nearly full agent takes no new steps instead of failing them.
+ */
+export const DISK_SPARE_BYTES = 256 * 1024 * 1024
+
+function capacityWaits (req: PlacementRequest, agent: AgentView, free: GpuInfo[]): string[] {
   if (agent.draining === true) return ['draining: it takes no new steps']
+  const res = req.resources
   const out: string[] = []
   const { capacity: cap, allocated: used } = agent
   if (used.cpu + res.cpu > cap.cpu + EPS) out.push(`${formatCpu(used.cpu)}/${formatCpu(cap.cpu)} cpu in use`)
@@ -191,6 +198,13 @@ function capacityWaits (res: Resources, agent: AgentView, free: GpuInfo[]): stri
     const busyOnes = fitting.filter(g => used.gpus.includes(g.index)).map(g => g.index).sort((a, b) => a - b)
     const what = res.gpuMemory > 0 ? ` GPUs with at least ${formatBytes(res.gpuMemory)}` : ' GPU'
     out.push(`${busyOnes.length}/${fitting.length}${what} in use (device ${busyOnes.join(', ')})`)
+  }
+  if (agent.diskFree !== undefined) {
+    let toFetch = 0
+    for (const input of req.inputs) if (!input.holders.includes(agent.id)) toFetch += input.size
+    if (toFetch + DISK_SPARE_BYTES > agent.diskFree) {
+      out.push(`${formatBytes(agent.diskFree)} free on disk, needs ${toFetch > 0 ? `${formatBytes(toFetch)} for the inputs it lacks and ` : ''}${formatBytes(DISK_SPARE_BYTES)} to spare`)
+    }
   }
   return out
 }

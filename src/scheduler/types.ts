@@ -32,6 +32,8 @@ export interface AgentView {
   load?: number
   /** A draining agent finishes what it runs but takes nothing new. */
   draining?: boolean
+  /** Free bytes in its data dir's file system, from heartbeats; unknown when absent. */
+  diskFree?: number
 }
 
 export interface PlacementInput {

@@ -21,6 +21,7 @@ interface AgentSketch {
   running?: number
   load?: number
   draining?: boolean
+  diskFree?: number
 }
 
 function agent (id: string, s: AgentSketch = {}): AgentView {
@@ -35,6 +36,7 @@ function agent (id: string, s: AgentSketch = {}): AgentView {
   }
   if (s.load !== undefined) view.load = s.load
   if (s.draining !== undefined) view.draining = s.draining
+  if (s.diskFree !== undefined) view.diskFree = s.diskFree
   return view
 }
 
@@ -147,6 +149,30 @@ const scenarios: Scenario[] = [
     agentId: 'b',
     reason: ['the least to fetch: holds 4 KiB of the 4 KiB of inputs (a: 0 B)'],
     others: { a: ['eligible', 'fewer inputs to fetch: holds 0 B of the 4 KiB, b holds 4 KiB'] }
+  },
+  {
+    name: 'an agent without disk for the inputs it lacks waits; one with room runs the step',
+    agents: [agent('small-disk', { diskFree: 2 * GiB }), agent('big-disk', { diskFree: 50 * GiB, used: { cpu: 3 }, running: 3 })],
+    step: step({}, [{ name: 'checkpoint', size: 10 * GiB, holders: ['elsewhere'] }]),
+    kind: 'placed',
+    agentId: 'big-disk',
+    reason: ['the only agent with room for it now'],
+    others: { 'small-disk': ['busy', '2 GiB free on disk, needs 10 GiB for the inputs it lacks and 256 MiB to spare'] }
+  },
+  {
+    name: 'an agent that already holds a large input needs no disk for it',
+    agents: [agent('holder', { diskFree: 1 * GiB })],
+    step: step({}, [{ name: 'checkpoint', size: 10 * GiB, holders: ['holder'] }]),
+    kind: 'placed',
+    agentId: 'holder'
+  },
+  {
+    name: 'a nearly full agent takes no new step, and the step waits saying why',
+    agents: [agent('full', { diskFree: 100 * MiB })],
+    step: step(),
+    kind: 'queued',
+    reason: ['waiting for capacity', 'agent full: 100 MiB free on disk, needs 256 MiB to spare'],
+    others: { full: ['busy', '100 MiB free on disk'] }
   },
   {
     name: 'the smallest GPU that fits is chosen; too small ones never are',
