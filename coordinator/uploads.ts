@@ -7,6 +7,8 @@ import type { UploadResult } from '../src/client/api.js'
 import { PipemeshError, fromWireError } from '../src/errors.js'
 import type { AgentMessage, PeerAddress } from '../src/protocol/messages.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
+import { DISK_SPARE_BYTES } from '../src/scheduler/index.js'
+import { formatBytes } from '../src/util/units.js'
 import type { AgentRegistry } from './agents.js'
 import { AgentReplies } from './agent-replies.js'
 
@@ -26,8 +28,16 @@ export class UploadBroker {
   async upload (refs: ArtifactRef[], from: PeerAddress, options: { signal?: AbortSignal } = {}): Promise<UploadResult> {
     const missing = new Set(this.missing(refs.map(r => r.digest)))
     if (missing.size === 0) return { agentId: null, agent: null, fetched: [] }
-    const target = this.registry.connected()
-      .filter(a => !a.draining)
+    const bytes = refs.filter(r => missing.has(r.digest)).reduce((n, r) => n + r.size, 0)
+    const open = this.registry.connected().filter(a => !a.draining)
+    const roomy = open.filter(a => a.capabilities.diskFree >= bytes + DISK_SPARE_BYTES)
+    if (open.length > 0 && roomy.length === 0) {
+      const most = open.reduce((a, b) => (b.capabilities.diskFree > a.capabilities.diskFree ? b : a))
+      throw new PipemeshError('LIMIT_EXCEEDED', `no connected agent has room for the upload: it needs ${formatBytes(bytes)} (and ${formatBytes(DISK_SPARE_BYTES)} to spare); the most free on any agent is ${formatBytes(most.capabilities.diskFree)} (agent ${most.name})`, {
+        hint: 'free space on an agent (`pipemesh store gc --coordinator URL` removes what old runs left), or add one with a larger disk'
+      })
+    }
+    const target = roomy
       .sort((a, b) => (a.view.allocated.cpu / Math.max(a.view.capacity.cpu, 1)) - (b.view.allocated.cpu / Math.max(b.view.capacity.cpu, 1)) || b.capabilities.diskFree - a.capabilities.diskFree)[0]
     if (target === undefined) throw new PipemeshError('UNSCHEDULABLE', 'no agent is connected to receive the upload', { retryable: true, hint: 'start an agent with `pipemesh agent --coordinator …`' })
     const { requestId, reply: done } = this.replies.expect(target.id, options.signal, () => new PipemeshError('CANCELLED', 'the client went away during the upload'))
