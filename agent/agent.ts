@@ -17,7 +17,7 @@ import { loadOrCreatePrivateKey } from '../src/net/identity.js'
 import { openChannel, type MessageChannel } from '../src/protocol/channel.js'
 import { fetchArtifact, serveArtifacts, transferStats, type TransferStats } from '../src/net/transfer.js'
 import {
-  CODE_SOURCE, CONTROL_PROTOCOL, ENVIRONMENT_SOURCE, FETCH_PROGRESS_MS, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema,
+  CODE_SOURCE, CONTROL_PROTOCOL, ENVIRONMENT_SOURCE, ENVIRONMENT_UNUSED_MS, FETCH_PROGRESS_MS, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema,
   type AgentMessage, type CoordinatorMessage, type PeerAddress, type WireCapabilities
 } from '../src/protocol/messages.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
@@ -361,13 +361,15 @@ export class Agent {
   /** Removes what the coordinator found unreferenced, then tells it which artifacts went. */
   private async collectGarbage (requestId: string, drop: Digest[], graceMs: number): Promise<void> {
     try {
-      const { removedRoots, ...report } = await this.store.dropRoots(drop, Date.now() - graceMs)
+      const { removedRoots, removedArtifacts, removedChunks, freedBytes } = await this.store.dropRoots(drop, Date.now() - graceMs)
       for (let i = 0; i < removedRoots.length; i += HOLDINGS_BATCH) this.sendNow({ type: 'holdings', add: [], remove: removedRoots.slice(i, i + HOLDINGS_BATCH) })
+      const envs = await this.environments.prune(Date.now() - ENVIRONMENT_UNUSED_MS)
+      const report = { removedArtifacts, removedChunks, removedEnvironments: envs.removed, freedBytes: freedBytes + envs.freedBytes }
       this.log.info({ requestId, listed: drop.length, ...report }, 'collected garbage')
       this.sendNow({ type: 'collected', requestId, ...report })
     } catch (err) {
       this.log.warn({ err, requestId }, 'garbage collection failed')
-      this.sendNow({ type: 'collected', requestId, removedArtifacts: 0, removedChunks: 0, freedBytes: 0, error: toWireError(err) })
+      this.sendNow({ type: 'collected', requestId, removedArtifacts: 0, removedChunks: 0, removedEnvironments: 0, freedBytes: 0, error: toWireError(err) })
     }
   }
 

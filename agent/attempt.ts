@@ -9,7 +9,7 @@ import { CorruptContentError, MissingContentError, PipemeshError, toWireError, t
 import { CODE_SOURCE } from '../src/protocol/messages.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
-import type { EnvironmentManager } from './environments.js'
+import type { EnvironmentManager, PreparedEnvironment } from './environments.js'
 import { inheritedEnv, runProcess } from './process.js'
 import type { AttemptDirs, WorkdirPool } from './workdirs.js'
 
@@ -98,7 +98,9 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
   const { cwd: workdir, tmp: tmpDir, log: logFile } = dirs
   let logWritten = false
   let linkedModules = false
+  let prepared: PreparedEnvironment | undefined
   const cleanup = async (): Promise<void> => {
+    if (prepared !== undefined) deps.environments.release(prepared)
     const known = [...(task.outputs.length > 0 ? ['outputs'] : []), ...(linkedModules ? ['node_modules'] : [])]
     await deps.workdirs.give(dirs, { known, logWritten })
   }
@@ -110,7 +112,7 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
     if (Object.keys(task.inputs).length > 0) inputsBefore = await snapshotTree(join(workdir, 'inputs'))
     env = stepEnv(task, deps.baseEnv ?? inheritedEnv(), workdir, tmpDir)
     if (task.environment !== undefined) {
-      const prepared = await deps.environments.prepare(task.environment, { ...signalOpt(deps.signal), ...(deps.onLine !== undefined ? { onLine: deps.onLine } : {}) })
+      prepared = await deps.environments.prepare(task.environment, { ...signalOpt(deps.signal), ...(deps.onLine !== undefined ? { onLine: deps.onLine } : {}) })
       env = await deps.environments.apply(prepared, workdir, env)
       linkedModules = prepared.nodeModules !== undefined
     }

@@ -1,10 +1,11 @@
 // Prepared environments (a node_modules, a Python venv): built once per digest at
 // `<dir>/<digest-hex>` by materializing the environment's files and running its setup there, in
 // place, since venvs hard-code their absolute path. `.pipemesh-ready`, written last, marks a
-// complete build; a directory without it is a crashed or failed build and is rebuilt.
+// complete build; a directory without it is a crashed or failed build and is rebuilt. Its mtime
+// is the environment's last use, by which prune() removes the ones no step has wanted for long.
 
 import { hostname } from 'node:os'
-import { chmod, lstat, mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises'
+import { chmod, lstat, mkdir, readdir, readFile, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { CancelledError, PipemeshError, throwIfAborted } from '../src/errors.js'
@@ -52,6 +53,8 @@ export class EnvironmentManager {
   private readonly setupTimeoutMs: number
   private readonly baseEnv: Record<string, string>
   private readonly builds = new Map<string, Build>()
+  /** Attempts using each environment (by digest hex) right now: prune() never touches these. */
+  private readonly inUse = new Map<string, number>()
 
   constructor (options: EnvironmentManagerOptions) {
     this.dir = options.dir
@@ -68,6 +71,51 @@ export class EnvironmentManager {
     throwIfAborted(options.signal)
     if (!isDigest(env.digest)) throw new PipemeshError('INVALID_ARGUMENT', `environment "${env.name}" has an invalid digest ${JSON.stringify(env.digest)}`)
     const hex = env.digest.slice('sha256:'.length)
+    const prepared = await this.ready(env, hex, options)
+    this.inUse.set(hex, (this.inUse.get(hex) ?? 0) + 1)
+    const now = new Date()
+    await utimes(join(prepared.dir, READY_MARKER), now, now).catch(() => {})
+    return prepared
+  }
+
+  /** The attempt that prepared `prepared` is over: the environment may be pruned again. */
+  release (prepared: PreparedEnvironment): void {
+    const hex = prepared.digest.slice('sha256:'.length)
+    const left = (this.inUse.get(hex) ?? 1) - 1
+    if (left > 0) this.inUse.set(hex, left)
+    else this.inUse.delete(hex)
+  }
+
+  /**
+   * Removes the built environments no attempt is using and none has prepared since `unusedSince`
+   * (ms since the epoch), with failed builds' leftovers. Returns the bytes freed, approximately.
+   */
+  async prune (unusedSince: number): Promise<{ removed: number, freedBytes: number }> {
+    const names = await readdir(this.dir).catch(() => [] as string[])
+    let removed = 0
+    let freedBytes = 0
+    for (const name of names) {
+      if (!/^[0-9a-f]{64}$/.test(name) || this.inUse.has(name) || this.builds.has(name)) continue
+      const path = join(this.dir, name)
+      const lastUse = await stat(join(path, READY_MARKER)).then(s => s.mtimeMs, () => 0)
+      if (lastUse >= unusedSince) continue
+      const release = await acquireLock(`${path}.lock`, AbortSignal.timeout(10_000)).catch(() => undefined)
+      if (release === undefined) continue
+      try {
+        // Prepared or built by another process meanwhile: keep it.
+        if (this.inUse.has(name) || await stat(join(path, READY_MARKER)).then(s => s.mtimeMs >= unusedSince, () => false)) continue
+        freedBytes += await treeBytes(path)
+        await removeTree(path)
+        await rm(`${path}.setup.log`, { force: true })
+        removed++
+      } finally {
+        await release()
+      }
+    }
+    return { removed, freedBytes }
+  }
+
+  private async ready (env: TaskEnvironment, hex: string, options: { signal?: AbortSignal, onLine?: (line: LogLine) => void }): Promise<PreparedEnvironment> {
     const path = join(this.dir, hex)
     if (await exists(join(path, READY_MARKER))) return await describe(env, path)
 
@@ -165,6 +213,15 @@ async function describe (env: TaskEnvironment, path: string): Promise<PreparedEn
   if (await isDir(join(path, 'node_modules'))) prepared.nodeModules = join(path, 'node_modules')
   if (await isDir(join(path, '.venv'))) prepared.venv = join(path, '.venv')
   return prepared
+}
+
+/** Bytes of the files under `dir` (links not followed). */
+async function treeBytes (dir: string): Promise<number> {
+  let total = 0
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
+    if (entry.isFile()) total += await lstat(join(entry.parentPath ?? entry.path, entry.name)).then(s => s.size, () => 0)
+  }
+  return total
 }
 
 async function exists (p: string): Promise<boolean> {

@@ -364,7 +364,7 @@ store.command('gc')
       return
     }
     const report = await storeGc(await dataDir(), keep, await logger())
-    print(jsonMode, report, () => `removed ${report.removedRuns} old runs, ${report.removedArtifacts} artifacts and ${report.removedChunks} chunks (${report.freedBytes} bytes freed)`)
+    print(jsonMode, report, () => `removed ${report.removedRuns} old runs, ${report.removedArtifacts} artifacts, ${report.removedChunks} chunks and ${report.removedEnvironments} environments unused for a week (${report.freedBytes} bytes freed)`)
   })
 
 program.command('coordinator')

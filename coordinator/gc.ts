@@ -66,10 +66,10 @@ export class GcBroker {
     try {
       const reply = await done
       if (reply.error !== undefined) throw fromWireError(reply.error)
-      return { ...base, removedArtifacts: reply.removedArtifacts, removedChunks: reply.removedChunks, freedBytes: reply.freedBytes }
+      return { ...base, removedArtifacts: reply.removedArtifacts, removedChunks: reply.removedChunks, removedEnvironments: reply.removedEnvironments, freedBytes: reply.freedBytes }
     } catch (err) {
       if (signal?.aborted === true) throw err
-      return { ...base, removedArtifacts: 0, removedChunks: 0, freedBytes: 0, error: (err as Error).message }
+      return { ...base, removedArtifacts: 0, removedChunks: 0, removedEnvironments: 0, freedBytes: 0, error: (err as Error).message }
     }
   }
 }

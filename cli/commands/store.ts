@@ -12,6 +12,7 @@ import type { CoordinatorApi, MeshGcReport } from '../../src/client/api.js'
 import { ContentStore, type VerifyReport } from '../../src/store/content-store.js'
 import type { Digest } from '../../src/store/types.js'
 import { formatBytes } from '../../src/util/units.js'
+import { ENVIRONMENT_UNUSED_MS } from '../../src/protocol/messages.js'
 import { openOffline } from '../embedded.js'
 import { isAgentDaemonDir } from '../data-dir.js'
 
@@ -90,7 +91,7 @@ export async function storeVerify (dataDir: string, options: { repair?: boolean,
   })
 }
 
-export async function storeGc (dataDir: string, keepRuns: number, logger: Logger): Promise<{ removedRuns: number, removedArtifacts: number, removedChunks: number, freedBytes: number }> {
+export async function storeGc (dataDir: string, keepRuns: number, logger: Logger): Promise<{ removedRuns: number, removedArtifacts: number, removedChunks: number, removedEnvironments: number, freedBytes: number }> {
   // An agent daemon's store: the runs that reference its artifacts are on its coordinator, and a
   // local state (none, or one an earlier command made here) would call all of them garbage.
   if (isAgentDaemonDir(dataDir) || storeDir(dataDir) === join(dataDir, 'store')) {
@@ -105,8 +106,12 @@ export async function storeGc (dataDir: string, keepRuns: number, logger: Logger
   } finally {
     await coordinator.stop()
   }
-  const report = await withStore(dataDir, async store => await store.gc(plan.keep))
-  return { removedRuns: plan.removedRuns, ...report }
+  return await withStore(dataDir, async store => {
+    const report = await store.gc(plan.keep)
+    const { EnvironmentManager } = await import('../../agent/environments.js')
+    const envs = await new EnvironmentManager({ dir: join(dataDir, 'agent', 'envs'), store }).prune(Date.now() - ENVIRONMENT_UNUSED_MS)
+    return { removedRuns: plan.removedRuns, ...report, removedEnvironments: envs.removed, freedBytes: report.freedBytes + envs.freedBytes }
+  })
 }
 
 /** One line per agent: what a mesh-wide collection removed, or why it could not. */
@@ -114,7 +119,7 @@ export function formatMeshGc (report: MeshGcReport): string {
   const lines = [`removed ${report.removedRuns} old run${report.removedRuns === 1 ? '' : 's'}`]
   for (const a of report.agents) {
     lines.push(a.error === undefined
-      ? `${a.agent}: removed ${a.removedArtifacts} artifacts and ${a.removedChunks} chunks (${formatBytes(a.freedBytes)} freed)`
+      ? `${a.agent}: removed ${a.removedArtifacts} artifacts, ${a.removedChunks} chunks and ${a.removedEnvironments} unused environments (${formatBytes(a.freedBytes)} freed)`
       : `${a.agent}: not collected: ${a.error}`)
   }
   if (report.skipped.length > 0) lines.push(`not connected, left alone: ${report.skipped.join(', ')}`)

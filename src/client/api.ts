@@ -51,7 +51,7 @@ export interface UploadResult { agentId: string | null, agent: string | null, fe
 /** What a mesh-wide garbage collection did: run records pruned, then each agent's store. */
 export interface MeshGcReport {
   removedRuns: number
-  agents: Array<{ agentId: string, agent: string, removedArtifacts: number, removedChunks: number, freedBytes: number, error?: string }>
+  agents: Array<{ agentId: string, agent: string, removedArtifacts: number, removedChunks: number, removedEnvironments: number, freedBytes: number, error?: string }>
   /** Agents the coordinator knows that are not connected: their stores were left alone. */
   skipped: string[]
 }

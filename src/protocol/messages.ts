@@ -13,6 +13,8 @@ export const MAX_CONTROL_MESSAGE_BYTES = 4 * 1024 * 1024
 export const HOLDINGS_BATCH = 2000
 /** By default a gc leaves artifacts made this recently: results and uploads in flight. */
 export const GC_GRACE_MS = 10 * 60_000
+/** A gc removes an agent's prepared environment that no step has used for this long. */
+export const ENVIRONMENT_UNUSED_MS = 7 * 24 * 60 * 60_000
 /**
  * The names under which a task's `sources` (and an agent's `fetching` reports) give the step's
  * code snapshot and its environment's files, beside its inputs. Input names never start with a
@@ -145,6 +147,8 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
     requestId: name,
     removedArtifacts: z.number().int().nonnegative(),
     removedChunks: z.number().int().nonnegative(),
+    /** Prepared environments (venvs, node_modules) no step had used for ENVIRONMENT_UNUSED_MS. */
+    removedEnvironments: z.number().int().nonnegative(),
     freedBytes: z.number().nonnegative(),
     error: wireError.optional()
   })

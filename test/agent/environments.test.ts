@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -44,6 +44,32 @@ async function lines (file: string): Promise<string[]> {
 }
 
 describe('EnvironmentManager', () => {
+  it('prune removes environments unused since the cut-off, never one a step is using', async () => {
+    const envs = new EnvironmentManager({ dir: join(dir, 'envs'), store })
+    const old = await makeEnv({ 'package.json': '{"v":1}' }, 'head -c 100000 /dev/zero > blob')
+    const busy = await makeEnv({ 'package.json': '{"v":2}' }, 'true')
+    const recent = await makeEnv({ 'package.json': '{"v":3}' }, 'true')
+    const week = 7 * 24 * 3600 * 1000
+    const longAgo = new Date(Date.now() - 2 * week)
+    envs.release(await envs.prepare(old))
+    const inUse = await envs.prepare(busy)
+    envs.release(await envs.prepare(recent))
+    for (const env of [old, busy]) await utimes(join(envPath(env), READY_MARKER), longAgo, longAgo)
+
+    const first = await envs.prune(Date.now() - week)
+    expect(first.removed).toBe(1)
+    expect(first.freedBytes).toBeGreaterThanOrEqual(100000)
+    expect(existsSync(envPath(old))).toBe(false)
+    expect(existsSync(envPath(busy))).toBe(true)
+    expect(existsSync(envPath(recent))).toBe(true)
+
+    envs.release(inUse)
+    expect((await envs.prune(Date.now() - week)).removed).toBe(1)
+    expect(existsSync(envPath(busy))).toBe(false)
+    // A pruned environment is simply built again when a step wants it.
+    expect(existsSync(join((await envs.prepare(old)).dir, 'blob'))).toBe(true)
+  })
+
   it('builds an environment once for concurrent prepares, also across managers sharing the directory', async () => {
     const counter = join(dir, 'builds')
     const env = await makeEnv({ 'package.json': '{}' }, `echo built >> ${counter}; mkdir -p node_modules/.bin bin`)
