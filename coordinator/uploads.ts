@@ -9,7 +9,7 @@ import type { AgentMessage, PeerAddress } from '../src/protocol/messages.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { DISK_SPARE_BYTES } from '../src/scheduler/index.js'
 import { formatBytes } from '../src/util/units.js'
-import type { AgentRegistry } from './agents.js'
+import type { AgentRegistry, AgentSession } from './agents.js'
 import { AgentReplies } from './agent-replies.js'
 
 type Fetched = Extract<AgentMessage, { type: 'fetched' }>
@@ -24,7 +24,10 @@ export class UploadBroker {
     return digests.filter(d => !this.registry.isAvailable(d))
   }
 
-  /** Has the least busy connected agent pull the missing artifacts from `from`; resolves when it holds them. */
+  /**
+   * Has a connected agent with room pull the missing artifacts from `from` (CPU-only and least
+   * busy first); resolves when it holds them.
+   */
   async upload (refs: ArtifactRef[], from: PeerAddress, options: { signal?: AbortSignal } = {}): Promise<UploadResult> {
     const missing = new Set(this.missing(refs.map(r => r.digest)))
     if (missing.size === 0) return { agentId: null, agent: null, fetched: [] }
@@ -37,8 +40,11 @@ export class UploadBroker {
         hint: 'free space on an agent (`pipemesh store gc --coordinator URL` removes what old runs left), or add one with a larger disk'
       })
     }
-    const target = roomy
-      .sort((a, b) => (a.view.allocated.cpu / Math.max(a.view.capacity.cpu, 1)) - (b.view.allocated.cpu / Math.max(b.view.capacity.cpu, 1)) || b.capabilities.diskFree - a.capabilities.diskFree)[0]
+    // CPU-only agents first: a large upload draws the steps that read it (data prep, mostly)
+    // to the agent holding it, and GPU machines should stay free for GPU steps.
+    const hasGpus = (a: AgentSession): number => a.view.capacity.gpus.length > 0 ? 1 : 0
+    const cpuUse = (a: AgentSession): number => a.view.allocated.cpu / Math.max(a.view.capacity.cpu, 1)
+    const target = roomy.sort((a, b) => hasGpus(a) - hasGpus(b) || cpuUse(a) - cpuUse(b) || b.capabilities.diskFree - a.capabilities.diskFree)[0]
     if (target === undefined) throw new PipemeshError('UNSCHEDULABLE', 'no agent is connected to receive the upload', { retryable: true, hint: 'start an agent with `pipemesh agent --coordinator …`' })
     const { requestId, reply: done } = this.replies.expect(target.id, options.signal, () => new PipemeshError('CANCELLED', 'the client went away during the upload'))
     this.log.info({ agentId: target.id, artifacts: missing.size, client: from.peerId }, 'agent pulling a client upload')

@@ -11,19 +11,22 @@ import type { ArtifactRef, Digest } from '../../src/store/types.js'
 const GiB = 2 ** 30
 const ref = (c: string, size: number): ArtifactRef => ({ digest: `sha256:${c.repeat(64)}` as Digest, kind: 'file', size })
 
-function capabilities (diskFree: number): WireCapabilities {
+function capabilities (diskFree: number, gpus: number): WireCapabilities {
+  const devices = Array.from({ length: gpus }, (_, index) => ({ index, vendor: 'NVIDIA', model: 'GPU', memory: 24 * GiB }))
   return {
-    hostname: 'h', os: 'linux', arch: 'x64', cpu: { model: 'cpu', cores: 4 }, memory: 8 * GiB, gpus: [], diskFree,
-    capacity: { cpu: 4, memory: 8 * GiB, gpus: [] }, labels: {}, detectedAt: 0
+    hostname: 'h', os: 'linux', arch: 'x64', cpu: { model: 'cpu', cores: 4 }, memory: 8 * GiB, gpus: devices, diskFree,
+    capacity: { cpu: 4, memory: 8 * GiB, gpus: devices }, labels: {}, detectedAt: 0
   }
 }
 
-function registryWith (agents: Record<string, number>): { registry: AgentRegistry, sent: Map<string, CoordinatorMessage[]> } {
+/** Agents by name: free disk, and GPUs (none when not given). */
+function registryWith (agents: Record<string, number | [number, number]>): { registry: AgentRegistry, sent: Map<string, CoordinatorMessage[]> } {
   const registry = new AgentRegistry()
   const sent = new Map<string, CoordinatorMessage[]>()
-  for (const [name, diskFree] of Object.entries(agents)) {
+  for (const [name, spec] of Object.entries(agents)) {
+    const [diskFree, gpus] = typeof spec === 'number' ? [spec, 0] : spec
     sent.set(name, [])
-    registry.connect({ id: `id-${name}`, name, addrs: [], capabilities: capabilities(diskFree), send: msg => { sent.get(name)?.push(msg) } })
+    registry.connect({ id: `id-${name}`, name, addrs: [], capabilities: capabilities(diskFree, gpus), send: msg => { sent.get(name)?.push(msg) } })
   }
   return { registry, sent }
 }
@@ -39,6 +42,15 @@ describe('client uploads', () => {
     if (request?.type !== 'fetch') return
     broker.onFetched('id-big', { type: 'fetched', requestId: request.requestId, refs: [ref('a', 5 * GiB)] })
     expect(await upload).toMatchObject({ agent: 'big' })
+  })
+
+  it('go to a CPU-only agent before a GPU machine with more room', async () => {
+    const { registry, sent } = registryWith({ 'gpu-box': [500 * GiB, 1], cpu: 20 * GiB })
+    const broker = new UploadBroker(registry, pino({ level: 'silent' }))
+    void broker.upload([ref('a', 5 * GiB)], { peerId: 'client', addrs: [] }).catch(() => {})
+    expect(sent.get('cpu')?.[0]?.type).toBe('fetch')
+    expect(sent.get('gpu-box')).toEqual([])
+    broker.agentGone('id-cpu')
   })
 
   it('are refused when no agent has room, naming what was needed and the most on offer', async () => {
