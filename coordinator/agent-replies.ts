@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto'
 
 export class AgentReplies<T> {
-  private readonly waiting = new Map<string, { agentId: string, resolve: (msg: T) => void, reject: (err: Error) => void }>()
+  private readonly waiting = new Map<string, { agentId: string, resolve: (msg: T) => void, reject: (err: Error) => void, done: () => void }>()
 
   constructor (private readonly prefix: string) {}
 
@@ -13,11 +13,14 @@ export class AgentReplies<T> {
   expect (agentId: string, signal: AbortSignal | undefined, aborted: () => Error): { requestId: string, reply: Promise<T> } {
     const requestId = `${this.prefix}-${randomBytes(6).toString('hex')}`
     const reply = new Promise<T>((resolve, reject) => {
-      this.waiting.set(requestId, { agentId, resolve, reject })
-      signal?.addEventListener('abort', () => {
+      const onAbort = (): void => {
         this.waiting.delete(requestId)
         reject(aborted())
-      }, { once: true })
+      }
+      // The signal may be long-lived (the coordinator's own): the listener goes with the request.
+      const done = (): void => { signal?.removeEventListener('abort', onAbort) }
+      this.waiting.set(requestId, { agentId, resolve, reject, done })
+      signal?.addEventListener('abort', onAbort, { once: true })
     })
     return { requestId, reply }
   }
@@ -27,6 +30,7 @@ export class AgentReplies<T> {
     const waiter = this.waiting.get(requestId)
     if (waiter === undefined || waiter.agentId !== agentId) return
     this.waiting.delete(requestId)
+    waiter.done()
     waiter.resolve(msg)
   }
 
@@ -35,6 +39,7 @@ export class AgentReplies<T> {
     for (const [id, waiter] of this.waiting) {
       if (waiter.agentId !== agentId) continue
       this.waiting.delete(id)
+      waiter.done()
       waiter.reject(error())
     }
   }
