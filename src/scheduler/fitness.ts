@@ -179,13 +179,13 @@ function freeGpus (res: Resources, agent: AgentView): GpuInfo[] {
     .sort((a, b) => a.memory - b.memory || a.index - b.index)
 }
 
-/** What the step would wait for on an agent that could run it some day; empty when it fits now. */
 /**
  * Disk an agent must have free beyond the inputs it would fetch: room for the step's outputs (of
  * unknown size), so that a nearly full agent takes no new steps instead of failing them.
  */
 export const DISK_SPARE_BYTES = 256 * 1024 * 1024
 
+/** What the step would wait for on an agent that could run it some day; empty when it fits now. */
 function capacityWaits (req: PlacementRequest, agent: AgentView, free: GpuInfo[]): string[] {
   if (agent.draining === true) return ['draining: it takes no new steps']
   const res = req.resources
