@@ -43,7 +43,7 @@ export function formatRuns (runs: RunListEntry[]): string {
 
 export function formatAgents (agents: AgentListEntry[]): string {
   if (agents.length === 0) return 'no agents connected'
-  const rows = [['AGENT', 'NAME', 'STATE', 'CPU', 'MEMORY', 'GPUS', 'RUNNING', 'SERVED', 'FETCHED', 'LABELS']]
+  const rows = [['AGENT', 'NAME', 'STATE', 'CPU', 'MEMORY', 'GPUS', 'DISK FREE', 'RUNNING', 'SERVED', 'FETCHED', 'LABELS']]
   for (const a of agents) {
     const cap = a.capabilities.capacity
     rows.push([
@@ -53,6 +53,7 @@ export function formatAgents (agents: AgentListEntry[]): string {
       `${a.allocated.cpu}/${cap.cpu}`,
       `${formatBytes(a.allocated.memory)}/${formatBytes(cap.memory)}`,
       cap.gpus.length === 0 ? '-' : `${a.allocated.gpus.length}/${cap.gpus.length} ${describeGpus(cap.gpus)}`,
+      formatBytes(a.capabilities.diskFree),
       String(a.running),
       a.transfers === undefined ? '-' : formatBytes(a.transfers.bytesServed),
       a.transfers === undefined ? '-' : formatBytes(a.transfers.bytesFetched),
