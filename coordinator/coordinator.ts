@@ -414,24 +414,27 @@ export class Coordinator implements CoordinatorApi {
       list.push({ id: header.id, createdAt: header.createdAt, status: header.status })
       byPipeline.set(header.pipeline, list)
     }
-    let removedRuns = 0
     const kept: string[] = []
+    const removed: string[] = []
     for (const runs of byPipeline.values()) {
       runs.sort((a, b) => b.createdAt - a.createdAt)
       let finished = 0
-      for (const run of runs) {
-        if (run.status === 'running' || finished++ < keepRuns) { kept.push(run.id); continue }
-        await this.db.deleteRun(run.id)
-        removedRuns++
-      }
+      for (const run of runs) (run.status === 'running' || finished++ < keepRuns ? kept : removed).push(run.id)
     }
     const keep = new Set<Digest>()
+    // A kept run that reused a step of a removed run still vouches for that reuse entry: without
+    // it, a pipeline reused day after day would run everything again once its first run went.
+    const fingerprints = new Set<string>()
     for (const runId of kept) {
       const run = await this.db.getRun(runId)
-      if (run !== undefined) addRunReferences(keep, run.submission.artifacts, await this.db.listSteps(runId))
+      if (run === undefined) continue
+      const steps = await this.db.listSteps(runId)
+      addRunReferences(keep, run.submission.artifacts, steps)
+      for (const step of steps) if (step.fingerprint !== undefined) fingerprints.add(step.fingerprint)
     }
+    for (const runId of removed) await this.db.deleteRun(runId, { keepReuse: fingerprints })
     for await (const entry of this.db.listReuse()) for (const ref of Object.values(entry.outputs)) keep.add(ref.digest)
-    return { keep, removedRuns }
+    return { keep, removedRuns: removed.length }
   }
 
   // --- the client API ---

@@ -161,8 +161,11 @@ export class CoordinatorDb {
     }
   }
 
-  /** Removes a run with its steps and logs, and the reuse entries it created, in one batch. */
-  async deleteRun (runId: string): Promise<void> {
+  /**
+   * Removes a run with its steps and logs, and the reuse entries it created (except those whose
+   * fingerprint is in `keepReuse`), in one batch.
+   */
+  async deleteRun (runId: string, options: { keepReuse?: ReadonlySet<string> } = {}): Promise<void> {
     await this.flush()
     const steps = await this.listSteps(runId)
     const keys = [`run${SEP}${runId}`, `sub${SEP}${runId}`]
@@ -171,7 +174,7 @@ export class CoordinatorDb {
       for (const attempt of step.attempts) {
         for await (const key of this.db.keys(range(`log${SEP}${attempt.id}${SEP}`))) keys.push(key)
       }
-      if (step.fingerprint !== undefined) {
+      if (step.fingerprint !== undefined && options.keepReuse?.has(step.fingerprint) !== true) {
         const reuse = await this.getReuse(step.fingerprint)
         if (reuse?.runId === runId) keys.push(`reuse${SEP}${step.fingerprint}`)
       }

@@ -75,9 +75,12 @@ steps:
 
   it('drops runs beyond the newest and what only they referenced on every agent; the kept run stays whole and reusable', async () => {
     await submit(2)
+    await submit(3)
+    // The run kept is one that reused everything from the run before it, which goes.
     const kept = await submit(3)
+    expect(kept.steps.map(s => s.status)).toEqual(['reused', 'reused'])
     const report = await gc('--keep-runs', '1', '--grace', '0s')
-    expect(report.removedRuns).toBe(2)
+    expect(report.removedRuns).toBe(3)
     expect(report.skipped).toEqual([])
     // Runs 1 and 2 each left a 2 MB blob on a (made there) and on b (fetched there).
     const agents = byName(report)
@@ -90,6 +93,7 @@ steps:
     const got = await runCliJson(['--data', client(), 'artifacts', 'get', `${kept.runId}/make/blob`, dest, '--coordinator', mesh.url])
     expect(got.exitCode, got.stderr).toBe(0)
     expect((await readFile(dest, 'utf8')).startsWith('run-3\n')).toBe(true)
+    // The reuse entries the kept run relied on outlived the run that made them.
     expect((await submit(3)).steps.map(s => s.status)).toEqual(['reused', 'reused'])
     // Run 1's outputs and its reuse entries went with it: it runs again.
     expect((await submit(1)).steps.map(s => s.status)).toEqual(['succeeded', 'succeeded'])
