@@ -268,6 +268,8 @@ export class Agent {
     } finally {
       if (this.channel === channel) this.channel = undefined
       if (this.heartbeat !== undefined) clearInterval(this.heartbeat)
+      // A gc whose last batch never came is abandoned: the coordinator reports it as not done.
+      this.gcDrops.clear()
     }
   }
 
