@@ -358,6 +358,7 @@ store.command('gc')
     if (opts.coordinator !== undefined) {
       const { parseDuration } = await import('../src/util/units.js')
       const graceMs = parseDuration(opts.grace)
+      if (!jsonMode) process.stderr.write(`collecting garbage: runs beyond the newest ${keep} of each pipeline, then on every connected agent…\n`)
       const report = await withApi(opts.coordinator, async api => await api.collectGarbage(keep, { graceMs }))
       print(jsonMode, report, () => formatMeshGc(report))
       if (report.agents.some(a => a.error !== undefined)) process.exitCode = 1
