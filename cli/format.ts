@@ -82,6 +82,10 @@ export function formatExplanation (e: Explanation): string {
     // A placement's reason starts with the agent's name (and devices) already.
     const { agentName, reason } = e.placement
     lines.push(`placed on ${reason.startsWith(`${agentName}:`) || reason.startsWith(`${agentName} on `) ? reason : `${agentName}: ${reason}`}`)
+    const waited = e.placement.waited
+    if (waited !== undefined && (waited.reason !== undefined || waited.ms >= 1000)) {
+      lines.push(`  after ${formatDuration(waited.ms)} in the queue${waited.reason === undefined ? '' : `, last ${waited.reason}`}`)
+    }
     for (const c of e.placement.candidates) if (c.verdict !== 'chosen') lines.push(`  - ${c.name}: ${c.verdict}, ${c.reason}`)
   }
   for (const a of e.attempts) {

@@ -654,6 +654,12 @@ export class RunManager {
     }
     step.attempts.push(attempt)
     step.placement = { agentId, agentName: agent.name, reason, candidates, at: attempt.startedAt }
+    // From ready to placed (the first attempt's wait, or a retry's since its backoff ended).
+    const since = step.notBefore ?? (number === 1 ? step.readyAt : undefined)
+    if (since !== undefined) {
+      step.placement.waited = { ms: Math.max(0, attempt.startedAt - since) }
+      if (step.status === 'queued' && step.reason !== undefined) step.placement.waited.reason = step.reason
+    }
     step.startedAt ??= attempt.startedAt
     delete step.notBefore
     this.attempts.set(attemptId, { runId: run.record.id, stepId: step.id, agentId, allocated: true })

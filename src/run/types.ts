@@ -49,6 +49,8 @@ export interface PlacementRecord {
   reason: string
   candidates: CandidateReport[]
   at: number
+  /** How long the step waited between becoming ready and this placement, and the last reason it gave. */
+  waited?: { ms: number, reason?: string }
 }
 
 /** Why a step was reused, or the closest earlier execution it was compared against. */

@@ -10,6 +10,7 @@ import { ROOT, runCli, runCliJson, tempDir } from '../helpers/cli.js'
 import { startMesh, transferCounters, waitForCounters, type Mesh } from '../helpers/mesh.js'
 import type { LogEntry } from '../../src/client/api.js'
 import type { RunSummary, StepSummary } from '../../src/run/types.js'
+import type { Explanation } from '../../src/run/explain.js'
 
 const CPU_AGENTS = ['cpu-big', 'cpu-small']
 /** prep's training split with the example's defaults: header, 32000 x 32 float32, 32000 labels. */
@@ -58,6 +59,11 @@ describe('the bundled examples on a coordinator and three agents', () => {
     // One device: the second training started only after the first had finished.
     const [first, second] = [steps.train_narrow!, steps.train_wide!].sort((a, b) => (a.startedAt ?? 0) - (b.startedAt ?? 0))
     expect(second!.startedAt).toBeGreaterThanOrEqual(first!.finishedAt!)
+    // explain says what the second one waited for.
+    const { json: why } = await runCliJson<Explanation>(['explain', run.runId, second!.id, '--coordinator', mesh.url])
+    expect(why.placement?.waited?.reason).toMatch(/waiting for capacity: .*gpu 1.*agent gpu-box: 1\/1 GPUs .* in use/)
+    const shown = await runCli(['explain', run.runId, second!.id, '--coordinator', mesh.url])
+    expect(shown.stdout).toMatch(/after \S+ in the queue, last waiting for capacity/)
     for (const id of ['train_narrow', 'train_wide']) {
       const { exitCode: logExit, stdout, stderr: logErr } = await runCli(['logs', run.runId, id, '--json', '--coordinator', mesh.url])
       expect(logExit, logErr).toBe(0)
