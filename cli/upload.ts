@@ -3,7 +3,7 @@
 // asks the coordinator which the mesh lacks: a rerun of unchanged content stops there, without
 // opening a store or loading libp2p. Otherwise it ingests them into the client's own store and
 // serves them from a short-lived libp2p node while an agent pulls them (chunks that agent already
-// holds are not sent).
+// holds are not sent), and empties that store once the agent holds them.
 
 import { join } from 'node:path'
 import type { CoordinatorApi } from '../src/client/api.js'
@@ -56,6 +56,9 @@ async function uploadFromStore (pipeline: Pipeline, api: CoordinatorApi, clientD
     } finally {
       await node.stop()
     }
+    // The mesh holds it now: a copy kept here would double the disk used by every dataset ever
+    // submitted from this machine. (A rerun with unchanged content stops at the digest check.)
+    await store.gc([])
     return artifacts
   } finally {
     await store.close()

@@ -75,6 +75,9 @@ export async function getArtifact (api: CoordinatorApi, spec: string, dest: stri
     }
     await store.materialize(digest, dest)
     const ref = await store.stat(digest)
+    // The client's store only stages a fetch (and keeps an interrupted one for resuming): once
+    // the file is at `dest`, a second copy here would only take disk.
+    if (options.remote) await store.gc([])
     return { digest, dest, bytes: ref?.size ?? 0, fetchedBytes }
   } finally {
     await store.close()

@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { ROOT, runCli, runCliJson, tempDir } from '../helpers/cli.js'
 import { startMesh, transferCounters, waitForCounters, type Mesh } from '../helpers/mesh.js'
 import type { LogEntry } from '../../src/client/api.js'
+import { ContentStore } from '../../src/store/content-store.js'
 import type { RunSummary, StepSummary } from '../../src/run/types.js'
 import type { Explanation } from '../../src/run/explain.js'
 
@@ -81,6 +82,13 @@ describe('the bundled examples on a coordinator and three agents', () => {
     expect(metrics.candidates.map(c => c.name)).toEqual(['narrow', 'wide'])
     expect(['narrow', 'wide']).toContain(metrics.chosen)
     expect(metrics.testAccuracy).toBeGreaterThan(0.7)
+    // The client kept no copy of the code it uploaded or of the metrics it fetched.
+    const clientStore = await ContentStore.open(join(client(), 'client', 'store'))
+    try {
+      expect(await clientStore.stats()).toMatchObject({ artifacts: 0, chunks: 0 })
+    } finally {
+      await clientStore.close()
+    }
 
     const again = await submit(join(ROOT, 'examples', 'gpu', 'pipeline.yaml'))
     expect(again.exitCode, again.stderr).toBe(0)
