@@ -84,7 +84,8 @@ export class LiveView {
 
   private describe (step: StepSummary): string {
     let text = `${SYMBOL[step.status]} ${step.id} ${step.status}`
-    if (step.status === 'running' && step.startedAt !== undefined) text += ` ${formatDuration(Date.now() - step.startedAt)}`
+    // Elapsed time on a redrawn terminal only: a printed line is written as the step starts.
+    if (step.status === 'running' && step.startedAt !== undefined && this.tty) text += ` ${formatDuration(Date.now() - step.startedAt)}`
     else if ((step.status === 'succeeded' || step.status === 'failed') && step.startedAt !== undefined && step.finishedAt !== undefined) text += ` in ${formatDuration(step.finishedAt - step.startedAt)}`
     if (step.agent !== null && (step.status === 'running' || step.status === 'succeeded' || step.status === 'failed')) text += ` on ${step.agent}`
     if (step.attempts > 1) text += ` (attempt ${step.attempts})`
