@@ -1,6 +1,9 @@
 // Turns a step's stdout/stderr byte streams into timestamped, redacted lines for the live view
 // (onLine) and the log file that is stored as the step's log. Memory stays bounded whatever the
 // step prints: lines are capped, the file is capped, and every drop is announced by a note line.
+// A capped log keeps its beginning and its end: past the cap, the latest lines are held back
+// (up to TAIL_BYTES) and appended when the step ends, since how a week-long step ended is what
+// its log is read for.
 
 import { createWriteStream, type WriteStream } from 'node:fs'
 import type { Readable } from 'node:stream'
@@ -12,7 +15,10 @@ export interface LogCaptureOptions {
   onLine?: (line: LogLine) => void
   /** Secret strings replaced by `***` before a line is written, shown or kept in the tail. */
   redact?: string[]
-  /** Bytes of log (file and onLine) after which lines are dropped, with a note. Default 64 MiB. */
+  /**
+   * Bytes of log (file and onLine) to keep, with a note where lines were dropped: the first lines
+   * up to this less the tail, then the last lines of the output. Default 64 MiB.
+   */
   maxLogBytes?: number
   /** Longer lines are cut, with a marker. Default 64 KiB. */
   maxLineBytes?: number
@@ -22,6 +28,8 @@ export interface LogCaptureOptions {
 
 export const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024
 export const DEFAULT_MAX_LINE_BYTES = 64 * 1024
+/** The end of a capped log kept: held in memory while the step runs, so kept small. */
+const TAIL_BYTES = 1024 * 1024
 const TAIL_LINE_CHARS = 1000
 const NOTE_PREFIX = '[pipemesh]'
 
@@ -83,6 +91,12 @@ export class LogCapture {
   private file: WriteStream | undefined
   private capped = false
   private bytesDropped = 0
+  /** Bytes of log before the cap; the rest of maxLog is for the tail. */
+  private readonly headMax: number
+  /** The latest lines past the cap, oldest first, and their bytes in the log file. */
+  private readonly tail: Array<{ entry: LogLine, size: number }> = []
+  private tailBytes = 0
+  private readonly tailMaxBytes: number
   private readonly sources: Readable[] = []
   private waitingDrain = false
 
@@ -90,6 +104,8 @@ export class LogCapture {
     this.opts = options
     this.redact = makeRedactor(options.redact)
     this.maxLog = options.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES
+    this.tailMaxBytes = Math.min(TAIL_BYTES, Math.floor(this.maxLog / 4))
+    this.headMax = this.maxLog - this.tailMaxBytes
     this.maxLine = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES
     this.tailMax = options.tailLines ?? 20
   }
@@ -112,10 +128,13 @@ export class LogCapture {
     this.deliver({ t: Date.now(), stream, line: `${NOTE_PREFIX} ${text}` }, true)
   }
 
-  /** Ends capture: announces dropped output and closes the file. Call after the sources ended. */
+  /** Ends capture: announces dropped output, appends the tail and closes the file. Call after the sources ended. */
   async close (): Promise<void> {
-    if (this.linesDropped > 0) {
-      this.note(`log cap of ${this.maxLog} bytes reached: ${this.linesDropped} line(s), ${this.bytesDropped} bytes of output were dropped`)
+    if (this.capped) {
+      const kept = this.tail.length
+      this.note(`log cap of ${this.maxLog} bytes reached: ${this.linesDropped} line(s), ${this.bytesDropped} bytes of output were dropped here${kept > 0 ? `; the last ${kept} line(s) follow` : ''}`)
+      for (const { entry, size } of this.tail.splice(0)) this.keep(entry, formatLogLine(entry), size)
+      this.tailBytes = 0
     }
     const file = this.file
     if (file === undefined) return
@@ -210,17 +229,26 @@ export class LogCapture {
   private deliver (entry: LogLine, isNote: boolean): void {
     const text = formatLogLine(entry)
     const size = Buffer.byteLength(text)
-    if (!isNote) {
-      if (this.capped || this.bytesLogged + size > this.maxLog) {
-        this.linesDropped++
-        this.bytesDropped += Buffer.byteLength(entry.line)
-        if (!this.capped) {
-          this.capped = true
-          this.note(`log cap of ${this.maxLog} bytes reached: further output of this step is dropped from the log`)
-        }
-        return
+    if (!isNote && (this.capped || this.bytesLogged + size > this.headMax)) {
+      if (!this.capped) {
+        this.capped = true
+        this.note(`log cap of ${this.maxLog} bytes reached: output from here on is dropped, except the last lines, kept for the end of the log`)
       }
+      // Held back for the end; what no longer fits in the tail is dropped, oldest first.
+      this.tail.push({ entry, size })
+      this.tailBytes += size
+      while (this.tailBytes > this.tailMaxBytes && this.tail.length > 0) {
+        const old = this.tail.shift() as { entry: LogLine, size: number }
+        this.tailBytes -= old.size
+        this.linesDropped++
+        this.bytesDropped += Buffer.byteLength(old.entry.line)
+      }
+      return
     }
+    this.keep(entry, text, size)
+  }
+
+  private keep (entry: LogLine, text: string, size: number): void {
     this.bytesLogged += size
     this.opts.onLine?.(entry)
     this.write(text)

@@ -307,7 +307,7 @@ describe.each(['python', 'node'] as const)('runProcess, %s launcher', (kind) => 
     await waitFor(async () => !(await readdir(track)).includes(String(pid)), 'the record of the finished process to go')
   })
 
-  it('drops output beyond maxLogBytes and says so', async () => {
+  it('keeps the beginning and the end of output beyond maxLogBytes, and says what was dropped between', async () => {
     const lines: LogLine[] = []
     const logFile = join(dir, 'log')
     const r = await runProcess({
@@ -320,8 +320,15 @@ describe.each(['python', 'node'] as const)('runProcess, %s launcher', (kind) => 
     expect(logged[0]?.line).toBe('line 0 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx')
     const notes = logged.filter(l => l.line.startsWith('[pipemesh]'))
     expect(notes).toHaveLength(2)
-    expect(notes[0]?.line).toMatch(/log cap of 2000 bytes reached/)
-    expect(notes[1]?.line).toMatch(/line\(s\).*dropped/)
+    expect(notes[0]?.line).toMatch(/log cap of 2000 bytes reached: output from here on is dropped, except the last lines/)
+    const [, dropped, kept] = /(\d+) line\(s\), \d+ bytes of output were dropped here; the last (\d+) line\(s\) follow/.exec(notes[1]?.line ?? '') ?? []
+    // The end of the output, in order, after the second note: the last lines echoed, then stderr's.
+    const after = logged.slice(logged.indexOf(notes[1]!) + 1).map(l => l.line)
+    expect(after).toHaveLength(Number(kept))
+    expect(after.slice(-2)).toEqual(['line 199 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx', 'last'])
+    // Every line is accounted for: kept at the start, dropped, or kept at the end.
+    const head = logged.indexOf(notes[0]!)
+    expect(head + Number(dropped) + Number(kept)).toBe(201)
     expect(logged.length).toBeLessThan(40)
     // The tail still tells why a step failed even when the log was capped.
     expect(r.stderrTail).toEqual(['last'])

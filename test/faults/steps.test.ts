@@ -1,7 +1,7 @@
 // Steps that misbehave, on a real agent process: one that hangs is killed at its timeout with its
 // whole process tree; a flaky one is retried with backoff and every attempt is recorded with its
 // own log; a run that exceeds its own timeout is stopped; outputs over the agent's size limit are
-// refused and logs over its cap are truncated, each with a message saying so. (Cancelling a run
+// refused and logs over its cap lose their middle, each with a message saying so. (Cancelling a run
 // leaves no step process on any agent: test/mesh/cancel.test.ts.)
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -113,7 +113,7 @@ steps:
     await waitFor('the step processes to be gone', () => !isAlive(shell!) && !isAlive(sleeper!) ? true : undefined, 10_000)
   })
 
-  it("outputs over the agent's size limit are refused and logs over its cap truncated, each with a note", async () => {
+  it("outputs over the agent's size limit are refused and logs over its cap cut in the middle, each with a note", async () => {
     const file = await pipeline(join(work.path, 'limits'), `name: limits
 steps:
   big:
@@ -132,8 +132,11 @@ steps:
     expect(big.error?.hint).toMatch(/--max-artifact-size/)
     expect(step(run, 'chatty').status).toBe('succeeded')
     const logs = await runCli(['logs', run.runId, 'chatty', '--coordinator', mesh.url])
+    // The beginning, a note, the end: the middle of the 2000 lines is gone.
     expect(logs.stdout).toContain('line 1 of chatter')
-    expect(logs.stdout).not.toContain('line 2000 of chatter')
-    expect(logs.stdout).toMatch(/log cap of 4096 bytes reached/)
+    expect(logs.stdout).not.toContain('line 1000 of chatter')
+    expect(logs.stdout).toMatch(/log cap of 4096 bytes reached: output from here on is dropped/)
+    expect(logs.stdout).toMatch(/\d+ line\(s\), \d+ bytes of output were dropped here; the last \d+ line\(s\) follow/)
+    expect(logs.stdout.trimEnd().split('\n').at(-1)).toMatch(/line 2000 of chatter$/)
   })
 })
