@@ -71,9 +71,19 @@ interface StreamState {
   length: number
   /** Inside an over-long line whose start was already emitted: drop bytes until the line ends. */
   skipping: boolean
-  /** The previous chunk ended with \r: a \n starting the next one belongs to that break. */
-  afterCR: boolean
+  /** A line that ended in \r at the end of the last chunk: a \n opening the next makes it \r\n. */
+  held: Buffer | undefined
+  /** The latest progress-bar redraw not shown yet, and when the last one was. */
+  redraw: { text: string, t: number } | undefined
+  lastRedrawAt: number
 }
+
+/**
+ * Output ending in a bare \r is a progress bar redrawing its line (tqdm, curl, pip), often many
+ * times a second for days: one redraw per this interval is kept, with the last one before the
+ * bar ends, so a training's log and its live view show progress without filling the log cap.
+ */
+const REDRAW_INTERVAL_MS = 2000
 
 export class LogCapture {
   readonly stderrTail: string[] = []
@@ -91,6 +101,7 @@ export class LogCapture {
   private file: WriteStream | undefined
   private capped = false
   private bytesDropped = 0
+  private redrawsLeftOut = 0
   /** Bytes of log before the cap; the rest of maxLog is for the tail. */
   private readonly headMax: number
   /** The latest lines past the cap, oldest first, and their bytes in the log file. */
@@ -114,7 +125,7 @@ export class LogCapture {
   get wroteFile (): boolean { return this.file !== undefined && this.writeError === undefined }
 
   attach (source: Readable, stream: LogLine['stream']): void {
-    const state: StreamState = { parts: [], length: 0, skipping: false, afterCR: false }
+    const state: StreamState = { parts: [], length: 0, skipping: false, held: undefined, redraw: undefined, lastRedrawAt: -Infinity }
     this.sources.push(source)
     source.on('data', (chunk: Buffer) => { this.onData(state, stream, chunk) })
     const flush = (): void => { this.flushPartial(state, stream, Date.now()) }
@@ -130,6 +141,9 @@ export class LogCapture {
 
   /** Ends capture: announces dropped output, appends the tail and closes the file. Call after the sources ended. */
   async close (): Promise<void> {
+    if (this.redrawsLeftOut > 0) {
+      this.note(`${this.redrawsLeftOut} progress-bar redraw(s) (output ending in a carriage return) were left out: one is kept every ${REDRAW_INTERVAL_MS / 1000} s, and the last`)
+    }
     if (this.capped) {
       const kept = this.tail.length
       this.note(`log cap of ${this.maxLog} bytes reached: ${this.linesDropped} line(s), ${this.bytesDropped} bytes of output were dropped here${kept > 0 ? `; the last ${kept} line(s) follow` : ''}`)
@@ -148,9 +162,12 @@ export class LogCapture {
   private onData (state: StreamState, stream: LogLine['stream'], chunk: Buffer): void {
     const t = Date.now()
     let start = 0
-    if (state.afterCR) {
-      state.afterCR = false
-      if (chunk[0] === 10) start = 1
+    if (state.held !== undefined) {
+      const held = state.held
+      state.held = undefined
+      const crlf = chunk[0] === 10
+      this.finishLine(state, stream, held, t, crlf)
+      if (crlf) start = 1
     }
     const n = chunk.length
     let nextLF = chunk.indexOf(10, start)
@@ -158,39 +175,52 @@ export class LogCapture {
     while (nextLF !== -1 || nextCR !== -1) {
       const isCR = nextCR !== -1 && (nextLF === -1 || nextCR < nextLF)
       const at = isCR ? nextCR : nextLF
-      this.endLine(state, stream, chunk.subarray(start, at), t, !isCR)
-      start = at + 1
-      if (isCR) {
-        if (start === n) { state.afterCR = true; break }
-        if (chunk[start] === 10) start++ // \r\n is one break
-        nextCR = chunk.indexOf(13, start)
-        if (nextLF !== -1 && nextLF < start) nextLF = chunk.indexOf(10, start)
-      } else {
-        nextLF = chunk.indexOf(10, start)
-        if (nextCR !== -1 && nextCR < start) nextCR = chunk.indexOf(13, start)
+      const line = this.takeLine(state, chunk.subarray(start, at))
+      if (isCR && at + 1 === n) {
+        // \r or \r\n? The next chunk tells.
+        if (line !== undefined) state.held = line
+        start = n
+        break
       }
+      const crlf = isCR && chunk[at + 1] === 10
+      this.finishLine(state, stream, line, t, !isCR || crlf)
+      start = at + (crlf ? 2 : 1)
+      if (nextLF !== -1 && nextLF < start) nextLF = chunk.indexOf(10, start)
+      if (nextCR !== -1 && nextCR < start) nextCR = chunk.indexOf(13, start)
     }
     if (start < n) this.addPartial(state, stream, chunk.subarray(start), t)
   }
 
-  private endLine (state: StreamState, stream: LogLine['stream'], piece: Buffer, t: number, lineFeed: boolean): void {
+  /** The whole line ending with `piece`, or undefined when its start was already cut and emitted. */
+  private takeLine (state: StreamState, piece: Buffer): Buffer | undefined {
     if (state.skipping) {
       state.skipping = false
-      return
+      return undefined
     }
-    let bytes = piece
-    if (state.length > 0) {
-      state.parts.push(piece)
-      bytes = Buffer.concat(state.parts, state.length + piece.length)
-      state.parts = []
-      state.length = 0
-    }
-    // A bare \r with nothing before it is a progress bar redrawing, not an empty line.
+    if (state.length === 0) return piece
+    state.parts.push(piece)
+    const bytes = Buffer.concat(state.parts, state.length + piece.length)
+    state.parts = []
+    state.length = 0
+    return bytes
+  }
+
+  /** A line ended by \n (or \r\n), or a progress-bar redraw ended by a bare \r. */
+  private finishLine (state: StreamState, stream: LogLine['stream'], bytes: Buffer | undefined, t: number, lineFeed: boolean): void {
+    if (bytes === undefined) return
+    // A bare \r with nothing before it is a progress bar clearing its line, not an empty line.
     if (bytes.length === 0 && !lineFeed) return
-    if (bytes.length > this.maxLine) {
-      this.emit(stream, truncated(bytes, this.maxLine), t)
+    const text = bytes.length > this.maxLine ? truncated(bytes, this.maxLine) : bytes.toString('utf8')
+    if (state.redraw !== undefined) {
+      // Superseded: by a newer redraw, or by the line that ends the bar.
+      state.redraw = undefined
+      this.redrawsLeftOut++
+    }
+    if (lineFeed || t - state.lastRedrawAt >= REDRAW_INTERVAL_MS) {
+      if (!lineFeed) state.lastRedrawAt = t
+      this.emit(stream, text, t)
     } else {
-      this.emit(stream, bytes.toString('utf8'), t)
+      state.redraw = { text, t }
     }
   }
 
@@ -208,10 +238,18 @@ export class LogCapture {
   }
 
   private flushPartial (state: StreamState, stream: LogLine['stream'], t: number): void {
-    if (state.length > 0 && !state.skipping) {
-      const bytes = Buffer.concat(state.parts, state.length)
-      this.emit(stream, bytes.toString('utf8'), t)
+    if (state.held !== undefined) {
+      this.finishLine(state, stream, state.held, t, false)
+      state.held = undefined
     }
+    if (state.length > 0 && !state.skipping) {
+      // The stream's last words, without a newline: they end whatever bar was drawing.
+      this.finishLine(state, stream, Buffer.concat(state.parts, state.length), t, true)
+    } else if (state.redraw !== undefined) {
+      // A bar that never ended its line: its last state is how it ended.
+      this.emit(stream, state.redraw.text, state.redraw.t)
+    }
+    state.redraw = undefined
     state.parts = []
     state.length = 0
     state.skipping = false

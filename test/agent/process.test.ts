@@ -357,4 +357,25 @@ describe.each(['python', 'node'] as const)('runProcess, %s launcher', (kind) => 
     expect(lines[0]?.line.startsWith('a'.repeat(65536) + ' [pipemesh] [line cut')).toBe(true)
     expect(lines.slice(1).map(l => l.line)).toEqual(['after', '10%', '20%', 'end'])
   })
+
+  it('keeps a progress bar to one redraw every 2 s and its last state, saying how many it left out', async () => {
+    for (const [command, last] of [
+      ['for i in $(seq 1 99); do printf "%d%%\\r" $i; done; printf "100%%\\n"; echo done', 'done'],
+      // A bar that never ends its line: its last redraw is how it ended.
+      ['for i in $(seq 1 99); do printf "%d%%\\r" $i; done; printf "100%%\\r"', '100%']
+    ] as const) {
+      const lines: LogLine[] = []
+      const r = await runProcess({ command, cwd: dir, env, onLine: l => lines.push(l) })
+      expect(r.exitCode).toBe(0)
+      const text = lines.map(l => l.line)
+      const note = text.find(l => l.startsWith('[pipemesh]'))
+      const leftOut = Number(/(\d+) progress-bar redraw\(s\) .* were left out: one is kept every 2 s, and the last/.exec(note ?? '')?.[1] ?? 0)
+      const redraws = text.filter(l => /^\d+%$/.test(l))
+      // Every redraw is either shown, in order, or counted as left out; on an idle machine nearly all are left out.
+      expect(redraws.length + leftOut, command).toBe(100)
+      expect(redraws[0]).toBe('1%')
+      expect(redraws.map(l => parseInt(l))).toEqual([...redraws.map(l => parseInt(l))].sort((a, b) => a - b))
+      expect(text.filter(l => !l.startsWith('[pipemesh]')).at(-1)).toBe(last)
+    }
+  })
 })
