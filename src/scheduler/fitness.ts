@@ -180,8 +180,11 @@ function freeGpus (res: Resources, agent: AgentView): GpuInfo[] {
 }
 
 /**
- * Disk an agent must have free beyond the inputs it would fetch: room for the step's outputs (of
- * unknown size), so that a nearly full agent takes no new steps instead of failing them.
+ * Disk an agent must have free beyond the inputs it would fetch, for the step's outputs (of
+ * unknown size). Only a step with inputs to fetch is held to it: those bytes are sure to be
+ * written. A step with nothing to fetch runs even on a nearly full agent (its outputs may fit;
+ * if not, storing them fails with a clear message), so that a lone agent (embedded mode, a
+ * laptop) never waits for space that nothing will free.
  */
 export const DISK_SPARE_BYTES = 256 * 1024 * 1024
 
@@ -202,8 +205,8 @@ function capacityWaits (req: PlacementRequest, agent: AgentView, free: GpuInfo[]
   if (agent.diskFree !== undefined) {
     let toFetch = 0
     for (const input of req.inputs) if (!input.holders.includes(agent.id)) toFetch += input.size
-    if (toFetch + DISK_SPARE_BYTES > agent.diskFree) {
-      out.push(`${formatBytes(agent.diskFree)} free on disk, needs ${toFetch > 0 ? `${formatBytes(toFetch)} for the inputs it lacks and ` : ''}${formatBytes(DISK_SPARE_BYTES)} to spare`)
+    if (toFetch > 0 && toFetch + DISK_SPARE_BYTES > agent.diskFree) {
+      out.push(`${formatBytes(agent.diskFree)} free on disk, needs ${formatBytes(toFetch)} for the inputs it lacks and ${formatBytes(DISK_SPARE_BYTES)} to spare`)
     }
   }
   return out

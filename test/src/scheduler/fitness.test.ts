@@ -167,12 +167,19 @@ const scenarios: Scenario[] = [
     agentId: 'holder'
   },
   {
-    name: 'a nearly full agent takes no new step, and the step waits saying why',
+    name: 'a step with inputs to fetch waits, saying why, while no agent has room for them',
+    agents: [agent('full', { diskFree: 100 * MiB })],
+    step: step({}, [{ name: 'data', size: 50 * MiB, holders: ['elsewhere'] }]),
+    kind: 'queued',
+    reason: ['waiting for capacity', 'agent full: 100 MiB free on disk, needs 50 MiB for the inputs it lacks and 256 MiB to spare'],
+    others: { full: ['busy', '100 MiB free on disk'] }
+  },
+  {
+    name: 'a step with nothing to fetch still runs on a nearly full agent (a lone agent must not wait forever)',
     agents: [agent('full', { diskFree: 100 * MiB })],
     step: step(),
-    kind: 'queued',
-    reason: ['waiting for capacity', 'agent full: 100 MiB free on disk, needs 256 MiB to spare'],
-    others: { full: ['busy', '100 MiB free on disk'] }
+    kind: 'placed',
+    agentId: 'full'
   },
   {
     name: 'the smallest GPU that fits is chosen; too small ones never are',
