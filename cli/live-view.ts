@@ -4,7 +4,7 @@
 
 import logUpdate from 'log-update'
 import { CODE_SOURCE, ENVIRONMENT_SOURCE } from '../src/protocol/messages.js'
-import type { RunEvent, StepStatus, StepSummary } from '../src/run/types.js'
+import { PLACING_REASON, type RunEvent, type StepStatus, type StepSummary } from '../src/run/types.js'
 import { formatBytes, formatDuration } from '../src/util/units.js'
 
 type FetchEvent = Extract<RunEvent, { type: 'fetch' }>
@@ -56,7 +56,7 @@ export class LiveView {
     if (this.tty) return
     if (before?.status === event.step.status && before.reason === event.step.reason) return
     // Ready and about to be placed: the next line says where it runs, or why it waits.
-    if (event.step.status === 'queued' && event.step.reason === undefined) return
+    if (event.step.status === 'queued' && event.step.reason === PLACING_REASON) return
     process.stdout.write(`${new Date(event.at).toISOString().slice(11, 19)} ${this.describe(event.step)}\n`)
   }
 

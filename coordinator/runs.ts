@@ -18,7 +18,7 @@ import { CODE_SOURCE, ENVIRONMENT_SOURCE, type AgentMessage } from '../src/proto
 import type { AttemptResult, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import {
-  DONE_STEP_STATUSES, TERMINAL_STEP_STATUSES,
+  DONE_STEP_STATUSES, PLACING_REASON, TERMINAL_STEP_STATUSES,
   type AttemptRecord, type AttemptSummary, type RunEvent, type RunRecord, type RunSummary, type StepRecord, type StepSummary, type Submission
 } from '../src/run/types.js'
 import type { RunListEntry } from '../src/client/api.js'
@@ -488,8 +488,7 @@ export class RunManager {
         }
         if (hit !== undefined) step.reason = 'an earlier execution matched, but its outputs are no longer held by any connected agent'
       }
-      // No reason yet: placement, next, either starts it or says what it waits for.
-      this.setStep(run, step, 'queued', step.reason)
+      this.setStep(run, step, 'queued', step.reason ?? PLACING_REASON)
     }
   }
 

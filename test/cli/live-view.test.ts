@@ -3,7 +3,7 @@
 
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { LiveView } from '../../cli/live-view.js'
-import type { RunEvent, StepSummary } from '../../src/run/types.js'
+import { PLACING_REASON, type RunEvent, type StepSummary } from '../../src/run/types.js'
 
 function stepEvent (step: Partial<StepSummary> & Pick<StepSummary, 'id' | 'status'>): RunEvent {
   return { type: 'step', runId: 'r', at: Date.UTC(2026, 11, 7, 3, 14, 0), step: { fingerprint: null, attempts: 0, agent: null, exitCode: null, outputs: {}, ...step } }
@@ -17,7 +17,7 @@ describe('the line view', () => {
     vi.spyOn(process.stdout, 'write').mockImplementation(chunk => { lines.push(String(chunk)); return true })
     const view = new LiveView('run r of p', { tty: false })
     view.update(stepEvent({ id: 'a', status: 'pending' }))
-    view.update(stepEvent({ id: 'a', status: 'queued' }))
+    view.update(stepEvent({ id: 'a', status: 'queued', reason: PLACING_REASON }))
     view.update(stepEvent({ id: 'b', status: 'queued', reason: 'waiting for capacity: needs gpu 1; agent g: 1/1 GPUs in use' }))
     view.update(stepEvent({ id: 'b', status: 'queued', reason: 'waiting for capacity: needs gpu 1; agent g: 1/1 GPUs in use' }))
     view.update(stepEvent({ id: 'a', status: 'running', agent: 'cpu-1', attempts: 1, startedAt: Date.now() }))
