@@ -79,9 +79,8 @@ export function formatExplanation (e: Explanation): string {
   if (e.fingerprint !== null) lines.push(`fingerprint: ${e.fingerprint}`)
   if (e.comparedWith !== undefined) lines.push(`compared with: run ${e.comparedWith.runId} (${new Date(e.comparedWith.at).toISOString()})`)
   if (e.placement !== undefined) {
-    // A placement's reason starts with the agent's name (and devices) already.
-    const { agentName, reason } = e.placement
-    lines.push(`placed on ${reason.startsWith(`${agentName}:`) || reason.startsWith(`${agentName} on `) ? reason : `${agentName}: ${reason}`}`)
+    // The reason names the agent (and its devices) first: "gpu-box on GPU 0 (…): why".
+    lines.push(`placed on ${e.placement.reason}`)
     const waited = e.placement.waited
     if (waited !== undefined && (waited.reason !== undefined || waited.ms >= 1000)) {
       lines.push(`  after ${formatDuration(waited.ms)} in the queue${waited.reason === undefined ? '' : `, last ${waited.reason}`}`)

@@ -657,7 +657,8 @@ export class RunManager {
     const since = step.notBefore ?? (number === 1 ? step.readyAt : undefined)
     if (since !== undefined) {
       step.placement.waited = { ms: Math.max(0, attempt.startedAt - since) }
-      if (step.status === 'queued' && step.reason !== undefined) step.placement.waited.reason = step.reason
+      // The reason it waited for, if it did wait for something (not only to be placed).
+      if (step.status === 'queued' && step.reason !== undefined && step.reason !== PLACING_REASON) step.placement.waited.reason = step.reason
     }
     step.startedAt ??= attempt.startedAt
     delete step.notBefore

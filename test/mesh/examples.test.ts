@@ -65,6 +65,9 @@ describe('the bundled examples on a coordinator and three agents', () => {
     expect(why.placement?.waited?.reason).toMatch(/waiting for capacity: .*gpu 1.*agent gpu-box: 1\/1 GPUs .* in use/)
     const shown = await runCli(['explain', run.runId, second!.id, '--coordinator', mesh.url])
     expect(shown.stdout).toMatch(/after \S+ in the queue, last waiting for capacity/)
+    // A step placed the moment it was ready says nothing of a queue.
+    const { json: firstWhy } = await runCliJson<Explanation>(['explain', run.runId, first!.id, '--coordinator', mesh.url])
+    expect(firstWhy.placement?.waited?.reason).toBeUndefined()
     for (const id of ['train_narrow', 'train_wide']) {
       const { exitCode: logExit, stdout, stderr: logErr } = await runCli(['logs', run.runId, id, '--json', '--coordinator', mesh.url])
       expect(logExit, logErr).toBe(0)
