@@ -104,8 +104,9 @@ export class LogCapture {
   private redrawsLeftOut = 0
   /** Bytes of log before the cap; the rest of maxLog is for the tail. */
   private readonly headMax: number
-  /** The latest lines past the cap, oldest first, and their bytes in the log file. */
-  private readonly tail: Array<{ entry: LogLine, size: number }> = []
+  /** The latest lines past the cap, oldest first from `tailStart`, and their bytes in the log file. */
+  private tail: Array<{ entry: LogLine, size: number }> = []
+  private tailStart = 0
   private tailBytes = 0
   private readonly tailMaxBytes: number
   private readonly sources: Readable[] = []
@@ -145,9 +146,11 @@ export class LogCapture {
       this.note(`${this.redrawsLeftOut} progress-bar redraw(s) (output ending in a carriage return) were left out: one is kept every ${REDRAW_INTERVAL_MS / 1000} s, and the last`)
     }
     if (this.capped) {
-      const kept = this.tail.length
+      const kept = this.tail.length - this.tailStart
       this.note(`log cap of ${this.maxLog} bytes reached: ${this.linesDropped} line(s), ${this.bytesDropped} bytes of output were dropped here${kept > 0 ? `; the last ${kept} line(s) follow` : ''}`)
-      for (const { entry, size } of this.tail.splice(0)) this.keep(entry, formatLogLine(entry), size)
+      for (const { entry, size } of this.tail.slice(this.tailStart)) this.keep(entry, formatLogLine(entry), size)
+      this.tail = []
+      this.tailStart = 0
       this.tailBytes = 0
     }
     const file = this.file
@@ -275,11 +278,16 @@ export class LogCapture {
       // Held back for the end; what no longer fits in the tail is dropped, oldest first.
       this.tail.push({ entry, size })
       this.tailBytes += size
-      while (this.tailBytes > this.tailMaxBytes && this.tail.length > 0) {
-        const old = this.tail.shift() as { entry: LogLine, size: number }
+      while (this.tailBytes > this.tailMaxBytes && this.tailStart < this.tail.length) {
+        const old = this.tail[this.tailStart++] as { entry: LogLine, size: number }
         this.tailBytes -= old.size
         this.linesDropped++
         this.bytesDropped += Buffer.byteLength(old.entry.line)
+      }
+      // Array#shift moves every element: a chatty step past its cap would pay that per line.
+      if (this.tailStart > 4096 && this.tailStart * 2 > this.tail.length) {
+        this.tail = this.tail.slice(this.tailStart)
+        this.tailStart = 0
       }
       return
     }

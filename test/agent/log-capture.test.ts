@@ -6,9 +6,9 @@ import { PassThrough } from 'node:stream'
 import { LogCapture } from '../../agent/log-capture.js'
 import type { LogLine } from '../../src/protocol/task.js'
 
-async function capture (chunks: string[]): Promise<string[]> {
+async function capture (chunks: string[], maxLogBytes?: number): Promise<string[]> {
   const lines: LogLine[] = []
-  const log = new LogCapture({ onLine: l => lines.push(l) })
+  const log = new LogCapture({ onLine: l => lines.push(l), ...(maxLogBytes === undefined ? {} : { maxLogBytes }) })
   const source = new PassThrough()
   log.attach(source, 'stdout')
   for (const c of chunks) source.write(c)
@@ -28,5 +28,17 @@ describe('LogCapture', () => {
     expect(lines[0]).toBe('10%')
     expect(lines).toContain('done')
     expect(lines.at(-1)).toMatch(/^\[pipemesh\] 2 progress-bar redraw\(s\)/)
+  })
+
+  it('keeps the first and the last lines of a log far over its cap, and accounts for every line', async () => {
+    const total = 50_000
+    const lines = await capture([Array.from({ length: total }, (_, i) => `line ${i}\n`).join('')], 40_000)
+    const notes = lines.filter(l => l.startsWith('[pipemesh]'))
+    expect(notes).toHaveLength(2)
+    const [, dropped, kept] = /(\d+) line\(s\), \d+ bytes of output were dropped here; the last (\d+) line\(s\) follow/.exec(notes[1] ?? '') ?? []
+    const head = lines.indexOf(notes[0]!)
+    expect(lines[0]).toBe('line 0')
+    expect(head + Number(dropped) + Number(kept)).toBe(total)
+    expect(lines.slice(-Number(kept))).toEqual(Array.from({ length: Number(kept) }, (_, i) => `line ${total - Number(kept) + i}`))
   })
 })
