@@ -262,8 +262,8 @@ token.command('create')
   .addOption(coordinatorOption())
   .action(async (opts: { ttl: string, json?: boolean, coordinator?: string }) => {
     jsonMode = opts.json === true
-    const { parseDuration } = await import('../src/util/units.js')
-    const ttlMs = parseDuration(opts.ttl)
+    const { durationFlag } = await import('./flags.js')
+    const ttlMs = durationFlag('--ttl', opts.ttl)
     const created = await withApi(opts.coordinator, async api => await api.createToken(ttlMs))
     print(jsonMode, created, () => created.token)
     if (!jsonMode && process.stderr.isTTY === true) {
@@ -356,8 +356,8 @@ store.command('gc')
     const keep = wholeNumber('--keep-runs', opts.keepRuns, 0)
     const { storeGc, formatMeshGc } = await import('./commands/store.js')
     if (opts.coordinator !== undefined) {
-      const { parseDuration } = await import('../src/util/units.js')
-      const graceMs = parseDuration(opts.grace)
+      const { durationFlag } = await import('./flags.js')
+      const graceMs = durationFlag('--grace', opts.grace)
       if (!jsonMode) process.stderr.write(`collecting garbage: runs beyond the newest ${keep} of each pipeline, then on every connected agent…\n`)
       const report = await withApi(opts.coordinator, async api => await api.collectGarbage(keep, { graceMs }))
       print(jsonMode, report, () => formatMeshGc(report))

@@ -3,7 +3,7 @@
 
 import { hostname } from 'node:os'
 import { PipemeshError } from '../../src/errors.js'
-import { parseBytes, parseDuration } from '../../src/util/units.js'
+import { durationFlag, sizeFlag } from '../flags.js'
 import { createLogger } from '../logger.js'
 
 export async function runCoordinatorDaemon (options: { dataDir: string, listen: string, api: string, lease: string, gcEvery?: string | undefined, keepRuns: number, apiTokenFile?: string | undefined, logLevel?: string | undefined }): Promise<void> {
@@ -18,10 +18,10 @@ export async function runCoordinatorDaemon (options: { dataDir: string, listen: 
   }
   const { Coordinator } = await import('../../coordinator/coordinator.js')
   const { startApiServer } = await import('../../coordinator/api.js')
-  const gcEveryMs = options.gcEvery === undefined ? undefined : parseDuration(options.gcEvery)
+  const gcEveryMs = options.gcEvery === undefined ? undefined : durationFlag('--gc-every', options.gcEvery)
   if (gcEveryMs !== undefined && gcEveryMs < 1000) throw new PipemeshError('INVALID_ARGUMENT', `--gc-every ${options.gcEvery ?? ''} is too often: a collection reads every run record; give 1s or more (1h suits most meshes)`)
   const gc = gcEveryMs === undefined ? {} : { gc: { keepRuns: options.keepRuns, everyMs: gcEveryMs } }
-  const coordinator = await Coordinator.start({ dataDir: options.dataDir, listen: [options.listen], logger, leaseMs: parseDuration(options.lease), ...gc })
+  const coordinator = await Coordinator.start({ dataDir: options.dataDir, listen: [options.listen], logger, leaseMs: durationFlag('--lease', options.lease), ...gc })
   const { server, url } = await startApiServer({
     api: coordinator, host, port: Number(portText), logger,
     ...(apiToken === undefined ? {} : { token: apiToken }),
@@ -62,20 +62,12 @@ export async function runAgentDaemon (options: { dataDir: string, coordinator: s
     labels: parseLabels(options.label)
   }
   if (options.resources !== undefined) agentOptions.resources = parseResourceOverrides(options.resources)
-  if (options.maxArtifactSize !== undefined) agentOptions.maxArtifactBytes = sizeOption('--max-artifact-size', options.maxArtifactSize)
-  if (options.maxLogSize !== undefined) agentOptions.maxLogBytes = sizeOption('--max-log-size', options.maxLogSize)
+  if (options.maxArtifactSize !== undefined) agentOptions.maxArtifactBytes = sizeFlag('--max-artifact-size', options.maxArtifactSize)
+  if (options.maxLogSize !== undefined) agentOptions.maxLogBytes = sizeFlag('--max-log-size', options.maxLogSize)
   const agent = await Agent.start(agentOptions)
   const stopped = waitForStop(async () => { await agent.stop() })
   process.stdout.write(`pipemesh agent ${agent.peerId} (${agent.name})\n  data:   ${options.dataDir}\n  libp2p: ${agent.multiaddrs().join(' ')}\n`)
   await stopped
-}
-
-function sizeOption (flag: string, value: string): number {
-  try {
-    const bytes = parseBytes(value)
-    if (bytes > 0) return bytes
-  } catch {}
-  throw new PipemeshError('INVALID_ARGUMENT', `${flag} "${value}" must be a positive size such as 512MiB or 10GiB`)
 }
 
 function isLoopback (host: string): boolean {

@@ -136,6 +136,17 @@ describe('pipemesh coordinator --gc-every', () => {
     expect(exitCode).toBe(2)
     expect(stderr).toContain('--gc-every 100ms is too often')
   })
+
+  it('names the flag whose duration it cannot read', async () => {
+    const never = join(tmpdir(), `pipemesh-never-${process.pid}`)
+    const daemon = await runCli(['--data', never, 'coordinator', '--api', '127.0.0.1:0', '--gc-every', 'soon'])
+    expect(daemon.exitCode).toBe(2)
+    expect(daemon.stderr).toContain('--gc-every: invalid duration "soon": expected')
+    // Checked before anything is asked of a coordinator (nothing listens on port 9).
+    const gc = await runCli(['store', 'gc', '--coordinator', 'http://127.0.0.1:9', '--grace', '5x'])
+    expect(gc.exitCode).toBe(2)
+    expect(gc.stderr).toContain('--grace: invalid duration "5x"')
+  })
 })
 
 async function writePipeline (dir: string, n: number, text: string): Promise<string> {
