@@ -17,7 +17,7 @@ import { loadOrCreatePrivateKey } from '../src/net/identity.js'
 import { openChannel, type MessageChannel } from '../src/protocol/channel.js'
 import { fetchArtifact, serveArtifacts, transferStats, type TransferStats } from '../src/net/transfer.js'
 import {
-  CODE_SOURCE, CONTROL_PROTOCOL, ENVIRONMENT_SOURCE, ENVIRONMENT_UNUSED_MS, FETCH_PROGRESS_MS, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema,
+  CHECKPOINT_SOURCE, CODE_SOURCE, CONTROL_PROTOCOL, ENVIRONMENT_SOURCE, ENVIRONMENT_UNUSED_MS, FETCH_PROGRESS_MS, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema, describeSource,
   type AgentMessage, type CoordinatorMessage, type PeerAddress, type WireCapabilities
 } from '../src/protocol/messages.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
@@ -435,8 +435,11 @@ export class Agent {
       return { attemptId: task.attemptId, status: cancelled ? 'cancelled' : 'failed', exitCode: null, outputs: {}, error: toWireError(err), startedAt, finishedAt: Date.now() }
     }
     const lines = new LogBatcher(batch => { this.sendNow({ type: 'log', attemptId: task.attemptId, lines: batch }) })
+    // This attempt's checkpoint saves, oldest first. Two are kept while it runs: whichever of them
+    // the coordinator last heard of is still here to restore after a crash.
+    const saves: Digest[] = []
     try {
-      return await runAttempt(task, {
+      const result = await runAttempt(task, {
         store: this.store,
         environments: this.environments,
         workdirs: this.workdirs,
@@ -447,10 +450,37 @@ export class Agent {
         onResult: result => { lines.flush(); report(result) },
         trackDir: join(this.options.dataDir, 'pids'),
         ...(this.options.maxLogBytes === undefined ? {} : { maxLogBytes: this.options.maxLogBytes }),
-        repairContent: async (what, digest) => { await this.repairContent(what, digest, sources, signal, log) }
+        repairContent: async (what, digest) => { await this.repairContent(what, digest, sources, signal, log) },
+        onCheckpoint: ref => {
+          this.deliver({ type: 'checkpoint', attemptId: task.attemptId, ref, at: Date.now() })
+          saves.push(ref.digest)
+          if (saves.length > 2) void this.dropCheckpoints(saves.splice(0, saves.length - 2), log)
+        },
+        logger: log
       })
+      // A step that succeeded has no use for its saves.
+      if (result.status === 'succeeded' && saves.length > 0) void this.dropCheckpoints(saves, log)
+      return result
     } finally {
       lines.flush()
+    }
+  }
+
+  /**
+   * Removes superseded checkpoint saves from the store at once (a training's checkpoint can be
+   * many GiB, saved every few minutes: waiting for a gc would fill the disk). Only what was stored
+   * as a checkpoint goes: a save identical to some other artifact held here is left to gc.
+   */
+  private async dropCheckpoints (digests: Digest[], log: Logger): Promise<void> {
+    try {
+      const drop: Digest[] = []
+      for (const digest of digests) if ((await this.store.held(digest))?.label?.startsWith('checkpoint of ') === true) drop.push(digest)
+      if (drop.length === 0) return
+      const { removedRoots, freedBytes } = await this.store.dropRoots(drop, Infinity)
+      if (removedRoots.length > 0) this.sendNow({ type: 'holdings', add: [], remove: removedRoots })
+      log.debug({ dropped: removedRoots.length, freedBytes }, 'dropped superseded checkpoint saves')
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'dropping superseded checkpoint saves failed; gc will remove them')
     }
   }
 
@@ -475,11 +505,12 @@ export class Agent {
     if (task.code !== undefined) wanted.push({ name: CODE_SOURCE, digest: task.code })
     if (task.environment !== undefined) wanted.push({ name: ENVIRONMENT_SOURCE, digest: task.environment.files })
     for (const [name, ref] of Object.entries(task.inputs)) wanted.push({ name, digest: ref.digest })
+    if (task.checkpoint?.restore !== undefined) wanted.push({ name: CHECKPOINT_SOURCE, digest: task.checkpoint.restore.digest })
     const fetched: ArtifactRef[] = []
     for (const { name, digest } of wanted) {
       if (await this.store.has(digest)) continue
       const holders = sources[name] ?? []
-      if (holders.length === 0) throw new PipemeshError('MISSING_CONTENT', `input ${name} (${digest}) is not in this agent's store and no other agent holds it`, { retryable: true })
+      if (holders.length === 0) throw new PipemeshError('MISSING_CONTENT', `${describeSource(name)} (${digest}) is not in this agent's store and no other agent holds it`, { retryable: true })
       log.debug({ input: name, digest, holders: holders.length }, 'fetching input from peers')
       // Progress goes to the coordinator, which shows it with the step (a large input can take
       // minutes, before the step's process even starts).

@@ -3,15 +3,18 @@
 // outputs and the log stored. Step failures come back as an AttemptResult, never as a throw.
 
 import { existsSync, mkdirSync } from 'node:fs'
-import { chmod, lstat, readdir, realpath } from 'node:fs/promises'
-import { join, relative, sep } from 'node:path'
+import { chmod, lstat, realpath } from 'node:fs/promises'
+import { dirname, join, sep } from 'node:path'
 import { CorruptContentError, MissingContentError, PipemeshError, toWireError, type WireError } from '../src/errors.js'
-import { CODE_SOURCE } from '../src/protocol/messages.js'
+import type { Logger } from 'pino'
+import { CHECKPOINT_SOURCE, CODE_SOURCE, describeSource } from '../src/protocol/messages.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import type { EnvironmentManager, PreparedEnvironment } from './environments.js'
 import { inheritedEnv, runProcess } from './process.js'
 import type { AttemptDirs, WorkdirPool } from './workdirs.js'
+import { diffTrees, snapshotTree } from './tree-state.js'
+import { CheckpointSaver } from './checkpoints.js'
 
 /** What the executor needs of the content store (src/store/content-store.ts implements it). */
 export interface ContentStoreLike {
@@ -46,6 +49,9 @@ export interface AttemptDeps {
    * `.code` for the code snapshot. Without it, such an attempt fails.
    */
   repairContent?: (what: string, digest: Digest) => Promise<void>
+  /** A save of the step's checkpoint directory taken while it runs (see checkpoints.ts). */
+  onCheckpoint?: (ref: ArtifactRef) => void
+  logger?: Logger
 }
 
 /** Top-level names of the working directory that the code snapshot may not use. */
@@ -58,7 +64,7 @@ const RESERVED = ['inputs', 'outputs']
  * given none sees none (CUDA_VISIBLE_DEVICES='', NVIDIA_VISIBLE_DEVICES='none'), so that a
  * `gpu: 0` step cannot take memory on a GPU that the scheduler gave to another step.
  */
-function stepEnv (task: Task, base: Record<string, string>, workdir: string, tmpDir: string): Record<string, string> {
+function stepEnv (task: Task, base: Record<string, string>, workdir: string, tmpDir: string, checkpointDir: string | undefined): Record<string, string> {
   const gpus = task.gpus.join(',')
   return {
     ...base,
@@ -70,6 +76,7 @@ function stepEnv (task: Task, base: Record<string, string>, workdir: string, tmp
     PIPEMESH_ATTEMPT: String(task.attempt),
     PIPEMESH_ATTEMPT_ID: task.attemptId,
     PIPEMESH_WORKDIR: workdir,
+    ...(checkpointDir === undefined ? {} : { PIPEMESH_CHECKPOINT_DIR: checkpointDir }),
     CUDA_VISIBLE_DEVICES: gpus,
     NVIDIA_VISIBLE_DEVICES: task.gpus.length > 0 ? gpus : 'none'
   }
@@ -107,10 +114,12 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
 
   let env: Record<string, string>
   let inputsBefore: Map<string, string> | undefined
+  let checkpointDir: string | undefined
   try {
     await prepareWorkdir(task, deps, workdir)
     if (Object.keys(task.inputs).length > 0) inputsBefore = await snapshotTree(join(workdir, 'inputs'))
-    env = stepEnv(task, deps.baseEnv ?? inheritedEnv(), workdir, tmpDir)
+    if (task.checkpoint !== undefined) checkpointDir = await prepareCheckpoint(task, deps, workdir)
+    env = stepEnv(task, deps.baseEnv ?? inheritedEnv(), workdir, tmpDir, checkpointDir)
     if (task.environment !== undefined) {
       prepared = await deps.environments.prepare(task.environment, { ...signalOpt(deps.signal), ...(deps.onLine !== undefined ? { onLine: deps.onLine } : {}) })
       env = await deps.environments.apply(prepared, workdir, env)
@@ -122,6 +131,18 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
   }
 
   const secrets = Object.values(task.secrets ?? {})
+  const saver = checkpointDir === undefined || task.checkpoint === undefined
+    ? undefined
+    : new CheckpointSaver({
+      dir: checkpointDir,
+      everyMs: task.checkpoint.everyMs,
+      store: deps.store,
+      label: `checkpoint of ${task.runId}/${task.stepId} attempt ${task.attempt}`,
+      ...(task.checkpoint.restore === undefined ? {} : { initial: task.checkpoint.restore.digest }),
+      onSaved: ref => { deps.onCheckpoint?.(ref) },
+      ...(deps.logger === undefined ? {} : { log: deps.logger })
+    })
+  saver?.start()
   let r
   try {
     r = await runProcess({
@@ -139,9 +160,11 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
       ...signalOpt(deps.signal)
     })
   } catch (err) {
+    await saver?.stop()
     await cleanup()
     return failure(err)
   }
+  await saver?.stop()
 
   const base: Partial<AttemptResult> = { exitCode: r.exitCode, ...(r.signal !== null ? { signal: r.signal } : {}) }
   // The log is kept whatever happened: it is what explains a failure.
@@ -166,6 +189,11 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
     result = finish('failed', { ...base, error: wire('STEP_FAILED', `${step} ${how}${tail}`, hint) })
   } else {
     result = await collect(task, deps, workdir, inputsBefore, base, finish)
+  }
+  if (saver !== undefined && result.status !== 'succeeded') {
+    // Where the step got to, for the next attempt: more recent than the last periodic save.
+    const last = await saver.finish()
+    if (last !== undefined) result = { ...result, checkpoint: last }
   }
   // The outcome is final: whoever waits for it need not also wait for the directories to go.
   deps.onResult?.(result)
@@ -215,10 +243,25 @@ async function materializeRepairing (deps: AttemptDeps, what: string, digest: Di
       await deps.repairContent(what, digest)
     } catch (repairErr) {
       const code = repairErr instanceof PipemeshError && (repairErr.code === 'CANCELLED' || repairErr.code === 'LIMIT_EXCEEDED') ? repairErr.code : (err as PipemeshError).code
-      throw new PipemeshError(code, `${what === CODE_SOURCE ? 'the code snapshot' : `input ${what}`} (${digest}) is damaged in this agent's store (${(err as Error).message}) and could not be fetched again: ${(repairErr as Error).message}`, { cause: repairErr })
+      throw new PipemeshError(code, `${what === CODE_SOURCE ? 'the code snapshot' : describeSource(what)} (${digest}) is damaged in this agent's store (${(err as Error).message}) and could not be fetched again: ${(repairErr as Error).message}`, { cause: repairErr })
     }
     await deps.store.materialize(digest, dest, options)
   }
+}
+
+/**
+ * Makes the step's checkpoint directory: the save to resume from, restored writable, or an empty
+ * directory. Returns its absolute path.
+ */
+async function prepareCheckpoint (task: Task, deps: AttemptDeps, workdir: string): Promise<string> {
+  const checkpoint = task.checkpoint!
+  const dir = join(workdir, checkpoint.path)
+  if (existsSync(dir)) throw new PipemeshError('INVALID_ARGUMENT', `step "${task.stepId}": its code has "${checkpoint.path}", the step's checkpoint directory; keep the checkpoint directory apart from the code`)
+  mkdirSync(dirname(dir), { recursive: true })
+  if (checkpoint.restore === undefined) mkdirSync(dir)
+  else if (checkpoint.restore.kind !== 'tree') throw new PipemeshError('INVALID_ARGUMENT', `step "${task.stepId}": the checkpoint to restore (${checkpoint.restore.digest}) is a file, not a directory`)
+  else await materializeRepairing(deps, CHECKPOINT_SOURCE, checkpoint.restore.digest, dir, signalOpt(deps.signal))
+  return dir
 }
 
 type Finish = (status: AttemptResult['status'], extra?: Partial<AttemptResult>) => AttemptResult
@@ -266,28 +309,6 @@ async function collect (task: Task, deps: AttemptDeps, workdir: string, inputsBe
     return finish('failed', { ...base, error: { ...w, message: `${step}: storing its outputs failed: ${w.message}` } })
   }
   return finish('succeeded', { ...base, outputs })
-}
-
-/** Every entry under `dir` with what changes when it is written, replaced, added or removed. */
-async function snapshotTree (dir: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>()
-  const walk = async (abs: string): Promise<void> => {
-    for (const d of await readdir(abs, { withFileTypes: true })) {
-      const p = join(abs, d.name)
-      const st = await lstat(p, { bigint: true })
-      out.set(relative(dir, p), `${st.mode}:${st.size}:${st.mtimeNs}:${st.ino}`)
-      if (st.isDirectory()) await walk(p)
-    }
-  }
-  await walk(dir)
-  return out
-}
-
-function diffTrees (before: Map<string, string>, after: Map<string, string>): string[] {
-  const changed: string[] = []
-  for (const [p, v] of before) if (after.get(p) !== v) changed.push(p)
-  for (const p of after.keys()) if (!before.has(p)) changed.push(p)
-  return changed.sort()
 }
 
 function unsafeNames (task: Task): string | undefined {

@@ -28,10 +28,21 @@ export function formatRun (run: RunSummary): string {
     history.push(`attempts of ${s.id}:`)
     for (const a of s.history) {
       const took = a.durationMs === null ? 'running' : formatDuration(a.durationMs)
-      history.push(`  ${a.number}. ${a.agent}: ${a.state}, exit ${a.exitCode ?? '-'}, ${took}${a.error === undefined ? '' : ` (${a.error})`}`)
+      const resumed = a.resumedFrom === undefined ? '' : `, resumed from ${describeSave(a.resumedFrom, run.runId)}`
+      history.push(`  ${a.number}. ${a.agent}: ${a.state}, exit ${a.exitCode ?? '-'}, ${took}${resumed}${a.error === undefined ? '' : ` (${a.error})`}`)
     }
   }
+  // Steps that did not finish and have a save to resume from: where a rerun would start.
+  for (const s of run.steps) {
+    if (s.checkpoint === undefined || s.status === 'succeeded' || s.status === 'reused') continue
+    history.push(`checkpoint of ${s.id}: ${formatBytes(s.checkpoint.size)} saved by ${describeSave(s.checkpoint, run.runId)} on ${s.checkpoint.agent}, ${new Date(s.checkpoint.at).toISOString()}`)
+  }
   return `${head}\n${table(rows)}\n${tally}${history.length === 0 ? '' : `\n${history.join('\n')}`}${run.error === undefined ? '' : `\nerror: ${run.error}`}`
+}
+
+/** "attempt 2", or "attempt 2 of run r-…" when another run took the save. */
+function describeSave (save: { attempt: number, runId: string }, runId: string): string {
+  return save.runId === runId ? `attempt ${save.attempt}` : `attempt ${save.attempt} of run ${save.runId}`
 }
 
 export function formatRuns (runs: RunListEntry[]): string {
@@ -90,6 +101,10 @@ export function formatExplanation (e: Explanation): string {
   for (const a of e.attempts) {
     const took = a.finishedAt === undefined ? 'running' : formatDuration(a.finishedAt - a.startedAt)
     lines.push(`attempt ${a.number} on ${a.agentName}: ${a.state}, exit ${a.exitCode ?? '-'}, ${took}${a.error === undefined ? '' : ` (${a.error.message.split('\n')[0] ?? ''})`}`)
+    if (a.resumedFrom !== undefined) {
+      const save = a.resumedFrom
+      lines.push(`  resumed from the checkpoint saved by ${describeSave(save, e.runId)} on ${save.agentName} at ${new Date(save.at).toISOString()} (${formatBytes(save.ref.size)})`)
+    }
   }
   return lines.join('\n')
 }

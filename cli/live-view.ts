@@ -3,7 +3,7 @@
 // CI logs), one printed line per state change and per input fetched.
 
 import logUpdate from 'log-update'
-import { CODE_SOURCE, ENVIRONMENT_SOURCE } from '../src/protocol/messages.js'
+import { describeSource as inputLabel } from '../src/protocol/messages.js'
 import { PLACING_REASON, type RunEvent, type StepStatus, type StepSummary } from '../src/run/types.js'
 import { formatBytes, formatDuration } from '../src/util/units.js'
 
@@ -99,12 +99,6 @@ export class LiveView {
     }
     return text
   }
-}
-
-function inputLabel (input: string): string {
-  if (input === CODE_SOURCE) return 'its code'
-  if (input === ENVIRONMENT_SOURCE) return 'its environment files'
-  return `input ${input}`
 }
 
 function rate (f: FetchEvent): string {

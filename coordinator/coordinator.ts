@@ -27,6 +27,7 @@ import { CoordinatorDb } from './db.js'
 import { AgentRegistry } from './agents.js'
 import { RUN_EVENT, RunManager } from './runs.js'
 import { UploadBroker } from './uploads.js'
+import { CheckpointReplicas } from './checkpoint-replicas.js'
 import { GcBroker, addRunReferences } from './gc.js'
 import { listenWhereLastTime } from './listen-address.js'
 import { Membership, type Member } from './membership.js'
@@ -57,6 +58,7 @@ export class Coordinator implements CoordinatorApi {
   readonly registry = new AgentRegistry()
   readonly uploads: UploadBroker
   private readonly gcBroker: GcBroker
+  private readonly replicas: CheckpointReplicas
   readonly membership: Membership
   readonly secrets: SecretStore
   private readonly db: CoordinatorDb
@@ -80,7 +82,8 @@ export class Coordinator implements CoordinatorApi {
     this.log = options.logger
     this.leaseMs = options.leaseMs ?? 15_000
     this.heartbeatMs = options.heartbeatMs ?? Math.max(250, Math.floor(this.leaseMs / 5))
-    this.runs = new RunManager({ db, agents: this.registry, logger: this.log, leaseMs: this.leaseMs })
+    this.replicas = new CheckpointReplicas(this.registry, this.log)
+    this.runs = new RunManager({ db, agents: this.registry, logger: this.log, leaseMs: this.leaseMs, replicas: this.replicas })
     this.uploads = new UploadBroker(this.registry, this.log)
     this.gcBroker = new GcBroker(this.registry, this.log)
   }
@@ -163,6 +166,7 @@ export class Coordinator implements CoordinatorApi {
     this.stopping.abort(new PipemeshError('CANCELLED', 'coordinator shutting down'))
     if (this.gcTimer !== undefined) clearTimeout(this.gcTimer)
     if (this.watchdog !== undefined) clearInterval(this.watchdog)
+    this.replicas.close()
     for (const timer of this.leases.values()) clearTimeout(timer)
     for (const channel of this.channels.values()) channel.abort(new PipemeshError('UNREACHABLE', 'coordinator shutting down'))
     await this.runs.close()
@@ -223,6 +227,7 @@ export class Coordinator implements CoordinatorApi {
         this.registry.disconnect(agentId)
         this.uploads.agentGone(agentId)
         this.gcBroker.agentGone(agentId)
+        this.replicas.agentGone(agentId)
         log.info('agent disconnected')
         this.startLease(agentId, 'disconnected')
       }
@@ -341,6 +346,9 @@ export class Coordinator implements CoordinatorApi {
       case 'started':
         this.runs.attemptStarted(agentId, msg.attemptId, msg.pid)
         break
+      case 'checkpoint':
+        this.runs.attemptCheckpoint(agentId, msg.attemptId, msg.ref, msg.at)
+        break
       case 'log':
         this.runs.attemptLog(agentId, msg.attemptId, msg.lines)
         break
@@ -351,7 +359,9 @@ export class Coordinator implements CoordinatorApi {
         this.runs.attemptFinished(agentId, msg.result)
         break
       case 'fetched':
+        // Each ignores the replies to requests it did not make.
         this.uploads.onFetched(agentId, msg)
+        this.replicas.onFetched(agentId, msg)
         break
       case 'collected':
         this.gcBroker.onCollected(agentId, msg)
@@ -370,6 +380,7 @@ export class Coordinator implements CoordinatorApi {
         this.registry.disconnect(session.id)
         this.uploads.agentGone(session.id)
         this.gcBroker.agentGone(session.id)
+        this.replicas.agentGone(session.id)
         channel?.abort(new PipemeshError('UNREACHABLE', 'no heartbeat within the lease'))
         this.clearLease(session.id)
         this.runs.agentLost(session.id, `no heartbeat for more than ${this.leaseMs} ms`)
@@ -434,6 +445,11 @@ export class Coordinator implements CoordinatorApi {
     }
     for (const runId of removed) await this.db.deleteRun(runId, { keepReuse: fingerprints })
     for await (const entry of this.db.listReuse()) for (const ref of Object.values(entry.outputs)) keep.add(ref.digest)
+    // Saves of steps that have not succeeded yet: a rerun of the pipeline resumes from them.
+    for await (const saved of this.db.listCheckpoints()) {
+      keep.add(saved.ref.digest)
+      if (saved.older !== undefined) keep.add(saved.older.ref.digest)
+    }
     return { keep, removedRuns: removed.length }
   }
 

@@ -7,7 +7,7 @@
 
 import { Level } from 'level'
 import type { AbstractBatchOperation } from 'abstract-level'
-import type { RunRecord, StepRecord, Submission, RunEvent } from '../src/run/types.js'
+import type { CheckpointRecord, RunRecord, StepRecord, Submission, RunEvent } from '../src/run/types.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import type { FingerprintParts } from '../src/fingerprint.js'
 
@@ -34,6 +34,8 @@ export class CoordinatorDb {
   private readonly db: Level<string, unknown>
   private pending = new Map<string, { type: 'put', key: string, value: unknown } | { type: 'del', key: string }>()
   private flushing: Promise<void> | undefined
+  /** The writes of the batch being written (flushing), readable until it is on disk. */
+  private inflight = new Map<string, { type: 'put', key: string, value: unknown } | { type: 'del', key: string }>()
   private scheduled = false
 
   private constructor (db: Level<string, unknown>) {
@@ -72,6 +74,18 @@ export class CoordinatorDb {
 
   deleteReuse (fingerprint: Digest): void {
     this.unstage(`reuse${SEP}${fingerprint}`)
+  }
+
+  /**
+   * The newest checkpoint save of a step with this fingerprint that has not succeeded yet: what
+   * its next attempt, in this run or a later one, resumes from.
+   */
+  putCheckpoint (fingerprint: Digest, entry: CheckpointRecord): void {
+    this.stage(`ckpt${SEP}${fingerprint}`, entry)
+  }
+
+  deleteCheckpoint (fingerprint: Digest): void {
+    this.unstage(`ckpt${SEP}${fingerprint}`)
   }
 
   putHistory (pipeline: string, entry: HistoryEntry): void {
@@ -114,6 +128,15 @@ export class CoordinatorDb {
 
   async getReuse (fingerprint: Digest): Promise<ReuseEntry | undefined> {
     return await this.get<ReuseEntry>(`reuse${SEP}${fingerprint}`)
+  }
+
+  async getCheckpoint (fingerprint: Digest): Promise<CheckpointRecord | undefined> {
+    return await this.get<CheckpointRecord>(`ckpt${SEP}${fingerprint}`)
+  }
+
+  async * listCheckpoints (): AsyncIterable<CheckpointRecord> {
+    await this.flush()
+    for await (const value of this.db.values(range(`ckpt${SEP}`))) yield value as CheckpointRecord
   }
 
   async * listReuse (): AsyncIterable<ReuseEntry> {
@@ -162,8 +185,8 @@ export class CoordinatorDb {
   }
 
   /**
-   * Removes a run with its steps and logs, and the reuse entries it created (except those whose
-   * fingerprint is in `keepReuse`), in one batch.
+   * Removes a run with its steps and logs, and the reuse entries and checkpoint saves it created
+   * (except those whose fingerprint is in `keepReuse`), in one batch.
    */
   async deleteRun (runId: string, options: { keepReuse?: ReadonlySet<string> } = {}): Promise<void> {
     await this.flush()
@@ -177,6 +200,8 @@ export class CoordinatorDb {
       if (step.fingerprint !== undefined && options.keepReuse?.has(step.fingerprint) !== true) {
         const reuse = await this.getReuse(step.fingerprint)
         if (reuse?.runId === runId) keys.push(`reuse${SEP}${step.fingerprint}`)
+        const saved = await this.getCheckpoint(step.fingerprint)
+        if (saved?.runId === runId) keys.push(`ckpt${SEP}${step.fingerprint}`)
       }
     }
     await this.db.batch(keys.map(key => ({ type: 'del' as const, key })))
@@ -212,8 +237,10 @@ export class CoordinatorDb {
   private async writeBatch (): Promise<void> {
     if (this.pending.size === 0) return
     const ops = [...this.pending.values()] as Array<AbstractBatchOperation<Level<string, unknown>, string, unknown>>
+    this.inflight = this.pending
     this.pending = new Map()
     this.flushing = this.db.batch(ops).finally(() => {
+      this.inflight = new Map()
       this.flushing = undefined
       if (this.pending.size > 0) this.schedule()
     })
@@ -221,6 +248,9 @@ export class CoordinatorDb {
   }
 
   private async get<T> (key: string): Promise<T | undefined> {
+    // A write staged and not yet flushed is the current value.
+    const staged = this.pending.get(key) ?? this.inflight.get(key)
+    if (staged !== undefined) return staged.type === 'put' ? staged.value as T : undefined
     const value = await this.db.get(key)
     return value === undefined ? undefined : value as T
   }

@@ -16,7 +16,7 @@ import { AgentReplies } from './agent-replies.js'
 type Collected = Extract<AgentMessage, { type: 'collected' }>
 type AgentReport = MeshGcReport['agents'][number]
 
-/** Adds what one run references to `into`: its inputs, code, environments, outputs and logs. */
+/** Adds what one run references to `into`: its inputs, code, environments, outputs, logs and checkpoint saves. */
 export function addRunReferences (into: Set<Digest>, artifacts: SubmissionArtifacts, steps: Iterable<StepRecord>): void {
   for (const ref of Object.values(artifacts.inputs)) into.add(ref.digest)
   for (const code of Object.values(artifacts.code)) into.add(code.ref.digest)
@@ -24,6 +24,11 @@ export function addRunReferences (into: Set<Digest>, artifacts: SubmissionArtifa
   for (const step of steps) {
     for (const ref of Object.values(step.outputs)) into.add(ref.digest)
     for (const attempt of step.attempts) if (attempt.log !== undefined) into.add(attempt.log.digest)
+    // A step that succeeded has no use for its saves; one that did not may yet resume from them.
+    if (step.checkpoint !== undefined && step.status !== 'succeeded' && step.status !== 'reused') {
+      into.add(step.checkpoint.ref.digest)
+      if (step.checkpoint.older !== undefined) into.add(step.checkpoint.older.ref.digest)
+    }
   }
 }
 

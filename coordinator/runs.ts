@@ -14,12 +14,12 @@ import { computeFingerprint, FINGERPRINT_SCHEME, type FingerprintParts } from '.
 import { placeStep, allocate, release } from '../src/scheduler/index.js'
 import type { CandidateReport } from '../src/scheduler/types.js'
 import type { Pipeline, StepSpec } from '../src/spec/types.js'
-import { CODE_SOURCE, ENVIRONMENT_SOURCE, type AgentMessage } from '../src/protocol/messages.js'
+import { CHECKPOINT_SOURCE, CODE_SOURCE, ENVIRONMENT_SOURCE, type AgentMessage } from '../src/protocol/messages.js'
 import type { AttemptResult, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import {
   DONE_STEP_STATUSES, PLACING_REASON, TERMINAL_STEP_STATUSES,
-  type AttemptRecord, type AttemptSummary, type RunEvent, type RunRecord, type RunSummary, type StepRecord, type StepSummary, type Submission
+  type AttemptRecord, type AttemptSummary, type CheckpointRecord, type RunEvent, type RunRecord, type RunSummary, type StepRecord, type StepSummary, type Submission
 } from '../src/run/types.js'
 import type { RunListEntry } from '../src/client/api.js'
 import { formatDuration } from '../src/util/units.js'
@@ -27,6 +27,7 @@ import type { CoordinatorDb } from './db.js'
 import type { AgentRegistry } from './agents.js'
 import { checkContent, type ContentVerdict } from './content-check.js'
 import { addRunReferences } from './gc.js'
+import type { CheckpointReplicas } from './checkpoint-replicas.js'
 
 interface ActiveRun {
   record: RunRecord
@@ -76,6 +77,8 @@ export interface RunManagerInit {
   logger: Logger
   /** The agents' lease: after a restart, how long agents may take to reconnect and report what they hold. */
   leaseMs?: number
+  /** Keeps a second copy of each step's newest checkpoint save on another agent. */
+  replicas?: CheckpointReplicas
 }
 
 /** The channel of `events` that carries run events alone ('event' carries every event). */
@@ -93,6 +96,7 @@ export class RunManager {
   private logSeq = new Map<string, number>()
   private closed = false
   private readonly leaseMs: number
+  private readonly replicas: CheckpointReplicas | undefined
   /** Set by recover(): until then, content nobody has announced yet is not presumed lost. */
   private graceUntil = 0
 
@@ -101,6 +105,7 @@ export class RunManager {
     this.agents = init.agents
     this.log = init.logger
     this.leaseMs = init.leaseMs ?? 15_000
+    this.replicas = init.replicas
     this.events.setMaxListeners(0)
   }
 
@@ -187,6 +192,7 @@ export class RunManager {
       // What the attempt stored is held by its agent whatever became of the attempt.
       const produced = Object.values(result.outputs)
       if (result.log !== undefined) produced.push(result.log)
+      if (result.checkpoint !== undefined) produced.push(result.checkpoint)
       if (produced.length > 0) this.agents.addHoldings(agentId, produced)
       const found = this.lookupAttempt(agentId, result.attemptId)
       if (found === undefined) {
@@ -205,6 +211,7 @@ export class RunManager {
       attempt.finishedAt = result.finishedAt
       if (result.error !== undefined) attempt.error = result.error
       if (result.log !== undefined) attempt.log = result.log
+      if (result.checkpoint !== undefined) this.recordCheckpoint(run, step, attempt, result.checkpoint, result.finishedAt)
       if (result.status === 'succeeded') {
         this.succeed(run, step, result.outputs)
       } else if (result.status === 'cancelled' && run.record.cancelRequested === true) {
@@ -223,6 +230,32 @@ export class RunManager {
       this.finishIfDone(run)
       this.dispatch()
     })
+  }
+
+  /** A save of a running attempt's checkpoint directory: the newest one is what a next attempt resumes from. */
+  attemptCheckpoint (agentId: string, attemptId: string, ref: ArtifactRef, at: number): void {
+    void this.serialize(async () => {
+      this.agents.addHoldings(agentId, [ref])
+      const found = this.lookupAttempt(agentId, attemptId)
+      if (found === undefined) return
+      this.recordCheckpoint(found.run, found.step, found.attempt, ref, at)
+    })
+  }
+
+  /** Records the step's newest save (it is what a next attempt resumes from) and has it copied to a second agent. */
+  private recordCheckpoint (run: ActiveRun, step: StepRecord, attempt: AttemptRecord, ref: ArtifactRef, at: number): void {
+    this.replicas?.saved(`${run.record.id}/${step.id}`, ref, attempt.agentId)
+    const saved: CheckpointRecord = { ref, runId: run.record.id, stepId: step.id, attempt: attempt.number, agentName: attempt.agentName, at }
+    const prev = step.checkpoint
+    if (prev !== undefined) {
+      const { older, ...last } = prev
+      const fallback = last.ref.digest !== ref.digest ? last : older
+      if (fallback !== undefined) saved.older = fallback
+    }
+    step.checkpoint = saved
+    this.db.putStep(step)
+    if (step.fingerprint !== undefined) this.db.putCheckpoint(step.fingerprint, saved)
+    this.log.debug({ runId: run.record.id, step: step.id, attempt: attempt.number, digest: ref.digest, bytes: ref.size }, 'checkpoint saved')
   }
 
   attemptLog (agentId: string, attemptId: string, lines: Array<{ t: number, stream: 'stdout' | 'stderr', line: string }>): void {
@@ -488,6 +521,11 @@ export class RunManager {
         }
         if (hit !== undefined) step.reason = 'an earlier execution matched, but its outputs are no longer held by any connected agent'
       }
+      if (spec.checkpoint !== undefined && step.checkpoint === undefined) {
+        // An earlier run of this very step (same fingerprint) that did not finish left a save.
+        const saved = await this.db.getCheckpoint(step.fingerprint)
+        if (saved !== undefined) step.checkpoint = saved
+      }
       this.setStep(run, step, 'queued', step.reason ?? PLACING_REASON)
     }
   }
@@ -556,6 +594,9 @@ export class RunManager {
           continue
         }
         const inputs = content.inputs.map(i => ({ name: i.name, size: i.ref.size, holders: i.holders }))
+        // The save a step resumes from is read like an input: an agent holding it has less to fetch.
+        const resume = this.resumableCheckpoint(spec, step)
+        if (resume !== undefined) inputs.push({ name: CHECKPOINT_SOURCE, size: resume.ref.size, holders: this.agents.holdersOf(resume.ref.digest) })
         const placement = placeStep({ stepId: id, resources: spec.resources, inputs }, agents)
         if (placement.kind === 'placed') {
           this.startAttempt(run, step, spec, placement.agentId, placement.gpus, placement.reason, placement.candidates)
@@ -580,6 +621,13 @@ export class RunManager {
     if (nextRetry !== Infinity) this.armRetryTimer(nextRetry - now)
     // A producer queued again sits earlier in the order than the step that found its output lost.
     if (again) void this.serialize(async () => { this.dispatch() })
+  }
+
+  /** The save the step's next attempt starts from: its newest one that some connected agent holds. */
+  private resumableCheckpoint (spec: StepSpec, step: StepRecord): Omit<CheckpointRecord, 'older'> | undefined {
+    if (spec.checkpoint === undefined || step.checkpoint === undefined) return undefined
+    const { older, ...newest } = step.checkpoint
+    return [newest, older].find(c => c !== undefined && this.agents.isAvailable(c.ref.digest))
   }
 
   private readonly holderView = {
@@ -664,7 +712,9 @@ export class RunManager {
     delete step.notBefore
     this.attempts.set(attemptId, { runId: run.record.id, stepId: step.id, agentId, allocated: true })
     agent.attempts.add(attemptId)
-    this.setStep(run, step, 'running', `attempt ${number} on ${agent.name}`)
+    const resume = this.resumableCheckpoint(spec, step)
+    const resuming = resume === undefined ? '' : `, resuming from the checkpoint saved by attempt ${resume.attempt}${resume.runId === run.record.id ? '' : ` of run ${resume.runId}`}`
+    this.setStep(run, step, 'running', `attempt ${number} on ${agent.name}${resuming}`)
 
     const artifacts = run.record.submission.artifacts
     const inputs: Record<string, ArtifactRef> = {}
@@ -696,6 +746,16 @@ export class RunManager {
     }
     if (spec.timeoutMs !== undefined) task.timeoutMs = spec.timeoutMs
     if (spec.secrets.length > 0) task.secretNames = [...spec.secrets]
+    if (spec.checkpoint !== undefined) {
+      task.checkpoint = { path: spec.checkpoint.path, everyMs: spec.checkpoint.everyMs }
+      if (resume !== undefined) {
+        task.checkpoint.restore = resume.ref
+        attempt.resumedFrom = resume
+        sources[CHECKPOINT_SOURCE] = this.agents.addresses(this.agents.holdersOf(resume.ref.digest).filter(h => h !== agentId))
+      } else if (step.checkpoint !== undefined) {
+        this.log.warn({ runId: run.record.id, step: step.id, digest: step.checkpoint.ref.digest }, 'no connected agent holds the step\'s last checkpoint save; it starts from an empty checkpoint directory')
+      }
+    }
     this.log.debug({ runId: run.record.id, step: step.id, agentId, attemptId }, 'dispatching attempt')
     agent.send({ type: 'task', task, sources })
   }
@@ -706,6 +766,9 @@ export class RunManager {
     delete step.error
     this.setStep(run, step, 'succeeded', undefined)
     const spec = run.pipeline.steps[step.id]!
+    // Done: a later run of the same step is reused, or reruns from the start, never resumes.
+    if (spec.checkpoint !== undefined && step.fingerprint !== undefined) this.db.deleteCheckpoint(step.fingerprint)
+    if (spec.checkpoint !== undefined) this.replicas?.done(`${run.record.id}/${step.id}`, { drop: true })
     if (step.fingerprint !== undefined && step.fingerprintParts !== undefined) {
       if (spec.cache) this.db.putReuse({ fingerprint: step.fingerprint, outputs, runId: run.record.id, stepId: step.id, at: step.finishedAt })
       this.db.putHistory(run.pipeline.name, { runId: run.record.id, stepId: step.id, fingerprint: step.fingerprint, parts: step.fingerprintParts, at: step.finishedAt })
@@ -756,6 +819,8 @@ export class RunManager {
       run.record.error = steps.filter(s => s.status === 'failed').map(s => `${s.id}: ${s.reason ?? 'failed'}`).join('; ')
     }
     if (run.timer !== undefined) clearTimeout(run.timer)
+    // Saves of steps that did not succeed stay (a later run may resume from them) until gc.
+    for (const [id, spec] of Object.entries(run.pipeline.steps)) if (spec.checkpoint !== undefined) this.replicas?.done(`${run.record.id}/${id}`, { drop: false })
     this.db.putRun(run.record)
     this.active.delete(run.record.id)
     this.log.info({ runId: run.record.id, status }, 'run finished')
@@ -842,10 +907,15 @@ export class RunManager {
     if (s.startedAt !== undefined) out.startedAt = s.startedAt
     if (s.finishedAt !== undefined) out.finishedAt = s.finishedAt
     if (s.error !== undefined) out.error = s.error
+    if (s.checkpoint !== undefined) {
+      const c = s.checkpoint
+      out.checkpoint = { digest: c.ref.digest, size: c.ref.size, runId: c.runId, attempt: c.attempt, agent: c.agentName, at: c.at }
+    }
     if (s.attempts.length > 1) {
       out.history = s.attempts.map(a => {
         const h: AttemptSummary = { number: a.number, agent: a.agentName, state: a.state, exitCode: a.exitCode, durationMs: a.finishedAt === undefined ? null : a.finishedAt - a.startedAt }
         if (a.error !== undefined) h.error = a.error.message.split('\n')[0] ?? ''
+        if (a.resumedFrom !== undefined) h.resumedFrom = { attempt: a.resumedFrom.attempt, runId: a.resumedFrom.runId, at: a.resumedFrom.at }
         return h
       })
     }

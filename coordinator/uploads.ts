@@ -14,6 +14,18 @@ import { AgentReplies } from './agent-replies.js'
 
 type Fetched = Extract<AgentMessage, { type: 'fetched' }>
 
+/**
+ * The order in which agents are asked to keep content no step placed there (uploads, copies of
+ * checkpoint saves): CPU-only agents first, since stored data draws the steps that read it (data
+ * prep, mostly) and GPU machines should stay free for GPU steps; then the least busy; then the
+ * most free disk.
+ */
+export function storagePreference (a: AgentSession, b: AgentSession): number {
+  const hasGpus = (x: AgentSession): number => x.view.capacity.gpus.length > 0 ? 1 : 0
+  const cpuUse = (x: AgentSession): number => x.view.allocated.cpu / Math.max(x.view.capacity.cpu, 1)
+  return hasGpus(a) - hasGpus(b) || cpuUse(a) - cpuUse(b) || b.capabilities.diskFree - a.capabilities.diskFree
+}
+
 export class UploadBroker {
   private readonly replies = new AgentReplies<Fetched>('up')
 
@@ -40,11 +52,7 @@ export class UploadBroker {
         hint: 'free space on an agent (`pipemesh store gc --coordinator URL` removes what old runs left), or add one with a larger disk'
       })
     }
-    // CPU-only agents first: a large upload draws the steps that read it (data prep, mostly)
-    // to the agent holding it, and GPU machines should stay free for GPU steps.
-    const hasGpus = (a: AgentSession): number => a.view.capacity.gpus.length > 0 ? 1 : 0
-    const cpuUse = (a: AgentSession): number => a.view.allocated.cpu / Math.max(a.view.capacity.cpu, 1)
-    const target = roomy.sort((a, b) => hasGpus(a) - hasGpus(b) || cpuUse(a) - cpuUse(b) || b.capabilities.diskFree - a.capabilities.diskFree)[0]
+    const target = roomy.sort(storagePreference)[0]
     if (target === undefined) throw new PipemeshError('UNSCHEDULABLE', 'no agent is connected to receive the upload', { retryable: true, hint: 'start an agent with `pipemesh agent --coordinator …`' })
     const { requestId, reply: done } = this.replies.expect(target.id, options.signal, () => new PipemeshError('CANCELLED', 'the client went away during the upload'))
     this.log.info({ agentId: target.id, artifacts: missing.size, client: from.peerId }, 'agent pulling a client upload')

@@ -22,6 +22,16 @@ export const ENVIRONMENT_UNUSED_MS = 7 * 24 * 60 * 60_000
  */
 export const CODE_SOURCE = '.code'
 export const ENVIRONMENT_SOURCE = '.env'
+/** The name under which a task's `sources` give the holders of the checkpoint to restore. */
+export const CHECKPOINT_SOURCE = '.checkpoint'
+/** What a task source is, in words: "input data", "its code", ... */
+export function describeSource (name: string): string {
+  if (name === CODE_SOURCE) return 'its code'
+  if (name === ENVIRONMENT_SOURCE) return 'its environment files'
+  if (name === CHECKPOINT_SOURCE) return 'its checkpoint save'
+  return `input ${name}`
+}
+
 /** How often an agent reports the progress of an input it is fetching. */
 export const FETCH_PROGRESS_MS = 500
 
@@ -88,7 +98,8 @@ const task: z.ZodType<Task> = z.object({
   timeoutMs: z.number().int().positive().optional(),
   gpus: z.array(z.number().int().nonnegative()).max(64),
   secretNames: z.array(z.string().max(256)).max(256).optional(),
-  secrets: z.record(z.string().max(256), z.string().max(64 * 1024)).optional()
+  secrets: z.record(z.string().max(256), z.string().max(64 * 1024)).optional(),
+  checkpoint: z.object({ path: z.string().min(1).max(4096), everyMs: z.number().int().positive(), restore: artifactRef.optional() }).optional()
 }) as z.ZodType<Task>
 
 const attemptResult: z.ZodType<AttemptResult> = z.object({
@@ -100,7 +111,8 @@ const attemptResult: z.ZodType<AttemptResult> = z.object({
   error: wireError.optional(),
   startedAt: z.number(),
   finishedAt: z.number(),
-  log: artifactRef.optional()
+  log: artifactRef.optional(),
+  checkpoint: artifactRef.optional()
 }) as z.ZodType<AttemptResult>
 
 /** Messages an agent sends to the coordinator. */
@@ -124,6 +136,8 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
     transfers: z.object({ bytesServed: z.number().nonnegative(), bytesFetched: z.number().nonnegative() }).optional()
   }),
   z.object({ type: z.literal('started'), attemptId: name, pid: z.number().int().nonnegative() }),
+  /** A save of the attempt's checkpoint directory, taken while its step runs; the newest counts. */
+  z.object({ type: z.literal('checkpoint'), attemptId: name, ref: artifactRef, at: z.number() }),
   z.object({ type: z.literal('log'), attemptId: name, lines: z.array(logLine).max(10_000) }),
   /**
    * An input the attempt is fetching from peers before its process starts: bytes present so far

@@ -14,6 +14,15 @@ export interface TaskEnvironment {
   setup: string
 }
 
+/** The step's checkpoint directory (see CheckpointSpec), and the save to start from. */
+export interface TaskCheckpoint {
+  /** Relative to the working directory. */
+  path: string
+  everyMs: number
+  /** The last save of an earlier attempt (or run), restored at `path` before the step starts. */
+  restore?: ArtifactRef
+}
+
 export interface Task {
   /** Unique per attempt; results carrying an attempt id the coordinator gave up on are discarded. */
   attemptId: string
@@ -38,6 +47,7 @@ export interface Task {
   secretNames?: string[]
   /** Secret values by env var name; never logged or stored. */
   secrets?: Record<string, string>
+  checkpoint?: TaskCheckpoint
 }
 
 export type AttemptStatus = 'succeeded' | 'failed' | 'cancelled'
@@ -55,6 +65,11 @@ export interface AttemptResult {
   finishedAt: number
   /** Tree/file artifact holding the captured log, when one was written. */
   log?: ArtifactRef
+  /**
+   * The checkpoint directory as the attempt left it, saved when it did not succeed (and it
+   * differs from the last save reported).
+   */
+  checkpoint?: ArtifactRef
 }
 
 /** One captured line of a step's output. */

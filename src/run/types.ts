@@ -35,6 +35,22 @@ export interface Submission {
   artifacts: SubmissionArtifacts
 }
 
+/** A save of a step's checkpoint directory (see CheckpointSpec): which attempt took it, where, when. */
+export interface CheckpointRecord {
+  ref: ArtifactRef
+  runId: string
+  stepId: string
+  /** The attempt's number within its run. */
+  attempt: number
+  agentName: string
+  at: number
+  /**
+   * The save before this one, kept to fall back on: the newest may be held only by an agent
+   * that is going away (a final save taken as it stopped) before a copy of it was made.
+   */
+  older?: Omit<CheckpointRecord, 'older'>
+}
+
 export interface AttemptRecord {
   id: string
   number: number
@@ -48,6 +64,8 @@ export interface AttemptRecord {
   error?: WireError
   log?: ArtifactRef
   gpus: number[]
+  /** The checkpoint save this attempt started from, restored in its checkpoint directory. */
+  resumedFrom?: CheckpointRecord
 }
 
 export interface PlacementRecord {
@@ -86,6 +104,11 @@ export interface StepRecord {
   finishedAt?: number
   /** Earliest time a retry may be dispatched (backoff). */
   notBefore?: number
+  /**
+   * The newest save of the step's checkpoint directory: taken by one of its attempts, or, until
+   * one is, the save of an earlier run of the same fingerprint that the step resumes from.
+   */
+  checkpoint?: CheckpointRecord
 }
 
 export interface RunRecord {
@@ -112,6 +135,8 @@ export interface AttemptSummary {
   durationMs: number | null
   /** First line of the error, when it did not succeed. */
   error?: string
+  /** The checkpoint save it started from: its attempt, and its run when another one took it. */
+  resumedFrom?: { attempt: number, runId: string, at: number }
 }
 
 /** The JSON shape of a run that the CLI prints with --json and the API returns. */
@@ -129,6 +154,8 @@ export interface StepSummary {
   error?: WireError
   /** Every attempt, when there was more than one (retries, lost agents, rebuilds). */
   history?: AttemptSummary[]
+  /** The newest checkpoint save, for a step that declares a checkpoint directory and has one. */
+  checkpoint?: { digest: Digest, size: number, runId: string, attempt: number, agent: string, at: number }
 }
 
 export interface RunSummary {

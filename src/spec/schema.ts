@@ -82,6 +82,19 @@ const commandSchema = z.union([
     : `expected a command: a string (run by /bin/sh) or a list of strings (argv), got ${describeInput(iss.input)}`
 })
 
+const checkpointPathSchema = z.string(expected('a relative directory path such as ckpt')).min(1, { error: 'expected a relative directory path such as ckpt' })
+
+/** Default time between two snapshots of a step's checkpoint directory. */
+export const DEFAULT_CHECKPOINT_EVERY_MS = 10 * 60_000
+
+export const checkpointSchema = z.union([
+  checkpointPathSchema,
+  z.strictObject({
+    path: checkpointPathSchema.describe('The directory, relative to the working directory, that the step keeps its state in.'),
+    every: timeoutSchema.optional().describe('Time between snapshots while the step runs, e.g. 10m (default 10m).')
+  })
+], expected('a directory such as ckpt, or a mapping such as { path: ckpt, every: 10m }'))
+
 const stringList = (what: string) => z.array(z.string(expected(what)).min(1, { error: `expected ${what}` }), expected(`a list of ${what}s`))
 
 export const stepSchema = z.strictObject({
@@ -99,7 +112,9 @@ export const stepSchema = z.strictObject({
   retry: retrySchema.optional(),
   timeout: timeoutSchema.optional().describe('Per-attempt timeout, e.g. 10m; the process tree is killed.'),
   cache: z.boolean(expected('true or false')).default(true).describe('false: always run, never reuse.'),
-  secrets: z.array(envVarSchema, expected('a list of secret names')).default([]).describe('Secrets passed as environment variables.')
+  secrets: z.array(envVarSchema, expected('a list of secret names')).default([]).describe('Secrets passed as environment variables.'),
+  checkpoint: checkpointSchema.optional()
+    .describe('A directory of the working directory saved while the step runs and when it fails; a retry, or a later run of the same step unchanged, starts with it restored.')
 }, expected('a step: a mapping with at least "command"'))
 
 export const environmentSchema = z.strictObject({
@@ -157,6 +172,12 @@ export function parseLeniently (schema: z.ZodType, value: unknown, path: string,
   if (value === null && schema.safeParse(undefined).success) value = undefined
   let inner: z.ZodType = schema
   while (inner instanceof z.ZodDefault || inner instanceof z.ZodOptional) inner = inner.unwrap() as z.ZodType
+  // A field written either as a scalar or as a mapping (checkpoint): a mapping is checked as the
+  // mapping form, field by field, so that its problems are named as precisely as any other's.
+  if (value !== undefined && inner instanceof z.ZodUnion && isPlainObject(value)) {
+    const mapping = (inner.options as z.ZodType[]).filter(o => o instanceof z.ZodObject)
+    if (mapping.length === 1) inner = mapping[0] as z.ZodType
+  }
   if (value !== undefined && inner instanceof z.ZodObject && isPlainObject(value)) {
     const shape = inner.shape as Record<string, z.ZodType>
     const known = Object.keys(shape)

@@ -30,6 +30,19 @@ export interface RetryPolicy {
   nonRetryableExitCodes: number[]
 }
 
+/**
+ * A directory the step keeps its progress in (a training's checkpoints). The agent saves it to
+ * the store every `everyMs` while the step runs and once more when an attempt fails or is
+ * stopped; the next attempt, or a later run of the step with the same fingerprint, starts with
+ * the last save restored there. Not part of the fingerprint: it changes how a step resumes, not
+ * what it computes.
+ */
+export interface CheckpointSpec {
+  /** Relative to the working directory, normalized (no `..`, not inputs/ or outputs/). */
+  path: string
+  everyMs: number
+}
+
 export interface StepSpec {
   id: string
   /** As written: a shell string or an argv array, placeholders not yet substituted. */
@@ -48,6 +61,7 @@ export interface StepSpec {
   timeoutMs?: number
   cache: boolean
   secrets: string[]
+  checkpoint?: CheckpointSpec
 }
 
 export interface EnvironmentSpec {

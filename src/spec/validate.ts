@@ -7,8 +7,8 @@ import { isAbsolute, posix, resolve, sep } from 'node:path'
 import { findCycles } from '../dag.js'
 import { PipelineValidationError, type ValidationIssue } from '../errors.js'
 import { commandPlaceholder, scanPlaceholders } from './placeholders.js'
-import { joinPath, parseLeniently, pipelineSchema, suggestion, type RawEnvironment, type RawStep } from './schema.js'
-import { INPUTS_DIR, OUTPUTS_DIR, type EnvironmentSpec, type InputSource, type ParamValue, type Pipeline, type StepSpec } from './types.js'
+import { DEFAULT_CHECKPOINT_EVERY_MS, joinPath, parseLeniently, pipelineSchema, suggestion, type RawEnvironment, type RawStep } from './schema.js'
+import { INPUTS_DIR, OUTPUTS_DIR, type CheckpointSpec, type EnvironmentSpec, type InputSource, type ParamValue, type Pipeline, type StepSpec } from './types.js'
 
 export interface ValidateOptions {
   /** Absolute directory the pipeline's relative paths resolve from. */
@@ -202,12 +202,36 @@ function buildStep (id: string, raw: Loose<RawStep>, ctx: StepContext): StepSpec
   }
 
   const code = checkRelativePaths(raw.code ?? [], joinPath(at, 'code'), add, true, ctx.exists)
+  const checkpoint = raw.checkpoint === undefined ? undefined : checkpointSpec(raw.checkpoint, joinPath(at, 'checkpoint'), code, add)
   const step: StepSpec = {
     id, command, code, inputs, outputs: [...seenOutputs], after, env, resources, retry, cache: raw.cache ?? true, secrets
   }
   if (raw.environment !== undefined) step.environment = raw.environment
   if (raw.timeout !== undefined) step.timeoutMs = raw.timeout
+  if (checkpoint !== undefined) step.checkpoint = checkpoint
   return step
+}
+
+/** Names a step's working directory holds that a checkpoint directory may not be or be in. */
+const NOT_CHECKPOINT = [INPUTS_DIR, OUTPUTS_DIR, 'node_modules']
+
+function checkpointSpec (raw: string | Loose<Exclude<RawStep['checkpoint'], string | undefined>>, at: string, code: string[], add: (path: string, message: string) => void): CheckpointSpec | undefined {
+  const p = typeof raw === 'string' ? raw : raw.path
+  const where = typeof raw === 'string' ? at : joinPath(at, 'path')
+  const everyMs = typeof raw === 'string' ? DEFAULT_CHECKPOINT_EVERY_MS : raw.every ?? DEFAULT_CHECKPOINT_EVERY_MS
+  // A mapping whose path was missing or invalid was partly parsed, and reported.
+  if (typeof p !== 'string') return undefined
+  if (p.includes('\0')) { add(where, 'path contains a NUL byte'); return undefined }
+  if (isAbsolute(p)) { add(where, `expected a directory relative to the step's working directory, got the absolute path "${p}"`); return undefined }
+  const normalized = posix.normalize(p).replace(/\/+$/, '')
+  if (normalized === '.' || normalized === '') { add(where, 'expected a directory inside the working directory, not the working directory itself (e.g. ckpt)'); return undefined }
+  if (normalized === '..' || normalized.startsWith('../')) { add(where, `"${p}" escapes the step's working directory: expected a directory inside it, e.g. ckpt`); return undefined }
+  const first = normalized.split('/')[0] as string
+  if (NOT_CHECKPOINT.includes(first)) { add(where, `"${p}" is inside the step's ${first}/ directory, which pipemesh manages: use another directory, e.g. ckpt`); return undefined }
+  // The code snapshot is copied in first; a restored checkpoint must not land on top of it.
+  const clash = code.find(c => c === normalized || c.startsWith(normalized + '/') || normalized.startsWith(c + '/'))
+  if (clash !== undefined) { add(where, `"${p}" overlaps the step's code "${clash}": keep the checkpoint directory apart from the code`); return undefined }
+  return { path: normalized, everyMs }
 }
 
 function parseInputSource (text: string, where: string, ctx: StepContext): InputSource | undefined {

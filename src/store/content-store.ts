@@ -268,6 +268,13 @@ export class ContentStore {
     }
   }
 
+  /** The record of an artifact held as a root (what stored it, when), if it is one. */
+  async held (digest: Digest): Promise<HeldArtifact | undefined> {
+    const r = await this.db.roots.get(digest)
+    if (r === undefined) return undefined
+    return { digest, kind: r.kind, size: r.size, createdAt: r.createdAt, ...(r.label === undefined ? {} : { label: r.label }) }
+  }
+
   async removeRoot (digest: Digest): Promise<void> {
     await this.db.write([{ type: 'del', sublevel: this.db.roots, key: digest }], `root ${digest}`)
   }

@@ -63,6 +63,13 @@ async function storedLog (ref: ArtifactRef | undefined): Promise<LogLine[]> {
   return (await readFile(p, 'utf8')).split('\n').filter(l => l !== '').map(l => parseLogLine(l) as LogLine)
 }
 
+/** The text of `file` inside a stored tree. */
+async function materializedText (ref: ArtifactRef, file: string): Promise<string> {
+  const p = join(dir, `tree-${n}-${Math.random()}`)
+  await store.materialize(ref.digest, p)
+  return await readFile(join(p, file), 'utf8')
+}
+
 /** What attempts left under the work root besides empty directories kept for reuse. */
 async function leftovers (): Promise<string[]> {
   const left: string[] = []
@@ -278,6 +285,54 @@ describe('runAttempt', () => {
     // The link was removed, not what it pointed to.
     expect(existsSync(elsewhere)).toBe(true)
     expect(await leftovers()).toEqual([])
+  })
+
+  it('restores the checkpoint writable, saves it while the step runs and once more when it fails', async () => {
+    const restore = await ingestTree({ epoch: '3' })
+    const go = join(dir, 'go')
+    const saves: ArtifactRef[] = []
+    // Counts epochs on from the restored one, writing each under a temporary name first, until
+    // the test has seen a save; then a few more, and fails.
+    const command = `e=$(cat "$PIPEMESH_CHECKPOINT_DIR/epoch"); echo "start $e"; i=$e
+while [ ! -e ${go} ]; do i=$((i+1)); echo $i > ckpt/epoch.tmp && mv ckpt/epoch.tmp ckpt/epoch; sleep 0.05; done
+i=$((i+1)); echo $i > ckpt/epoch; echo "end $i"; exit 3`
+    const r = await runAttempt(task({ command, checkpoint: { path: 'ckpt', everyMs: 100, restore } }), {
+      ...deps,
+      onCheckpoint: ref => { saves.push(ref); void writeFile(go, '') }
+    })
+    expect(r.status).toBe('failed')
+    expect(r.exitCode).toBe(3)
+    const lines = await printed(r)
+    expect(lines[0]).toBe('start 3')
+    const end = Number(lines.at(-1)?.replace('end ', ''))
+    expect(saves.length).toBeGreaterThan(0)
+    const periodic = Number(await materializedText(saves[0]!, 'epoch'))
+    expect(periodic).toBeGreaterThan(3)
+    expect(periodic).toBeLessThan(end)
+    // The last save is where the failed step got to, exactly: taken after it ended, or by a
+    // periodic save that happened to run as it ended (and is then not reported twice).
+    const last = r.checkpoint ?? saves.at(-1)!
+    expect(await materializedText(last, 'epoch')).toBe(`${end}\n`)
+    expect(await leftovers()).toEqual([])
+  })
+
+  it('takes no save of an empty checkpoint directory, nor a last one when the step succeeds', async () => {
+    const saves: ArtifactRef[] = []
+    const withDeps = { ...deps, onCheckpoint: (ref: ArtifactRef) => { saves.push(ref) } }
+    const empty = await runAttempt(task({ command: 'test -d "$PIPEMESH_CHECKPOINT_DIR" && [ -z "$(ls -A ckpt)" ] || exit 9; exit 1', checkpoint: { path: 'ckpt', everyMs: 50 } }), withDeps)
+    expect(empty.exitCode).toBe(1)
+    expect(empty.checkpoint).toBeUndefined()
+    const ok = await runAttempt(task({ command: 'echo 7 > ckpt/epoch', checkpoint: { path: 'ckpt', everyMs: 60_000 } }), withDeps)
+    expect(ok.status).toBe('succeeded')
+    expect(ok.checkpoint).toBeUndefined()
+    expect(saves).toEqual([])
+  })
+
+  it('refuses a checkpoint directory that the code snapshot already has', async () => {
+    const code = await ingestFiles({ 'ckpt/x': 'code' })
+    const r = await runAttempt(task({ command: 'true', code, checkpoint: { path: 'ckpt', everyMs: 1000 } }), deps)
+    expect(r.status).toBe('failed')
+    expect(r.error?.message).toContain('its code has "ckpt", the step\'s checkpoint directory')
   })
 
   it('does not start an attempt that is already cancelled', async () => {

@@ -2,35 +2,20 @@
 // running its producer again, from the run's own records, instead of failing the run; and a reuse
 // entry whose outputs nobody holds any more is never reported as a hit.
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { join } from 'node:path'
-import { runCliJson, tempDir } from '../helpers/cli.js'
-import { startMesh, type Mesh } from '../helpers/mesh.js'
+import { runCliJson } from '../helpers/cli.js'
 import { waitFor } from '../helpers/wait.js'
 import type { Explanation } from '../../src/run/explain.js'
-import { Gate, LEASE_MS, cleanRun, finished, gateWait, pipeline, step, stepWhere, submit } from './support.js'
-
-const AGENT_ARGS = ['--resources', 'cpu=2']
+import { AGENT_ARGS, cleanRun, finished, Gate, gateWait, LEASE_MS, pipeline, step, stepWhere, submit, twoAgentMesh } from './support.js'
 
 describe('lost artifacts', () => {
-  let mesh: Mesh
-  let work: Awaited<ReturnType<typeof tempDir>>
-  const client = (): string => join(work.path, 'client')
-
-  beforeAll(async () => {
-    work = await tempDir()
-    mesh = await startMesh({ leaseMs: LEASE_MS, agents: { a1: AGENT_ARGS, a2: AGENT_ARGS } })
-  }, 120_000)
-
-  afterAll(async () => {
-    await mesh?.stop()
-    await work?.cleanup()
-  })
+  const fx = twoAgentMesh()
 
   it('when the only holder of an intermediate artifact dies before its consumer starts, the producer reruns and the run completes', async () => {
     // The salt keeps the clean run's data apart from the faulty run's: the same bytes made
     // there on the other agent would survive the holder's death and nothing would be lost.
-    const file = await pipeline(join(work.path, 'p'), `name: lost-artifact
+    const file = await pipeline(join(fx.dir, 'p'), `name: lost-artifact
 params: { gate: none, salt: none }
 steps:
   make:
@@ -49,49 +34,48 @@ steps:
     after: [hold]
     cache: false
 `)
-    const clean = await cleanRun(mesh, client(), file, join(work.path, 'clean'), { salt: 'c' })
+    const clean = await cleanRun(fx.mesh, fx.client, file, join(fx.dir, 'clean'), { salt: 'c' })
 
-    const gate = await Gate.create(join(work.path, 'fault'))
-    const runId = await submit(mesh, client(), file, { gate: gate.dir, salt: 'f' })
-    await stepWhere(mesh, runId, 'hold', s => s.status === 'running', 'to run')
-    const holder = step(await mesh.client.getRun(runId), 'make').agent!
+    const gate = await Gate.create(join(fx.dir, 'fault'))
+    const runId = await submit(fx.mesh, fx.client, file, { gate: gate.dir, salt: 'f' })
+    await stepWhere(fx.mesh, runId, 'hold', s => s.status === 'running', 'to run')
+    const holder = step(await fx.mesh.client.getRun(runId), 'make').agent!
     const other = holder === 'a1' ? 'a2' : 'a1'
-    await mesh.signalAgent(holder, 'SIGKILL')
+    await fx.mesh.signalAgent(holder, 'SIGKILL')
     await gate.open()
 
-    const run = await finished(mesh, runId)
+    const run = await finished(fx.mesh, runId)
     expect(run.status, JSON.stringify(run, null, 2)).toBe('succeeded')
     // Same length of data, so the same count: the rebuilt input was read whole.
     expect(step(run, 'use').outputs).toEqual(step(clean, 'use').outputs)
     expect(step(run, 'make').history?.map(a => [a.agent, a.state])).toEqual([[holder, 'succeeded'], [other, 'succeeded']])
     expect(step(run, 'use')).toMatchObject({ agent: other, attempts: 1 })
-    await mesh.startAgent(holder, AGENT_ARGS)
-    await mesh.waitForAgents(2)
+    await fx.restart(holder)
   })
 
   it('a reuse entry whose outputs no agent holds any more is not a hit: the step runs again', async () => {
-    const file = await pipeline(join(work.path, 'r'), `name: reuse-lost
+    const file = await pipeline(join(fx.dir, 'r'), `name: reuse-lost
 steps:
   solo:
     command: echo solo > \${{outputs.out}}
     outputs: [out]
     resources: { labels: { zone: z1 } }
 `)
-    await mesh.startAgent('z1a', [...AGENT_ARGS, '--label', 'zone=z1'])
-    const first = await finished(mesh, await submit(mesh, client(), file))
+    await fx.mesh.startAgent('z1a', [...AGENT_ARGS, '--label', 'zone=z1'])
+    const first = await finished(fx.mesh, await submit(fx.mesh, fx.client, file))
     expect(step(first, 'solo')).toMatchObject({ status: 'succeeded', agent: 'z1a' })
 
-    await mesh.signalAgent('z1a', 'SIGKILL')
-    await mesh.startAgent('z1b', [...AGENT_ARGS, '--label', 'zone=z1'])
-    await waitFor('z1a to be given up on', async () => (await mesh.client.agents()).some(a => a.name === 'z1a') ? undefined : true, LEASE_MS * 5)
-    const second = await finished(mesh, await submit(mesh, client(), file))
+    await fx.mesh.signalAgent('z1a', 'SIGKILL')
+    await fx.mesh.startAgent('z1b', [...AGENT_ARGS, '--label', 'zone=z1'])
+    await waitFor('z1a to be given up on', async () => (await fx.mesh.client.agents()).some(a => a.name === 'z1a') ? undefined : true, LEASE_MS * 5)
+    const second = await finished(fx.mesh, await submit(fx.mesh, fx.client, file))
     expect(step(second, 'solo')).toMatchObject({ status: 'succeeded', agent: 'z1b' })
     expect(step(second, 'solo').outputs).toEqual(step(first, 'solo').outputs)
-    const why = await runCliJson<Explanation>(['explain', second.runId, 'solo', '--coordinator', mesh.url])
+    const why = await runCliJson<Explanation>(['explain', second.runId, 'solo', '--coordinator', fx.mesh.url])
     expect(why.json.summary).toMatch(/no longer held by any connected agent/)
 
     // With its outputs held again, the same fingerprint is reused.
-    const third = await finished(mesh, await submit(mesh, client(), file))
+    const third = await finished(fx.mesh, await submit(fx.mesh, fx.client, file))
     expect(step(third, 'solo').status).toBe('reused')
   })
 })

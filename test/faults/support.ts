@@ -2,15 +2,48 @@
 // gates that hold a step running until the test opens them, and the "nothing lost" check
 // (every output digest equal to a clean run's).
 
-import { expect } from 'vitest'
+import { afterAll, beforeAll, expect } from 'vitest'
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { runCliJson, writeTree } from '../helpers/cli.js'
-import type { Mesh } from '../helpers/mesh.js'
+import { runCliJson, tempDir, writeTree } from '../helpers/cli.js'
+import { startMesh, type Mesh } from '../helpers/mesh.js'
 import { waitFor, waitForRun } from '../helpers/wait.js'
 import type { RunSummary, StepSummary } from '../../src/run/types.js'
 
 export const LEASE_MS = 2000
+export const AGENT_ARGS = ['--resources', 'cpu=2']
+
+/**
+ * A coordinator with two agents, a1 and a2 (2 CPUs each, a short lease), and a scratch
+ * directory, for the tests of the describe block this is called in: started before them,
+ * stopped after. `client` is the CLI's data directory.
+ */
+export function twoAgentMesh (): { readonly mesh: Mesh, readonly dir: string, readonly client: string, restart: (name: string) => Promise<void> } {
+  let mesh: Mesh | undefined
+  let work: Awaited<ReturnType<typeof tempDir>> | undefined
+  beforeAll(async () => {
+    work = await tempDir()
+    mesh = await startMesh({ leaseMs: LEASE_MS, agents: { a1: AGENT_ARGS, a2: AGENT_ARGS } })
+  }, 120_000)
+  afterAll(async () => {
+    await mesh?.stop()
+    await work?.cleanup()
+  })
+  const ready = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('the two-agent mesh is not started (used outside a test?)')
+    return value
+  }
+  return {
+    get mesh () { return ready(mesh) },
+    get dir () { return ready(work).path },
+    get client () { return join(ready(work).path, 'client') },
+    /** Starts a killed agent again, for the next test, and waits until both are connected. */
+    restart: async (name: string) => {
+      await ready(mesh).startAgent(name, AGENT_ARGS)
+      await ready(mesh).waitForAgents(2)
+    }
+  }
+}
 
 /** Writes `p.yaml` (and any other files) into `dir` and returns the pipeline file's path. */
 export async function pipeline (dir: string, yaml: string, files: Record<string, string> = {}): Promise<string> {

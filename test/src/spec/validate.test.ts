@@ -272,6 +272,46 @@ steps:
     expectIssue(issues, 'steps.c.cache', 'expected true or false')
   })
 
+  it('reads a checkpoint directory, short or with its interval, and leaves it out when absent', () => {
+    const p = parsePipeline(`
+name: ck
+steps:
+  short: { command: echo, checkpoint: ckpt/ }
+  long:
+    command: echo
+    checkpoint: { path: ./state/ckpt, every: 90s }
+  none: { command: echo }
+`, { baseDir: '/nonexistent-pipemesh-test', checkFiles: false })
+    expect(p.steps.short?.checkpoint).toEqual({ path: 'ckpt', everyMs: 10 * 60_000 })
+    expect(p.steps.long?.checkpoint).toEqual({ path: 'state/ckpt', everyMs: 90_000 })
+    expect(p.steps.none?.checkpoint).toBeUndefined()
+  })
+
+  it('refuses checkpoint directories outside the working directory or on what pipemesh manages', () => {
+    const issues = issuesOf(`
+name: x
+steps:
+  a: { command: echo, checkpoint: /var/ckpt }
+  b: { command: echo, checkpoint: ../ckpt }
+  c: { command: echo, checkpoint: outputs/ckpt }
+  d: { command: echo, checkpoint: . }
+  e: { command: echo, code: [lib], checkpoint: lib/state }
+  f: { command: echo, checkpoint: { path: ckpt, every: 0s } }
+  g: { command: echo, checkpoint: { every: 5m } }
+  h: { command: echo, checkpoint: { path: ckpt, evry: 5m } }
+  i: { command: echo, checkpoint: 5 }
+`)
+    expectIssue(issues, 'steps.a.checkpoint', 'got the absolute path "/var/ckpt"')
+    expectIssue(issues, 'steps.b.checkpoint', 'escapes the step\'s working directory')
+    expectIssue(issues, 'steps.c.checkpoint', 'inside the step\'s outputs/ directory')
+    expectIssue(issues, 'steps.d.checkpoint', 'not the working directory itself')
+    expectIssue(issues, 'steps.e.checkpoint', 'overlaps the step\'s code "lib"')
+    expectIssue(issues, 'steps.f.checkpoint.every', 'greater than zero')
+    expectIssue(issues, 'steps.g.checkpoint.path', 'required')
+    expectIssue(issues, 'steps.h.checkpoint', 'unknown key "evry" (did you mean "every"?)')
+    expectIssue(issues, 'steps.i.checkpoint', 'expected a directory such as ckpt')
+  })
+
   it('refuses bad names and reserved ones', () => {
     const issues = issuesOf(`
 name: "my pipeline"

@@ -1,0 +1,123 @@
+// Saves a running step's checkpoint directory into the content store: every `everyMs` while the
+// step runs, and once more when the attempt ends without succeeding. Saves are content-addressed,
+// so the chunks of files that did not change since the last save are not stored twice.
+//
+// A step may be writing a file while a save reads it. The directory's entries (size, mtime,
+// inode) are compared before and after each save, and a save that saw something change is
+// dropped and tried again shortly; after a few such tries the round is skipped. A step that writes
+// its checkpoint under a temporary name and renames it into place never trips this, and the
+// README recommends it.
+
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from 'pino'
+import type { ArtifactRef, Digest } from '../src/store/types.js'
+import { diffTrees, snapshotTree } from './tree-state.js'
+
+export interface CheckpointSaverOptions {
+  /** Absolute path of the directory. */
+  dir: string
+  everyMs: number
+  store: { ingest: (path: string, options?: { signal?: AbortSignal, label?: string }) => Promise<ArtifactRef> }
+  /** Store label of each save (shown by `pipemesh store` and in logs). */
+  label: string
+  /** Digest of what the directory held at start (a restored save): it is not reported again. */
+  initial?: Digest
+  /** A new save while the step runs, in order; the newest is the one to restore. */
+  onSaved: (ref: ArtifactRef) => void
+  log?: Logger
+}
+
+/** Saves taken in a row that each saw the directory change before the round is skipped. */
+const TRIES = 3
+/** Pause before trying again a save that saw the directory change. */
+const RETRY_MS = [300, 1500]
+
+export class CheckpointSaver {
+  private readonly options: CheckpointSaverOptions
+  private timer: NodeJS.Timeout | undefined
+  private saving: Promise<void> | undefined
+  private readonly stopping = new AbortController()
+  /** The newest save known to the coordinator (or restored from). */
+  private last: Digest | undefined
+
+  constructor (options: CheckpointSaverOptions) {
+    this.options = options
+    this.last = options.initial
+  }
+
+  /** Starts saving every `everyMs`. */
+  start (): void {
+    this.schedule()
+  }
+
+  /** The newest save taken by this saver or restored at start. */
+  get latest (): Digest | undefined {
+    return this.last
+  }
+
+  /**
+   * Stops the periodic saves (waiting for one in progress) and takes a last one of the directory
+   * as the ended step left it. Resolves with that save when it differs from the newest already
+   * reported, else undefined.
+   */
+  async finish (): Promise<ArtifactRef | undefined> {
+    await this.stop()
+    // The process tree is gone, so nothing is writing: one try is enough.
+    const ref = await this.take(1, undefined)
+    return ref
+  }
+
+  /** Stops the periodic saves; waits for one in progress. */
+  async stop (): Promise<void> {
+    this.stopping.abort()
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = undefined
+    await this.saving
+  }
+
+  private schedule (): void {
+    if (this.stopping.signal.aborted) return
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      this.saving = this.periodic().finally(() => { this.saving = undefined; this.schedule() })
+    }, this.options.everyMs)
+    this.timer.unref()
+  }
+
+  private async periodic (): Promise<void> {
+    const ref = await this.take(TRIES, this.stopping.signal)
+    // Reported even when the step ended meanwhile: finish() will not report the same save again.
+    if (ref !== undefined) this.options.onSaved(ref)
+  }
+
+  /** One consistent save, or undefined when the directory is empty, unchanged or kept changing. */
+  private async take (tries: number, signal: AbortSignal | undefined): Promise<ArtifactRef | undefined> {
+    const { dir, store, label, log } = this.options
+    const aborted = (): boolean => signal?.aborted === true
+    for (let i = 0; i < tries; i++) {
+      if (aborted()) return undefined
+      try {
+        const before = await snapshotTree(dir)
+        if (before.size === 0) return undefined
+        const ref = await store.ingest(dir, { label, ...(signal === undefined ? {} : { signal }) })
+        const changed = diffTrees(before, await snapshotTree(dir))
+        if (changed.length === 0) {
+          if (ref.digest === this.last) return undefined
+          this.last = ref.digest
+          log?.debug({ digest: ref.digest, bytes: ref.size }, 'checkpoint saved')
+          return ref
+        }
+        log?.debug({ changed: changed.slice(0, 5), try: i + 1 }, 'checkpoint directory changed while it was saved; trying again')
+      } catch (err) {
+        if (aborted()) return undefined
+        // The step removed or replaced the directory mid-walk, or the disk is full: the step goes
+        // on, and the next round tries again.
+        log?.warn({ err: (err as Error).message }, 'saving the checkpoint directory failed')
+        return undefined
+      }
+      if (i + 1 < tries) await sleep(RETRY_MS[i] ?? 1500, undefined, signal === undefined ? {} : { signal }).catch(() => {})
+    }
+    log?.warn({ tries }, 'the checkpoint directory kept changing while it was saved; skipping this save (write checkpoint files under a temporary name, then rename them)')
+    return undefined
+  }
+}

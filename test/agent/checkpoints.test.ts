@@ -1,0 +1,90 @@
+// The checkpoint saver against a real store: a save that saw the directory change while it was
+// taken is not reported, and is tried again; an unchanged directory is not saved twice.
+
+import { mkdir, mkdtemp, readFile, rm, writeFile, appendFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { CheckpointSaver } from '../../agent/checkpoints.js'
+import { ContentStore } from '../../src/store/content-store.js'
+import type { ArtifactRef } from '../../src/store/types.js'
+import { waitFor } from '../helpers/wait.js'
+
+let dir: string
+let ckpt: string
+let store: ContentStore
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pm-ckpt-'))
+  store = await ContentStore.open(join(dir, 'store'))
+  ckpt = join(dir, 'ckpt')
+  await mkdir(ckpt)
+})
+afterEach(async () => {
+  await store.close()
+  await rm(dir, { recursive: true, force: true })
+})
+
+/** The store, with a step writing to the checkpoint file in the middle of the first `n` saves. */
+function writingDuring (n: number): { ingest: ContentStore['ingest'], calls: () => number } {
+  let calls = 0
+  return {
+    calls: () => calls,
+    ingest: async (path, options) => {
+      if (calls++ < n) await appendFile(join(ckpt, 'weights'), `more ${calls}\n`)
+      return await store.ingest(path, options)
+    }
+  }
+}
+
+async function text (ref: ArtifactRef): Promise<string> {
+  const out = join(dir, `out-${Math.random()}`)
+  await store.materialize(ref.digest, out)
+  return await readFile(join(out, 'weights'), 'utf8')
+}
+
+describe('CheckpointSaver', () => {
+  it('drops a save that saw a file change and tries again, reporting only the consistent one', async () => {
+    await writeFile(join(ckpt, 'weights'), 'start\n')
+    const writer = writingDuring(2)
+    const saves: ArtifactRef[] = []
+    const saver = new CheckpointSaver({ dir: ckpt, everyMs: 20, store: writer, label: 'checkpoint of test', onSaved: ref => { saves.push(ref) } })
+    saver.start()
+    await waitFor('a consistent save', () => saves.length > 0 ? true : undefined, 20_000)
+    await saver.stop()
+    expect(writer.calls()).toBeGreaterThanOrEqual(3)
+    expect(await text(saves[0]!)).toBe('start\nmore 1\nmore 2\n')
+    // Nothing changed since: no second save of the same content, and none when it ends.
+    expect(saves).toHaveLength(1)
+    expect(await saver.finish()).toBeUndefined()
+  })
+
+  it('skips a round when the directory changes during every try, and saves at the end', async () => {
+    await writeFile(join(ckpt, 'weights'), 'start\n')
+    const writer = writingDuring(1000)
+    const saves: ArtifactRef[] = []
+    const saver = new CheckpointSaver({ dir: ckpt, everyMs: 10_000_000, store: writer, label: 'checkpoint of test', onSaved: ref => { saves.push(ref) } })
+    // One periodic round, made to happen now.
+    await (saver as unknown as { periodic: () => Promise<void> }).periodic()
+    expect(writer.calls()).toBe(3)
+    expect(saves).toEqual([])
+    // At the end the step is gone; the one try of the last save sees what the store stored.
+    const last = writingDuring(0)
+    const final = new CheckpointSaver({ dir: ckpt, everyMs: 10_000_000, store: last, label: 'checkpoint of test', onSaved: () => {} })
+    const ref = await final.finish()
+    expect(ref).toBeDefined()
+    expect(await text(ref!)).toBe('start\nmore 1\nmore 2\nmore 3\n')
+  })
+
+  it('does not report the restored save again when the step did not change it', async () => {
+    await writeFile(join(ckpt, 'weights'), 'restored\n')
+    const restored = await store.ingest(ckpt)
+    const saves: ArtifactRef[] = []
+    const counted = writingDuring(0)
+    const saver = new CheckpointSaver({ dir: ckpt, everyMs: 10, store: counted, label: 'checkpoint of test', initial: restored.digest, onSaved: ref => { saves.push(ref) } })
+    saver.start()
+    await waitFor('three periodic saves to be taken', () => counted.calls() >= 3 ? true : undefined, 20_000)
+    expect(await saver.finish()).toBeUndefined()
+    expect(saves).toEqual([])
+  })
+})

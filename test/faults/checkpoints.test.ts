@@ -1,0 +1,167 @@
+// Steps that keep a checkpoint directory resume instead of starting over: after their agent is
+// killed mid-step (on the other agent), after a failed attempt (its retry), and in the next run
+// of a pipeline whose run failed (same fingerprint). Real coordinator and agent processes; the
+// step is a shell loop that counts epochs into its checkpoint directory.
+
+import { describe, expect, it } from 'vitest'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { runCli, runCliJson } from '../helpers/cli.js'
+import { waitForCounters } from '../helpers/mesh.js'
+import { isAlive, waitFor } from '../helpers/wait.js'
+import type { Explanation } from '../../src/run/explain.js'
+import { finished, Gate, pipeline, step, stepWhere, submit, twoAgentMesh } from './support.js'
+
+/**
+ * Shell text that reads the epoch to start from (0 when the checkpoint directory is empty),
+ * prints it, and counts on, each epoch written under a temporary name and renamed.
+ */
+function epochs (until: string): string {
+  return `e=0; [ -f ckpt/epoch ] && e=$(cat ckpt/epoch); echo "start $e"; i=$e; while ${until}; do i=$((i+1)); echo $i > ckpt/epoch.tmp && mv ckpt/epoch.tmp ckpt/epoch; sleep 0.02; done`
+}
+
+describe('checkpoints', () => {
+  const fx = twoAgentMesh()
+
+  async function output (runId: string, stepId: string): Promise<string> {
+    const dest = join(fx.dir, `${runId}-${stepId}`)
+    const got = await runCliJson(['--data', fx.client, 'artifacts', 'get', `${runId}/${stepId}/out`, dest, '--coordinator', fx.mesh.url])
+    expect(got.exitCode, got.stderr).toBe(0)
+    return await readFile(dest, 'utf8')
+  }
+
+  it('agent killed mid-step: the step resumes on the other agent from its last save', async () => {
+    const gate = await Gate.create(join(fx.dir, 'kill'))
+    const file = await pipeline(join(fx.dir, 'kill-p'), `name: resume-after-kill
+steps:
+  train:
+    command: |
+      echo $$ > ${gate.dir}/pids/$PIPEMESH_STEP.$PIPEMESH_ATTEMPT
+      ${epochs(`[ ! -e ${gate.dir}/open ]`)}
+      echo "started at $e, ended at $i" > \${{outputs.out}}
+    outputs: [out]
+    checkpoint: { path: ckpt, every: 200ms }
+    cache: false
+`)
+    const runId = await submit(fx.mesh, fx.client, file)
+    // A save has reached the coordinator: the step has something to resume from.
+    const saved = await stepWhere(fx.mesh, runId, 'train', s => s.status === 'running' && s.checkpoint !== undefined, 'to report a checkpoint save')
+    expect(saved.checkpoint).toMatchObject({ runId, attempt: 1, agent: saved.agent })
+    const victim = saved.agent!
+    const other = victim === 'a1' ? 'a2' : 'a1'
+    // ...and the other agent has pulled a copy of it (or of a later save).
+    await waitForCounters(fx.mesh, c => (c[other]?.bytesFetched ?? 0) > 0)
+    await fx.mesh.signalAgent(victim, 'SIGKILL')
+
+    const moved = await stepWhere(fx.mesh, runId, 'train', s => s.status === 'running' && s.attempts === 2, 'to run again on the other agent', 20_000)
+    expect(moved.agent).toBe(other)
+    await waitFor('the second attempt to start', async () => await gate.pid('train', 2))
+    await gate.open()
+    const run = await finished(fx.mesh, runId)
+    expect(run.status, JSON.stringify(run, null, 2)).toBe('succeeded')
+    const [, start, end] = /started at (\d+), ended at (\d+)/.exec(await output(runId, 'train')) ?? []
+    // It went on from a save attempt 1 made, although the agent that made it is dead: the
+    // coordinator had the other agent keep a copy of each save.
+    expect(Number(start)).toBeGreaterThan(0)
+    expect(Number(end)).toBeGreaterThanOrEqual(Number(start))
+    expect(step(run, 'train').history?.map(a => [a.number, a.agent, a.state, a.resumedFrom?.attempt])).toEqual([[1, victim, 'lost', undefined], [2, other, 'succeeded', 1]])
+
+    const why = await runCli(['explain', runId, 'train', '--coordinator', fx.mesh.url])
+    expect(why.stdout).toContain(`resumed from the checkpoint saved by attempt 1 on ${victim}`)
+    const orphan = (await gate.pid('train', 1))!
+    await waitFor('the orphaned step of the killed agent to end', () => isAlive(orphan) ? undefined : true)
+    await fx.restart(victim)
+  })
+
+  it('an agent stopped with SIGTERM hands its step back with a last save, and the step resumes elsewhere', async () => {
+    const gate = await Gate.create(join(fx.dir, 'term'))
+    const file = await pipeline(join(fx.dir, 'term-p'), `name: resume-after-stop
+steps:
+  train:
+    command: |
+      echo $$ > ${gate.dir}/pids/$PIPEMESH_STEP.$PIPEMESH_ATTEMPT
+      ${epochs(`[ ! -e ${gate.dir}/open ]`)}
+      echo "started at $e, ended at $i" > \${{outputs.out}}
+    outputs: [out]
+    checkpoint: { path: ckpt, every: 300ms }
+    cache: false
+`)
+    const runId = await submit(fx.mesh, fx.client, file)
+    const saved = await stepWhere(fx.mesh, runId, 'train', s => s.status === 'running' && s.checkpoint !== undefined, 'to report a checkpoint save')
+    const victim = saved.agent!
+    const other = victim === 'a1' ? 'a2' : 'a1'
+    // The agent gives its running step a grace period (10 s) before it hands it back.
+    await fx.mesh.signalAgent(victim, 'SIGTERM')
+    const moved = await stepWhere(fx.mesh, runId, 'train', s => s.status === 'running' && s.agent === other, 'to run again on the other agent', 40_000)
+    expect(moved.history?.[0]).toMatchObject({ agent: victim, state: 'cancelled' })
+    await waitFor('the step to start on the other agent', async () => await gate.pid('train', moved.attempts))
+    await gate.open()
+    const run = await finished(fx.mesh, runId)
+    expect(run.status, JSON.stringify(run, null, 2)).toBe('succeeded')
+    const [, start] = /started at (\d+), ended at (\d+)/.exec(await output(runId, 'train')) ?? []
+    expect(Number(start)).toBeGreaterThan(0)
+    expect(step(run, 'train').history?.at(-1)?.resumedFrom?.attempt).toBe(1)
+    await fx.restart(victim)
+  })
+
+  it('a failed attempt\'s retry starts where it stopped', async () => {
+    const file = await pipeline(join(fx.dir, 'retry-p'), `name: resume-retry
+steps:
+  train:
+    command: |
+      ${epochs('[ $i -lt $((e+5)) ]')}
+      [ "$PIPEMESH_ATTEMPT" = 1 ] && { echo "diverged at epoch $i" >&2; exit 1; }
+      echo "started at $e, ended at $i" > \${{outputs.out}}
+    outputs: [out]
+    checkpoint: ckpt
+    retry: { max: 1, backoff: 10ms }
+`)
+    const run = await finished(fx.mesh, await submit(fx.mesh, fx.client, file))
+    expect(run.status, JSON.stringify(run, null, 2)).toBe('succeeded')
+    // Attempt 1 counted 0 -> 5 and failed; its last save (taken as it ended, not periodically:
+    // the interval is the default 10 minutes) is where attempt 2 began.
+    expect(await output(run.runId, 'train')).toBe('started at 5, ended at 10\n')
+    expect(step(run, 'train').history?.map(a => [a.state, a.resumedFrom?.attempt])).toEqual([['failed', undefined], ['succeeded', 1]])
+  })
+
+  it('the next run of a pipeline whose run failed resumes the failed step, then is reused', async () => {
+    const gate = await Gate.create(join(fx.dir, 'rerun'))
+    const file = await pipeline(join(fx.dir, 'rerun-p'), `name: resume-rerun
+steps:
+  prep:
+    command: echo data > \${{outputs.out}}
+    outputs: [out]
+  train:
+    command: |
+      ${epochs('[ $i -lt $((e+5)) ]')}
+      [ -e ${gate.dir}/open ] || { echo "out of memory at epoch $i" >&2; exit 1; }
+      echo "started at $e, ended at $i" > \${{outputs.out}}
+    inputs: { data: "\${{steps.prep.outputs.out}}" }
+    outputs: [out]
+    checkpoint: ckpt
+`)
+    const failed = await finished(fx.mesh, await submit(fx.mesh, fx.client, file))
+    expect(failed.status).toBe('failed')
+    expect(step(failed, 'train').checkpoint).toMatchObject({ runId: failed.runId, attempt: 1 })
+    const status = await runCli(['status', failed.runId, '--coordinator', fx.mesh.url])
+    expect(status.stdout).toMatch(/checkpoint of train: \d+ B saved by attempt 1 on a[12]/)
+    // A fx.mesh gc keeps the save: the step has not succeeded yet.
+    const gc = await runCli(['store', 'gc', '--coordinator', fx.mesh.url, '--grace', '0s', '--json'])
+    expect(gc.exitCode, gc.stderr).toBe(0)
+
+    await gate.open()
+    const resumed = await finished(fx.mesh, await submit(fx.mesh, fx.client, file))
+    expect(resumed.status, JSON.stringify(resumed, null, 2)).toBe('succeeded')
+    expect(step(resumed, 'prep').status).toBe('reused')
+    expect(await output(resumed.runId, 'train')).toBe('started at 5, ended at 10\n')
+    const why = await runCliJson<Explanation>(['explain', resumed.runId, 'train', '--coordinator', fx.mesh.url, '--json'])
+    expect(why.json.attempts[0]?.resumedFrom).toMatchObject({ runId: failed.runId, attempt: 1 })
+    const text = await runCli(['explain', resumed.runId, 'train', '--coordinator', fx.mesh.url])
+    expect(text.stdout).toContain(`resumed from the checkpoint saved by attempt 1 of run ${failed.runId}`)
+
+    // Succeeded: a third run reuses it, and nothing is left to resume from.
+    const again = await finished(fx.mesh, await submit(fx.mesh, fx.client, file))
+    expect(again.steps.map(s => s.status)).toEqual(['reused', 'reused'])
+    expect(step(again, 'train').checkpoint).toBeUndefined()
+  })
+})
