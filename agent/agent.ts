@@ -17,7 +17,7 @@ import { loadOrCreatePrivateKey } from '../src/net/identity.js'
 import { openChannel, type MessageChannel } from '../src/protocol/channel.js'
 import { fetchArtifact, serveArtifacts, transferStats, type TransferStats } from '../src/net/transfer.js'
 import {
-  CHECKPOINT_SOURCE, CODE_SOURCE, CONTROL_PROTOCOL, ENVIRONMENT_SOURCE, ENVIRONMENT_UNUSED_MS, FETCH_PROGRESS_MS, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema, describeSource,
+  CHECKPOINT_SOURCE, CODE_SOURCE, CONTROL_PROTOCOL, CONTROL_REVISION, ENVIRONMENT_SOURCE, ENVIRONMENT_UNUSED_MS, FETCH_PROGRESS_MS, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema, describeSource,
   type AgentMessage, type CoordinatorMessage, type PeerAddress, type WireCapabilities
 } from '../src/protocol/messages.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
@@ -245,6 +245,7 @@ export class Agent {
       type: 'hello',
       name: this.name,
       version: AGENT_VERSION,
+      revision: CONTROL_REVISION,
       capabilities: this.capabilities,
       addrs: this.multiaddrs(),
       running: [...this.running.keys(), ...pendingResults]

@@ -4,7 +4,7 @@
 
 import { existsSync, mkdirSync } from 'node:fs'
 import { chmod, lstat, realpath } from 'node:fs/promises'
-import { dirname, join, sep } from 'node:path'
+import { dirname, isAbsolute, join, sep } from 'node:path'
 import { CorruptContentError, MissingContentError, PipemeshError, toWireError, type WireError } from '../src/errors.js'
 import type { Logger } from 'pino'
 import { CHECKPOINT_SOURCE, CODE_SOURCE, describeSource } from '../src/protocol/messages.js'
@@ -255,6 +255,10 @@ async function materializeRepairing (deps: AttemptDeps, what: string, digest: Di
  */
 async function prepareCheckpoint (task: Task, deps: AttemptDeps, workdir: string): Promise<string> {
   const checkpoint = task.checkpoint!
+  // Checked by the coordinator's validation; checked again here, where it becomes a path.
+  if (isAbsolute(checkpoint.path) || checkpoint.path.split('/').some(p => p === '..' || p === '' || p === '.')) {
+    throw new PipemeshError('INVALID_ARGUMENT', `step "${task.stepId}": checkpoint directory "${checkpoint.path}" is not a plain relative path inside the working directory`)
+  }
   const dir = join(workdir, checkpoint.path)
   if (existsSync(dir)) throw new PipemeshError('INVALID_ARGUMENT', `step "${task.stepId}": its code has "${checkpoint.path}", the step's checkpoint directory; keep the checkpoint directory apart from the code`)
   mkdirSync(dirname(dir), { recursive: true })

@@ -54,12 +54,13 @@ export function formatRuns (runs: RunListEntry[]): string {
 
 export function formatAgents (agents: AgentListEntry[]): string {
   if (agents.length === 0) return 'no agents connected'
-  const rows = [['AGENT', 'NAME', 'STATE', 'CPU', 'MEMORY', 'GPUS', 'DISK FREE', 'RUNNING', 'SERVED', 'FETCHED', 'LABELS']]
+  const rows = [['AGENT', 'NAME', 'VERSION', 'STATE', 'CPU', 'MEMORY', 'GPUS', 'DISK FREE', 'RUNNING', 'SERVED', 'FETCHED', 'LABELS']]
   for (const a of agents) {
     const cap = a.capabilities.capacity
     rows.push([
       a.id.slice(-12),
       a.name,
+      a.version,
       a.connected ? (a.draining ? 'draining' : 'connected') : 'disconnected',
       `${a.allocated.cpu}/${cap.cpu}`,
       `${formatBytes(a.allocated.memory)}/${formatBytes(cap.memory)}`,

@@ -9,6 +9,9 @@ import type { ArtifactRef, Digest } from '../src/store/types.js'
 export interface AgentSession {
   id: string
   name: string
+  /** The pipemesh version the agent runs, and its control protocol revision (CONTROL_REVISION). */
+  version: string
+  revision: number
   addrs: string[]
   capabilities: WireCapabilities
   connected: boolean
@@ -26,6 +29,8 @@ export interface AgentSession {
 export interface AgentInfo {
   id: string
   name: string
+  version: string
+  revision: number
   connected: boolean
   draining: boolean
   lastSeen: number
@@ -49,7 +54,7 @@ export class AgentRegistry {
   private readonly drained = new Set<string>()
 
   /** Registers a (re)connected agent; allocations of a returning agent are kept. */
-  connect (init: { id: string, name: string, addrs: string[], capabilities: WireCapabilities, send: AgentSession['send'] }): AgentSession {
+  connect (init: { id: string, name: string, version: string, revision: number, addrs: string[], capabilities: WireCapabilities, send: AgentSession['send'] }): AgentSession {
     const now = Date.now()
     const existing = this.agents.get(init.id)
     const view: AgentView = {
@@ -66,6 +71,8 @@ export class AgentRegistry {
     const session: AgentSession = {
       id: init.id,
       name: init.name,
+      version: init.version,
+      revision: init.revision,
       addrs: init.addrs,
       capabilities: init.capabilities,
       connected: true,
@@ -211,6 +218,8 @@ export class AgentRegistry {
     return this.all().map(a => ({
       id: a.id,
       name: a.name,
+      version: a.version,
+      revision: a.revision,
       connected: a.connected,
       draining: a.draining,
       lastSeen: a.lastSeen,

@@ -14,7 +14,7 @@ import { createNode } from '../src/net/node.js'
 import { loadOrCreatePrivateKey } from '../src/net/identity.js'
 import { openChannel, type MessageChannel } from '../src/protocol/channel.js'
 import {
-  CONTROL_PROTOCOL, MAX_CONTROL_MESSAGE_BYTES, agentMessageSchema,
+  CONTROL_PROTOCOL, CONTROL_REVISION, MAX_CONTROL_MESSAGE_BYTES, agentMessageSchema,
   type AgentMessage, type CoordinatorMessage, type PeerAddress
 } from '../src/protocol/messages.js'
 import { explainStep, type Explanation } from '../src/run/explain.js'
@@ -200,14 +200,18 @@ export class Coordinator implements CoordinatorApi {
           this.channels.get(agentId)?.abort(new PipemeshError('CONFLICT', 'replaced by a newer connection of the same agent'))
           this.channels.set(agentId, channel)
           this.clearLease(agentId)
+          const revision = msg.revision ?? 1
           this.registry.connect({
             id: agentId,
             name: msg.name,
+            version: msg.version,
+            revision,
             addrs: msg.addrs,
             capabilities: msg.capabilities,
             send: (out) => { this.sendToAgent(agentId, channel, out, log) }
           })
-          await channel.send({ type: 'welcome', coordinator: this.peerId, heartbeatMs: this.heartbeatMs })
+          await channel.send({ type: 'welcome', coordinator: this.peerId, heartbeatMs: this.heartbeatMs, revision: CONTROL_REVISION })
+          if (revision < CONTROL_REVISION) log.warn({ name: msg.name, version: msg.version, revision }, 'agent runs an older pipemesh: it runs steps, except those that keep a checkpoint directory; upgrade it')
           await channel.send({ type: 'members', peers: this.membership.current() })
           log.info({ name: msg.name, running: msg.running.length }, 'agent connected')
           this.runs.agentReconnected(agentId, msg.running)

@@ -12,9 +12,9 @@ import { resolveCommand } from '../src/spec/placeholders.js'
 import { topologicalOrder, stepDependencies } from '../src/dag.js'
 import { computeFingerprint, FINGERPRINT_SCHEME, type FingerprintParts } from '../src/fingerprint.js'
 import { placeStep, allocate, release } from '../src/scheduler/index.js'
-import type { CandidateReport } from '../src/scheduler/types.js'
+import type { AgentView, CandidateReport } from '../src/scheduler/types.js'
 import type { Pipeline, StepSpec } from '../src/spec/types.js'
-import { CHECKPOINT_SOURCE, CODE_SOURCE, ENVIRONMENT_SOURCE, type AgentMessage } from '../src/protocol/messages.js'
+import { CHECKPOINT_REVISION, CHECKPOINT_SOURCE, CODE_SOURCE, ENVIRONMENT_SOURCE, type AgentMessage } from '../src/protocol/messages.js'
 import type { AttemptResult, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import {
@@ -597,7 +597,16 @@ export class RunManager {
         // The save a step resumes from is read like an input: an agent holding it has less to fetch.
         const resume = this.resumableCheckpoint(spec, step)
         if (resume !== undefined) inputs.push({ name: CHECKPOINT_SOURCE, size: resume.ref.size, holders: this.agents.holdersOf(resume.ref.digest) })
-        const placement = placeStep({ stepId: id, resources: spec.resources, inputs }, agents)
+        const able = this.ableAgents(spec, agents)
+        const placement = placeStep({ stepId: id, resources: spec.resources, inputs }, able)
+        if (placement.kind !== 'placed' && able.length < agents.length) {
+          // Agents too old for the step (it keeps a checkpoint directory) might fit: wait for them to be upgraded.
+          const older = this.olderAgentsThatFit(spec, inputs, agents, able)
+          if (older !== undefined) {
+            if (step.reason !== older) this.setStep(run, step, 'queued', older)
+            continue
+          }
+        }
         if (placement.kind === 'placed') {
           this.startAttempt(run, step, spec, placement.agentId, placement.gpus, placement.reason, placement.candidates)
           agents = this.agents.views()
@@ -621,6 +630,21 @@ export class RunManager {
     if (nextRetry !== Infinity) this.armRetryTimer(nextRetry - now)
     // A producer queued again sits earlier in the order than the step that found its output lost.
     if (again) void this.serialize(async () => { this.dispatch() })
+  }
+
+  /** The agents whose pipemesh can run the step: for one that keeps a checkpoint directory, those that save it. */
+  private ableAgents (spec: StepSpec, agents: AgentView[]): AgentView[] {
+    if (spec.checkpoint === undefined) return agents
+    return agents.filter(a => (this.agents.get(a.id)?.revision ?? 1) >= CHECKPOINT_REVISION)
+  }
+
+  /** Why the step waits, when only agents running an older pipemesh could run it; else undefined. */
+  private olderAgentsThatFit (spec: StepSpec, inputs: Array<{ name: string, size: number, holders: string[] }>, agents: AgentView[], able: AgentView[]): string | undefined {
+    const older = agents.filter(a => !able.includes(a))
+    const placement = placeStep({ stepId: spec.id, resources: spec.resources, inputs }, older)
+    if (placement.kind === 'unschedulable') return undefined
+    const names = older.map(a => `${a.name} (${this.agents.get(a.id)?.version ?? 'unknown version'})`)
+    return `waiting for an agent that can keep its checkpoint directory: ${names.join(', ')} ${names.length === 1 ? 'runs' : 'run'} an older pipemesh; upgrade ${names.length === 1 ? 'it' : 'them'}`
   }
 
   /** The save the step's next attempt starts from: its newest one that some connected agent holds. */

@@ -22,6 +22,9 @@ export interface RunListEntry {
 export interface AgentListEntry {
   id: string
   name: string
+  /** The pipemesh version the agent runs, and its control protocol revision. */
+  version: string
+  revision: number
   connected: boolean
   draining: boolean
   lastSeen: number

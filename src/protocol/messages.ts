@@ -8,6 +8,16 @@ import type { ArtifactRef, Digest } from '../store/types.js'
 import type { ErrorCode } from '../errors.js'
 
 export const CONTROL_PROTOCOL = '/pipemesh/control/1.0.0'
+/**
+ * The revision of the messages below, sent in hello and welcome, so that a mesh can be upgraded
+ * one machine at a time. Agents from before revisions existed send none: revision 1. Each side
+ * only sends a newer message where the other's revision reads it; a newer field is ignored by an
+ * older reader.
+ *   2: checkpoint directories (task.checkpoint, the 'checkpoint' message, result.checkpoint).
+ */
+export const CONTROL_REVISION = 2
+/** The first revision whose agents save and restore a step's checkpoint directory. */
+export const CHECKPOINT_REVISION = 2
 /** Largest control message; holdings are sent in batches to stay under it. */
 export const MAX_CONTROL_MESSAGE_BYTES = 4 * 1024 * 1024
 export const HOLDINGS_BATCH = 2000
@@ -121,6 +131,8 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
     type: z.literal('hello'),
     name,
     version: z.string().max(64),
+    /** CONTROL_REVISION of the agent; absent from agents older than revisions (1). */
+    revision: z.number().int().positive().optional(),
     capabilities: capabilitiesSchema,
     addrs: z.array(z.string().max(512)).max(32),
     /** Attempts still running on the agent (after a reconnect), so the coordinator can adopt them. */
@@ -171,7 +183,7 @@ export type AgentMessage = z.infer<typeof agentMessageSchema>
 
 /** Messages the coordinator sends to an agent. */
 export const coordinatorMessageSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('welcome'), coordinator: z.string().max(128), heartbeatMs: z.number().int().positive() }),
+  z.object({ type: z.literal('welcome'), coordinator: z.string().max(128), heartbeatMs: z.number().int().positive(), revision: z.number().int().positive().optional() }),
   z.object({
     type: z.literal('task'),
     task,

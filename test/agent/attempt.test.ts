@@ -328,11 +328,13 @@ i=$((i+1)); echo $i > ckpt/epoch; echo "end $i"; exit 3`
     expect(saves).toEqual([])
   })
 
-  it('refuses a checkpoint directory that the code snapshot already has', async () => {
+  it('refuses a checkpoint directory that the code snapshot already has, or one outside the working directory', async () => {
     const code = await ingestFiles({ 'ckpt/x': 'code' })
     const r = await runAttempt(task({ command: 'true', code, checkpoint: { path: 'ckpt', everyMs: 1000 } }), deps)
     expect(r.status).toBe('failed')
     expect(r.error?.message).toContain('its code has "ckpt", the step\'s checkpoint directory')
+    const escape = await runAttempt(task({ command: 'true', checkpoint: { path: '../../outside', everyMs: 1000 } }), deps)
+    expect(escape.error?.message).toContain('checkpoint directory "../../outside" is not a plain relative path')
   })
 
   it('does not start an attempt that is already cancelled', async () => {

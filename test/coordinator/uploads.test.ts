@@ -26,7 +26,7 @@ function registryWith (agents: Record<string, number | [number, number]>): { reg
   for (const [name, spec] of Object.entries(agents)) {
     const [diskFree, gpus] = typeof spec === 'number' ? [spec, 0] : spec
     sent.set(name, [])
-    registry.connect({ id: `id-${name}`, name, addrs: [], capabilities: capabilities(diskFree, gpus), send: msg => { sent.get(name)?.push(msg) } })
+    registry.connect({ id: `id-${name}`, name, version: 'test', revision: 2, addrs: [], capabilities: capabilities(diskFree, gpus), send: msg => { sent.get(name)?.push(msg) } })
   }
   return { registry, sent }
 }
