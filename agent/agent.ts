@@ -13,6 +13,7 @@ import type { Libp2p } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import { PipemeshError, toWireError } from '../src/errors.js'
 import { createNode } from '../src/net/node.js'
+import { PIPEMESH_VERSION } from '../src/version.js'
 import { loadOrCreatePrivateKey } from '../src/net/identity.js'
 import { openChannel, type MessageChannel } from '../src/protocol/channel.js'
 import { fetchArtifact, serveArtifacts, transferStats, type TransferStats } from '../src/net/transfer.js'
@@ -33,7 +34,6 @@ import { killAllRunning, reapOrphans } from './process.js'
 import { Admission, ensureEnrolled } from './admission.js'
 import { peerIdFromString } from '@libp2p/peer-id'
 
-export const AGENT_VERSION = '0.1.0'
 
 export interface AgentOptions {
   dataDir: string
@@ -244,7 +244,7 @@ export class Agent {
     await channel.send({
       type: 'hello',
       name: this.name,
-      version: AGENT_VERSION,
+      version: PIPEMESH_VERSION,
       revision: CONTROL_REVISION,
       capabilities: this.capabilities,
       addrs: this.multiaddrs(),

@@ -16,6 +16,7 @@ import { PipemeshError } from '../src/errors.js'
 import { EXIT_INVALID, reportError } from './errors.js'
 import { defaultDataDir, isAgentDaemonDir } from './data-dir.js'
 import { formatAgents, formatExplanation, formatRun, formatRuns } from './format.js'
+import { PIPEMESH_VERSION } from '../src/version.js'
 
 // `export PIPEMESH_COORDINATOR=` is how many people unset a variable: empty means not set, so the
 // command runs embedded instead of failing on an empty URL.
@@ -25,7 +26,7 @@ const program = new Command()
 program
   .name('pipemesh')
   .description('Run machine-learning pipelines on a peer-to-peer mesh of agents, reusing every step whose inputs did not change.')
-  .version('0.1.0')
+  .version(PIPEMESH_VERSION)
   .option('--data <dir>', 'state directory (default ~/.pipemesh or $PIPEMESH_HOME)')
   .option('--log-level <level>', 'log level on stderr: error, warn, info, debug (default warn, or $PIPEMESH_LOG_LEVEL)')
   .option('--api-token-file <file>', "file holding the coordinator API's bearer token (or $PIPEMESH_API_TOKEN)")
