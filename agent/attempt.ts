@@ -131,6 +131,7 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
   }
 
   const secrets = Object.values(task.secrets ?? {})
+  let note: ((text: string) => void) | undefined
   const saver = checkpointDir === undefined || task.checkpoint === undefined
     ? undefined
     : new CheckpointSaver({
@@ -140,6 +141,7 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
       label: `checkpoint of ${task.runId}/${task.stepId} attempt ${task.attempt}`,
       ...(task.checkpoint.restore === undefined ? {} : { initial: task.checkpoint.restore.digest }),
       onSaved: ref => { deps.onCheckpoint?.(ref) },
+      onProblem: text => { note?.(text) },
       ...(deps.logger === undefined ? {} : { log: deps.logger })
     })
   saver?.start()
@@ -157,6 +159,7 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
       ...(deps.onLine !== undefined ? { onLine: deps.onLine } : {}),
       ...(deps.onStart !== undefined ? { onStart: deps.onStart } : {}),
       ...(deps.trackDir !== undefined ? { trackDir: deps.trackDir } : {}),
+      ...(saver !== undefined ? { onNotes: (n: (text: string) => void) => { note = n } } : {}),
       ...signalOpt(deps.signal)
     })
   } catch (err) {

@@ -11,6 +11,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
+import { formatDuration } from '../src/util/units.js'
 import { diffTrees, snapshotTree } from './tree-state.js'
 
 export interface CheckpointSaverOptions {
@@ -24,6 +25,8 @@ export interface CheckpointSaverOptions {
   initial?: Digest
   /** A new save while the step runs, in order; the newest is the one to restore. */
   onSaved: (ref: ArtifactRef) => void
+  /** A save that could not be taken, in words for the step's log: its user believes it is saved. */
+  onProblem?: (text: string) => void
   log?: Logger
 }
 
@@ -113,11 +116,13 @@ export class CheckpointSaver {
         // The step removed or replaced the directory mid-walk, or the disk is full: the step goes
         // on, and the next round tries again.
         log?.warn({ err: (err as Error).message }, 'saving the checkpoint directory failed')
+        this.options.onProblem?.(`saving the checkpoint directory failed (the step goes on; the next save is in ${formatDuration(this.options.everyMs)}): ${(err as Error).message}`)
         return undefined
       }
       if (i + 1 < tries) await sleep(RETRY_MS[i] ?? 1500, undefined, signal === undefined ? {} : { signal }).catch(() => {})
     }
     log?.warn({ tries }, 'the checkpoint directory kept changing while it was saved; skipping this save (write checkpoint files under a temporary name, then rename them)')
+    this.options.onProblem?.(`the checkpoint directory changed during each of ${tries} tries to save it, so no save was kept this time; write checkpoint files under a temporary name, then rename them into place`)
     return undefined
   }
 }

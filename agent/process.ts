@@ -33,6 +33,11 @@ export interface RunProcessOptions {
   onStart?: (pid: number) => void
   /** Directory of pid records, so that a restarted agent can kill what a crashed one left running. */
   trackDir?: string
+  /**
+   * Receives a function that adds a line from pipemesh to the step's log (marked as such); it
+   * does nothing once the process has ended.
+   */
+  onNotes?: (note: (text: string) => void) => void
 }
 
 export interface RunProcessResult {
@@ -99,6 +104,8 @@ export async function runProcess (options: RunProcessOptions): Promise<RunProces
     ...(options.redact !== undefined ? { redact: options.redact } : {}),
     ...(options.maxLogBytes !== undefined ? { maxLogBytes: options.maxLogBytes } : {})
   })
+  let capturing = true
+  options.onNotes?.(text => { if (capturing) capture.note(text) })
   installExitHook()
   const started = performance.now()
   // Started by the launcher process (see launcher.ts), in its own process group: the child's pid
@@ -176,6 +183,7 @@ export async function runProcess (options: RunProcessOptions): Promise<RunProces
     const record = join(options.trackDir, String(pid))
     void recording.then(async () => { await unlink(record) }).catch(() => {})
   }
+  capturing = false
   await capture.close()
 
   const out: RunProcessResult = {

@@ -316,6 +316,22 @@ i=$((i+1)); echo $i > ckpt/epoch; echo "end $i"; exit 3`
     expect(await leftovers()).toEqual([])
   })
 
+  it('says in the step\'s log when its checkpoint directory cannot be saved, and the step goes on', async () => {
+    const go = join(dir, 'go-note')
+    const r = await runAttempt(task({
+      // A link out of the working directory cannot be stored: every save of the directory fails.
+      command: `ln -s /etc/hostname ckpt/outside; i=0; while [ ! -e ${go} ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done; echo done`,
+      checkpoint: { path: 'ckpt', everyMs: 50 }
+    }), {
+      ...deps,
+      onLine: line => { if (line.line.includes('saving the checkpoint directory failed')) void writeFile(go, '') }
+    })
+    expect(r.status).toBe('succeeded')
+    const lines = await printed(r)
+    expect(lines.find(l => l.includes('saving the checkpoint directory failed'))).toMatch(/^\[pipemesh\].*the step goes on; the next save is in 50ms\): .*outside/)
+    expect(lines.at(-1)).toBe('done')
+  })
+
   it('takes no save of an empty checkpoint directory, nor a last one when the step succeeds', async () => {
     const saves: ArtifactRef[] = []
     const withDeps = { ...deps, onCheckpoint: (ref: ArtifactRef) => { saves.push(ref) } }

@@ -63,11 +63,13 @@ describe('CheckpointSaver', () => {
     await writeFile(join(ckpt, 'weights'), 'start\n')
     const writer = writingDuring(1000)
     const saves: ArtifactRef[] = []
-    const saver = new CheckpointSaver({ dir: ckpt, everyMs: 10_000_000, store: writer, label: 'checkpoint of test', onSaved: ref => { saves.push(ref) } })
+    const problems: string[] = []
+    const saver = new CheckpointSaver({ dir: ckpt, everyMs: 10_000_000, store: writer, label: 'checkpoint of test', onSaved: ref => { saves.push(ref) }, onProblem: text => { problems.push(text) } })
     // One periodic round, made to happen now.
     await (saver as unknown as { periodic: () => Promise<void> }).periodic()
     expect(writer.calls()).toBe(3)
     expect(saves).toEqual([])
+    expect(problems).toEqual(['the checkpoint directory changed during each of 3 tries to save it, so no save was kept this time; write checkpoint files under a temporary name, then rename them into place'])
     // At the end the step is gone; the one try of the last save sees what the store stored.
     const last = writingDuring(0)
     const final = new CheckpointSaver({ dir: ckpt, everyMs: 10_000_000, store: last, label: 'checkpoint of test', onSaved: () => {} })
