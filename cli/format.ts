@@ -4,6 +4,7 @@ import type { RunSummary } from '../src/run/types.js'
 import type { Explanation } from '../src/run/explain.js'
 import type { AgentListEntry, RunListEntry } from '../src/client/api.js'
 import { formatBytes, formatDuration } from '../src/util/units.js'
+import { headline } from '../src/errors.js'
 
 export function table (rows: string[][]): string {
   const widths: number[] = []
@@ -16,7 +17,7 @@ export function formatRun (run: RunSummary): string {
   const head = `run ${run.runId} of ${run.pipeline}: ${run.status}${took}`
   const rows = [['STEP', 'STATUS', 'ATTEMPTS', 'AGENT', 'EXIT', 'DETAIL']]
   for (const s of run.steps) {
-    rows.push([s.id, s.status, String(s.attempts), s.agent ?? '-', s.exitCode === null ? '-' : String(s.exitCode), (s.reason ?? '').split('\n')[0] ?? ''])
+    rows.push([s.id, s.status, String(s.attempts), s.agent ?? '-', s.exitCode === null ? '-' : String(s.exitCode), headline(s.reason ?? '')])
   }
   const counts = new Map<string, number>()
   for (const s of run.steps) counts.set(s.status, (counts.get(s.status) ?? 0) + 1)
@@ -101,7 +102,7 @@ export function formatExplanation (e: Explanation): string {
   }
   for (const a of e.attempts) {
     const took = a.finishedAt === undefined ? 'running' : formatDuration(a.finishedAt - a.startedAt)
-    lines.push(`attempt ${a.number} on ${a.agentName}: ${a.state}, exit ${a.exitCode ?? '-'}, ${took}${a.error === undefined ? '' : ` (${a.error.message.split('\n')[0] ?? ''})`}`)
+    lines.push(`attempt ${a.number} on ${a.agentName}: ${a.state}, exit ${a.exitCode ?? '-'}, ${took}${a.error === undefined ? '' : ` (${headline(a.error.message)})`}`)
     if (a.resumedFrom !== undefined) {
       const save = a.resumedFrom
       lines.push(`  resumed from the checkpoint saved by ${describeSave(save, e.runId)} on ${save.agentName} at ${new Date(save.at).toISOString()} (${formatBytes(save.ref.size)})`)

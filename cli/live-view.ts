@@ -6,6 +6,7 @@ import logUpdate from 'log-update'
 import { describeSource as inputLabel } from '../src/protocol/messages.js'
 import { PLACING_REASON, type RunEvent, type StepStatus, type StepSummary } from '../src/run/types.js'
 import { formatBytes, formatDuration } from '../src/util/units.js'
+import { headline } from '../src/errors.js'
 
 type FetchEvent = Extract<RunEvent, { type: 'fetch' }>
 
@@ -27,6 +28,7 @@ export class LiveView {
   private readonly tty: boolean
   private timer: NodeJS.Timeout | undefined
   private runStatus = 'running'
+  private runId: string | undefined
 
   constructor (private readonly title: string, options: { tty?: boolean } = {}) {
     this.tty = options.tty ?? process.stdout.isTTY === true
@@ -40,6 +42,7 @@ export class LiveView {
 
   update (event: RunEvent): void {
     if (event.type === 'log') return
+    this.runId = event.runId
     if (event.type === 'run') {
       this.runStatus = event.status
       if (this.tty) this.render()
@@ -89,6 +92,10 @@ export class LiveView {
     else if ((step.status === 'succeeded' || step.status === 'failed') && step.startedAt !== undefined && step.finishedAt !== undefined) text += ` in ${formatDuration(step.finishedAt - step.startedAt)}`
     if (step.agent !== null && (step.status === 'running' || step.status === 'succeeded' || step.status === 'failed')) text += ` on ${step.agent}`
     if (step.attempts > 1) text += ` (attempt ${step.attempts})`
+    if (step.status === 'running' && step.resumedFrom !== undefined) {
+      const from = step.resumedFrom
+      text += `, resumed from the checkpoint of attempt ${from.attempt}${from.runId === this.runId ? '' : ` of run ${from.runId}`}`
+    }
     if (step.status === 'running') {
       for (const f of this.fetches.get(step.id)?.values() ?? []) {
         text += `, fetching ${inputLabel(f.input)} ${formatBytes(f.bytes)} of ${formatBytes(f.totalBytes)}${rate(f)}`
@@ -106,6 +113,6 @@ function rate (f: FetchEvent): string {
 }
 
 function firstLine (text: string): string {
-  const line = text.split('\n')[0] ?? ''
+  const line = headline(text)
   return line.length > 200 ? `${line.slice(0, 197)}...` : line
 }

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
-import { PipemeshError, type WireError } from '../src/errors.js'
+import { PipemeshError, headline, type WireError } from '../src/errors.js'
 import { resolveCommand } from '../src/spec/placeholders.js'
 import { topologicalOrder, stepDependencies } from '../src/dag.js'
 import { computeFingerprint, FINGERPRINT_SCHEME, type FingerprintParts } from '../src/fingerprint.js'
@@ -343,7 +343,7 @@ export class RunManager {
     }
     // A short pause lets the holders that failed report what they lost before the next try.
     const delay = Math.min(250 * 2 ** (lost - 1), 5_000)
-    this.requeue(run, step, `attempt ${attempt.number} on ${attempt.agentName} could not get its inputs (${message.split('\n')[0] ?? ''}); trying again`, delay)
+    this.requeue(run, step, `attempt ${attempt.number} on ${attempt.agentName} could not get its inputs (${headline(message)}); trying again`, delay)
   }
 
   /**
@@ -737,6 +737,7 @@ export class RunManager {
     this.attempts.set(attemptId, { runId: run.record.id, stepId: step.id, agentId, allocated: true })
     agent.attempts.add(attemptId)
     const resume = this.resumableCheckpoint(spec, step)
+    if (resume !== undefined) attempt.resumedFrom = resume
     const resuming = resume === undefined ? '' : `, resuming from the checkpoint saved by attempt ${resume.attempt}${resume.runId === run.record.id ? '' : ` of run ${resume.runId}`}`
     this.setStep(run, step, 'running', `attempt ${number} on ${agent.name}${resuming}`)
 
@@ -774,7 +775,6 @@ export class RunManager {
       task.checkpoint = { path: spec.checkpoint.path, everyMs: spec.checkpoint.everyMs }
       if (resume !== undefined) {
         task.checkpoint.restore = resume.ref
-        attempt.resumedFrom = resume
         sources[CHECKPOINT_SOURCE] = this.agents.addresses(this.agents.holdersOf(resume.ref.digest).filter(h => h !== agentId))
       } else if (step.checkpoint !== undefined) {
         this.log.warn({ runId: run.record.id, step: step.id, digest: step.checkpoint.ref.digest }, 'no connected agent holds the step\'s last checkpoint save; it starts from an empty checkpoint directory')
@@ -807,7 +807,7 @@ export class RunManager {
     if (!nonRetryable && counted <= spec.retry.max && run.record.cancelRequested !== true) {
       const base = spec.retry.backoffMs * 2 ** (counted - 1)
       const delay = Math.round(base * (0.5 + Math.random()))
-      this.requeue(run, step, `attempt ${attempt.number} failed (${message.split('\n')[0] ?? ''}); retry ${counted} of ${spec.retry.max} in ${delay} ms`, delay)
+      this.requeue(run, step, `attempt ${attempt.number} failed (${headline(message)}); retry ${counted} of ${spec.retry.max} in ${delay} ms`, delay)
       return
     }
     step.finishedAt = Date.now()
@@ -931,6 +931,7 @@ export class RunManager {
     if (s.startedAt !== undefined) out.startedAt = s.startedAt
     if (s.finishedAt !== undefined) out.finishedAt = s.finishedAt
     if (s.error !== undefined) out.error = s.error
+    if (last?.resumedFrom !== undefined) out.resumedFrom = { attempt: last.resumedFrom.attempt, runId: last.resumedFrom.runId, at: last.resumedFrom.at }
     if (s.checkpoint !== undefined) {
       const c = s.checkpoint
       out.checkpoint = { digest: c.ref.digest, size: c.ref.size, runId: c.runId, attempt: c.attempt, agent: c.agentName, at: c.at }
@@ -938,7 +939,7 @@ export class RunManager {
     if (s.attempts.length > 1) {
       out.history = s.attempts.map(a => {
         const h: AttemptSummary = { number: a.number, agent: a.agentName, state: a.state, exitCode: a.exitCode, durationMs: a.finishedAt === undefined ? null : a.finishedAt - a.startedAt }
-        if (a.error !== undefined) h.error = a.error.message.split('\n')[0] ?? ''
+        if (a.error !== undefined) h.error = headline(a.error.message)
         if (a.resumedFrom !== undefined) h.resumedFrom = { attempt: a.resumedFrom.attempt, runId: a.resumedFrom.runId, at: a.resumedFrom.at }
         return h
       })

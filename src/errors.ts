@@ -131,3 +131,16 @@ export function throwIfAborted (signal: AbortSignal | undefined): void {
     throw new CancelledError(reason instanceof Error ? reason.message : 'cancelled')
   }
 }
+
+/**
+ * A multi-line message on one line, for tables and status lines: its first line, and when that
+ * line introduces the rest ("…; last lines of stderr:"), the last of the lines that follow, which
+ * for a failed step is usually its error ("CUDA error: out of memory").
+ */
+export function headline (message: string): string {
+  const lines = message.split('\n')
+  const first = lines[0] ?? ''
+  if (!first.trimEnd().endsWith(':')) return first
+  const last = lines.slice(1).map(l => l.trim()).filter(l => l !== '').at(-1)
+  return last === undefined ? first.trimEnd().slice(0, -1) : `${first.trimEnd()} … ${last}`
+}

@@ -154,6 +154,8 @@ export interface StepSummary {
   error?: WireError
   /** Every attempt, when there was more than one (retries, lost agents, rebuilds). */
   history?: AttemptSummary[]
+  /** The checkpoint save its latest attempt started from, if it resumed from one. */
+  resumedFrom?: { attempt: number, runId: string, at: number }
   /** The newest checkpoint save, for a step that declares a checkpoint directory and has one. */
   checkpoint?: { digest: Digest, size: number, runId: string, attempt: number, agent: string, at: number }
 }

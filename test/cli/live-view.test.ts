@@ -30,4 +30,20 @@ describe('the line view', () => {
       '▶ a running on cpu-1\n'
     ])
   })
+
+  it('says which checkpoint a running attempt resumed from, and why a failed attempt is retried, on one line', () => {
+    const lines: string[] = []
+    vi.spyOn(process.stdout, 'write').mockImplementation(chunk => { lines.push(String(chunk)); return true })
+    const view = new LiveView('run r of p', { tty: false })
+    view.update(stepEvent({ id: 't', status: 'queued', attempts: 1, reason: 'attempt 1 failed (step "t" exited with code 1; last lines of stderr: … CUDA error: out of memory); retry 1 of 2 in 900 ms' }))
+    view.update(stepEvent({ id: 't', status: 'running', agent: 'gpu-2', attempts: 2, resumedFrom: { attempt: 1, runId: 'r', at: 0 } }))
+    view.update(stepEvent({ id: 'u', status: 'running', agent: 'gpu-1', attempts: 1, resumedFrom: { attempt: 3, runId: 'r-old', at: 0 } }))
+    view.done()
+    vi.restoreAllMocks()
+    expect(lines.slice(1).map(l => l.replace(/^\d\d:\d\d:\d\d /, ''))).toEqual([
+      '… t queued: attempt 1 failed (step "t" exited with code 1; last lines of stderr: … CUDA error: out of memory); retry 1 of 2 in 900 ms\n',
+      '▶ t running on gpu-2 (attempt 2), resumed from the checkpoint of attempt 1\n',
+      '▶ u running on gpu-1, resumed from the checkpoint of attempt 3 of run r-old\n'
+    ])
+  })
 })
