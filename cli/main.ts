@@ -115,14 +115,16 @@ program.command('run')
   .option('--param <name=value>', 'override a pipeline parameter (repeatable)', collectParam, {})
   .option('--json', 'print the run summary as JSON instead of the live view')
   .option('--detach', 'submit and return at once (remote coordinator only)')
+  .option('--no-resume', 'steps with a checkpoint directory start from an empty one, not from the save an earlier run of them left')
   .addOption(coordinatorOption())
-  .action(async (file: string, opts: { param: Record<string, string>, json?: boolean, detach?: boolean, coordinator?: string }) => {
+  .action(async (file: string, opts: { param: Record<string, string>, json?: boolean, detach?: boolean, resume: boolean, coordinator?: string }) => {
     jsonMode = opts.json === true
     const { runPipeline } = await import('./commands/run.js')
     const runOptions: Parameters<typeof runPipeline>[1] = {
       params: opts.param,
       json: jsonMode,
       detach: opts.detach === true,
+      resume: opts.resume,
       dataDir: await dataDir(),
       logLevel: globals().logLevel
     }

@@ -496,7 +496,7 @@ export class Coordinator implements CoordinatorApi {
       const refs = [...Object.values(artifacts.inputs), ...Object.values(artifacts.code).map(c => c.ref), ...Object.values(artifacts.environments).map(e => e.files)]
       this.registry.addHoldings(req.uploadedTo, refs)
     }
-    return await this.runs.submit({ pipeline, artifacts })
+    return await this.runs.submit({ pipeline, artifacts }, { resume: req.resume !== false })
   }
 
   async getRun (runId: string): Promise<RunSummary> {

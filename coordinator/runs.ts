@@ -111,7 +111,7 @@ export class RunManager {
 
   // --- entry points (each serialized) ---
 
-  async submit (submission: Submission): Promise<RunSummary> {
+  async submit (submission: Submission, options: { resume?: boolean } = {}): Promise<RunSummary> {
     return await this.serialize(async () => {
       const pipeline = submission.pipeline
       const order = topologicalOrder(pipeline)
@@ -123,7 +123,8 @@ export class RunManager {
         createdAt: now,
         params: pipeline.params,
         order,
-        submission
+        submission,
+        ...(options.resume === false ? { fresh: true } : {})
       }
       const run: ActiveRun = { record, pipeline, steps: new Map(), pending: new Set(order), queued: new Set(), queuedByKey: new Map(), readiness: new Map(), blocked: false, unfinished: order.length }
       for (const id of order) {
@@ -521,7 +522,7 @@ export class RunManager {
         }
         if (hit !== undefined) step.reason = 'an earlier execution matched, but its outputs are no longer held by any connected agent'
       }
-      if (spec.checkpoint !== undefined && step.checkpoint === undefined) {
+      if (spec.checkpoint !== undefined && step.checkpoint === undefined && run.record.fresh !== true) {
         // An earlier run of this very step (same fingerprint) that did not finish left a save.
         const saved = await this.db.getCheckpoint(step.fingerprint)
         if (saved !== undefined) step.checkpoint = saved

@@ -21,6 +21,8 @@ export interface RunOptions {
   params: Record<string, string>
   json: boolean
   detach: boolean
+  /** False: `--no-resume` (see SubmitRequest.resume). */
+  resume?: boolean
   dataDir: string
   coordinator?: string
   /** Bearer token for the coordinator's API (with `coordinator`). */
@@ -39,7 +41,7 @@ export async function runPipeline (file: string, options: RunOptions): Promise<{
   // The data, so that the coordinator need not parse the YAML again; the text where JSON cannot
   // carry what the YAML says (.inf, .nan) or would exceed the size limit.
   const source = sendableAsData(data) ? { data } : { text }
-  const base = { pipeline: { ...source, file: pipeline.file!, baseDir: pipeline.baseDir }, params: options.params }
+  const base = { pipeline: { ...source, file: pipeline.file!, baseDir: pipeline.baseDir }, params: options.params, ...(options.resume === false ? { resume: false } : {}) }
   if (options.coordinator !== undefined) {
     const { HttpCoordinatorClient } = await import('../../src/client/http.js')
     const api = new HttpCoordinatorClient(options.coordinator, options.apiToken)

@@ -28,7 +28,13 @@ export const submitRequestSchema = z.object({
     environments: z.record(key, z.object({ files: ref, digest }))
   }),
   /** The agent that holds every artifact listed above (the one the client uploaded to). */
-  uploadedTo: z.string().max(128).optional()
+  uploadedTo: z.string().max(128).optional(),
+  /**
+   * False: steps with a checkpoint directory start from an empty one instead of the save an
+   * earlier run of them left (a save that is itself the problem). Retries within the run still
+   * resume. Default true.
+   */
+  resume: z.boolean().optional()
 })
 
 export type SubmitRequest = z.input<typeof submitRequestSchema> & { artifacts: SubmissionArtifacts }

@@ -123,6 +123,8 @@ export interface RunRecord {
   submission: Submission
   error?: string
   cancelRequested?: boolean
+  /** Submitted with resume: false: its steps do not resume checkpoint saves of earlier runs. */
+  fresh?: boolean
 }
 
 /** One attempt as `status` shows it (steps with more than one attempt). */

@@ -145,9 +145,15 @@ steps:
     expect(step(failed, 'train').checkpoint).toMatchObject({ runId: failed.runId, attempt: 1 })
     const status = await runCli(['status', failed.runId, '--coordinator', fx.mesh.url])
     expect(status.stdout).toMatch(/checkpoint of train: \d+ B saved by attempt 1 on a[12]/)
-    // A fx.mesh gc keeps the save: the step has not succeeded yet.
+    // A mesh gc keeps the save: the step has not succeeded yet.
     const gc = await runCli(['store', 'gc', '--coordinator', fx.mesh.url, '--grace', '0s', '--json'])
     expect(gc.exitCode, gc.stderr).toBe(0)
+    // --no-resume: the step starts from an empty directory (and fails again, leaving a save at 5).
+    const fresh = await finished(fx.mesh, await submit(fx.mesh, fx.client, file, {}, ['--no-resume']))
+    expect(fresh.status).toBe('failed')
+    const freshLog = await runCli(['logs', fresh.runId, 'train', '--coordinator', fx.mesh.url])
+    expect(freshLog.stdout).toContain('start 0')
+    expect(step(fresh, 'train').checkpoint).toMatchObject({ runId: fresh.runId, attempt: 1 })
 
     await gate.open()
     const resumed = await finished(fx.mesh, await submit(fx.mesh, fx.client, file))
@@ -155,9 +161,9 @@ steps:
     expect(step(resumed, 'prep').status).toBe('reused')
     expect(await output(resumed.runId, 'train')).toBe('started at 5, ended at 10\n')
     const why = await runCliJson<Explanation>(['explain', resumed.runId, 'train', '--coordinator', fx.mesh.url, '--json'])
-    expect(why.json.attempts[0]?.resumedFrom).toMatchObject({ runId: failed.runId, attempt: 1 })
+    expect(why.json.attempts[0]?.resumedFrom).toMatchObject({ runId: fresh.runId, attempt: 1 })
     const text = await runCli(['explain', resumed.runId, 'train', '--coordinator', fx.mesh.url])
-    expect(text.stdout).toContain(`resumed from the checkpoint saved by attempt 1 of run ${failed.runId}`)
+    expect(text.stdout).toContain(`resumed from the checkpoint saved by attempt 1 of run ${fresh.runId}`)
 
     // Succeeded: a third run reuses it, and nothing is left to resume from.
     const again = await finished(fx.mesh, await submit(fx.mesh, fx.client, file))

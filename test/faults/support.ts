@@ -52,8 +52,8 @@ export async function pipeline (dir: string, yaml: string, files: Record<string,
 }
 
 /** Submits through the CLI (which uploads inputs and code) and returns at once. */
-export async function submit (mesh: Mesh, clientDir: string, file: string, params: Record<string, string> = {}): Promise<string> {
-  const args = ['--data', clientDir, 'run', file, '--coordinator', mesh.url, '--detach']
+export async function submit (mesh: Mesh, clientDir: string, file: string, params: Record<string, string> = {}, extra: string[] = []): Promise<string> {
+  const args = ['--data', clientDir, 'run', file, '--coordinator', mesh.url, '--detach', ...extra]
   for (const [k, v] of Object.entries(params)) args.push('--param', `${k}=${v}`)
   const { exitCode, json, stderr } = await runCliJson<RunSummary>(args, { timeoutMs: 60_000 })
   expect(exitCode, `${JSON.stringify(json)}\n${stderr}`).toBe(0)
