@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { formatDuration } from '../src/util/units.js'
-import { diffTrees, snapshotTree } from './tree-state.js'
+import { diffTrees, newestModification, snapshotTree } from './tree-state.js'
 
 export interface CheckpointSaverOptions {
   /** Absolute path of the directory. */
@@ -35,6 +35,9 @@ const TRIES = 3
 /** Pause before trying again a save that saw the directory change. */
 const RETRY_MS = [300, 1500]
 
+/** How long before a save began its directory's files must have last been written for the save to vouch for them. */
+const TRUST_AFTER_MS = 1000
+
 export class CheckpointSaver {
   private readonly options: CheckpointSaverOptions
   private timer: NodeJS.Timeout | undefined
@@ -42,6 +45,8 @@ export class CheckpointSaver {
   private readonly stopping = new AbortController()
   /** The newest save known to the coordinator (or restored from). */
   private last: Digest | undefined
+  /** The directory's entries as that save found them: unchanged since, a round costs no reading. */
+  private lastState: Map<string, string> | undefined
 
   constructor (options: CheckpointSaverOptions) {
     this.options = options
@@ -66,8 +71,7 @@ export class CheckpointSaver {
   async finish (): Promise<ArtifactRef | undefined> {
     await this.stop()
     // The process tree is gone, so nothing is writing: one try is enough.
-    const ref = await this.take(1, undefined)
-    return ref
+    return await this.take(1, undefined, true)
   }
 
   /** Stops the periodic saves; waits for one in progress. */
@@ -88,23 +92,31 @@ export class CheckpointSaver {
   }
 
   private async periodic (): Promise<void> {
-    const ref = await this.take(TRIES, this.stopping.signal)
+    const ref = await this.take(TRIES, this.stopping.signal, false)
     // Reported even when the step ended meanwhile: finish() will not report the same save again.
     if (ref !== undefined) this.options.onSaved(ref)
   }
 
   /** One consistent save, or undefined when the directory is empty, unchanged or kept changing. */
-  private async take (tries: number, signal: AbortSignal | undefined): Promise<ArtifactRef | undefined> {
+  private async take (tries: number, signal: AbortSignal | undefined, final: boolean): Promise<ArtifactRef | undefined> {
     const { dir, store, label, log } = this.options
     const aborted = (): boolean => signal?.aborted === true
     for (let i = 0; i < tries; i++) {
       if (aborted()) return undefined
       try {
+        const startedAt = Date.now()
         const before = await snapshotTree(dir)
         if (before.size === 0) return undefined
+        // Nothing written since the last save: hashing a 20 GiB directory again would find the
+        // same. (Not for the last save: the step may have written within a timestamp's tick.)
+        if (!final && this.lastState !== undefined && diffTrees(this.lastState, before).length === 0) return undefined
         const ref = await store.ingest(dir, { label, ...(signal === undefined ? {} : { signal }) })
         const changed = diffTrees(before, await snapshotTree(dir))
         if (changed.length === 0) {
+          // File times are coarse (a few ms): a file rewritten in place, same size, in the same
+          // tick as it was last written looks unchanged. Trust the entries only when all were
+          // written well before this save began.
+          this.lastState = newestModification(before) < startedAt - TRUST_AFTER_MS ? before : undefined
           if (ref.digest === this.last) return undefined
           this.last = ref.digest
           log?.debug({ digest: ref.digest, bytes: ref.size }, 'checkpoint saved')

@@ -27,3 +27,13 @@ export function diffTrees (before: Map<string, string>, after: Map<string, strin
   for (const p of after.keys()) if (!before.has(p)) changed.push(p)
   return changed.sort()
 }
+
+/** The newest modification time among a snapshot's entries, in ms since the epoch (0 when empty). */
+export function newestModification (state: Map<string, string>): number {
+  let newest = 0n
+  for (const entry of state.values()) {
+    const ns = BigInt(entry.split(':')[2] ?? '0')
+    if (ns > newest) newest = ns
+  }
+  return Number(newest / 1_000_000n)
+}

@@ -1,7 +1,7 @@
 // The checkpoint saver against a real store: a save that saw the directory change while it was
 // taken is not reported, and is tried again; an unchanged directory is not saved twice.
 
-import { mkdir, mkdtemp, readFile, rm, writeFile, appendFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, utimes, writeFile, appendFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -76,6 +76,29 @@ describe('CheckpointSaver', () => {
     const ref = await final.finish()
     expect(ref).toBeDefined()
     expect(await text(ref!)).toBe('start\nmore 1\nmore 2\nmore 3\n')
+  })
+
+  it('does not read a directory again while nothing in it changed since a save, except for the last save', async () => {
+    await writeFile(join(ckpt, 'weights'), 'epoch 1\n')
+    const old = new Date(Date.now() - 60_000)
+    await utimes(join(ckpt, 'weights'), old, old)
+    const counted = writingDuring(0)
+    const saves: ArtifactRef[] = []
+    const saver = new CheckpointSaver({ dir: ckpt, everyMs: 10_000_000, store: counted, label: 'checkpoint of test', onSaved: ref => { saves.push(ref) } })
+    const round = async (): Promise<void> => { await (saver as unknown as { periodic: () => Promise<void> }).periodic() }
+    await round()
+    await round()
+    await round()
+    expect(counted.calls()).toBe(1)
+    expect(saves).toHaveLength(1)
+    // A change (even one as old as the last) is seen by its size, inode or time, and saved.
+    await writeFile(join(ckpt, 'weights'), 'epoch 22\n')
+    await round()
+    expect(counted.calls()).toBe(2)
+    expect(await text(saves[1]!)).toBe('epoch 22\n')
+    // The last save reads it all again: it is the one a resume depends on.
+    expect(await saver.finish()).toBeUndefined()
+    expect(counted.calls()).toBe(3)
   })
 
   it('does not report the restored save again when the step did not change it', async () => {
