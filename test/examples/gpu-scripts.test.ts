@@ -2,7 +2,7 @@
 // (fresh working dirs, inputs/ and outputs/, placeholders from pipeline.yaml), with a smaller
 // dataset than the default so the test stays quick.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtemp, readFile, rm, stat, truncate, cp } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, stat, truncate, cp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { execa } from 'execa'
@@ -90,6 +90,26 @@ describe('the GPU example, run as the agent runs it', () => {
     const result = await execa(process.execPath, [join(exampleDir, 'train.mjs'), '--epochs', '1', out('prep', 'train'), join(work, 'model')], { env: { CUDA_VISIBLE_DEVICES: '0' }, reject: false })
     expect(result.exitCode, result.stderr).toBe(0)
     expect(result.stdout.split('\n')[0]).toMatch(/device CUDA_VISIBLE_DEVICES=0\b/)
+  })
+
+  it('a training stopped after an epoch goes on from its checkpoint and ends with the model of an uninterrupted one', async () => {
+    const ckpt = join(tmp, 'resume', 'ckpt')
+    await mkdir(ckpt, { recursive: true })
+    // train_narrow's command with the test's params; only --epochs and the model path vary.
+    const train = async (epochs: number, model: string): Promise<string> => {
+      const args = [join(exampleDir, 'train.mjs'), '--name', 'narrow', '--hidden', '16', '--lr', '0.05', '--epochs', String(epochs), '--seed', '7', out('prep', 'train'), model]
+      const result = await execa(process.execPath, args, { env: { PIPEMESH_CHECKPOINT_DIR: ckpt }, reject: false })
+      expect(result.exitCode, result.stderr).toBe(0)
+      return result.stdout
+    }
+    // The first attempt gets through epoch 1 of 3 and dies: its checkpoint holds epoch 1.
+    await train(1, join(tmp, 'resume', 'model-1'))
+    const resumed = await train(3, join(tmp, 'resume', 'model'))
+    expect(resumed).toContain('narrow: resuming after epoch 1 from the checkpoint')
+    expect(resumed).not.toMatch(/epoch 1\/3/)
+    for (const file of ['model.json', 'weights.bin']) {
+      expect(await readFile(join(tmp, 'resume', 'model', file)), file).toEqual(await readFile(join(out('train_narrow', 'model'), file)))
+    }
   })
 
   it('a truncated dataset is refused with a message naming the file, not trained on', async () => {

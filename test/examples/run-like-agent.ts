@@ -16,6 +16,7 @@ interface RawStep {
   outputs?: string[]
   after?: string[]
   environment?: string
+  checkpoint?: string | { path: string, every?: string }
 }
 
 export interface RawPipeline {
@@ -91,6 +92,12 @@ export async function runStep (
     return String(value)
   }
   const env: Record<string, string> = { PIPEMESH_RUN_ID: 'test', PIPEMESH_STEP: stepId, PIPEMESH_ATTEMPT: '1' }
+  if (step.checkpoint !== undefined) {
+    // An empty checkpoint directory, as a first attempt gets it.
+    const dir = join(workDir, typeof step.checkpoint === 'string' ? step.checkpoint : step.checkpoint.path)
+    await mkdir(dir, { recursive: true })
+    env.PIPEMESH_CHECKPOINT_DIR = dir
+  }
   if (step.environment !== undefined) {
     if (opts.nodeModules === undefined) throw new Error(`step ${stepId} needs environment ${step.environment}: pass nodeModules`)
     await symlink(opts.nodeModules, join(workDir, 'node_modules'), 'dir')

@@ -39,16 +39,21 @@ export async function readDataset (file) {
   return { rows, features, classes, x, y }
 }
 
-/** mulberry32: a small seeded generator, so every run with the same seed makes the same bytes. */
+/**
+ * mulberry32: a small seeded generator, so every run with the same seed makes the same bytes.
+ * Its whole state is `next.state.a`, which a checkpoint saves and a resumed training restores.
+ */
 export function random (seed) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
+  const state = { a: seed >>> 0 }
+  const next = () => {
+    const a = state.a = (state.a + 0x6d2b79f5) >>> 0
     let t = a
     t = Math.imul(t ^ (t >>> 15), t | 1)
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
+  next.state = state
+  return next
 }
 
 /** Standard normal draws from a uniform generator (Box-Muller). */

@@ -40,16 +40,18 @@ function forward (m, x, offset, h, p) {
 
 /**
  * Trains `m` in place on rows [0, rows) of `data`, visiting them in an order drawn from `rand`
- * each epoch. Calls `onEpoch(epoch, meanLoss)` after each epoch.
+ * each epoch (each shuffle starts from the last one's order). Calls `onEpoch(epoch, meanLoss,
+ * order)` after each epoch. A resumed training passes the epoch it got to as `from`, with the
+ * order and the generator state it had then.
  */
-export function train (m, data, rows, { epochs, lr, batch, rand, onEpoch }) {
+export function train (m, data, rows, { epochs, lr, batch, rand, onEpoch, from = 0, order: resumedOrder }) {
   const { features, hidden, classes } = m
   const h = new Float64Array(hidden)
   const p = new Float64Array(classes)
   const dh = new Float64Array(hidden)
   const g = { w1: new Float64Array(m.w1.length), b1: new Float64Array(hidden), w2: new Float64Array(m.w2.length), b2: new Float64Array(classes) }
-  const order = Uint32Array.from({ length: rows }, (_, i) => i)
-  for (let epoch = 1; epoch <= epochs; epoch++) {
+  const order = resumedOrder ?? Uint32Array.from({ length: rows }, (_, i) => i)
+  for (let epoch = from + 1; epoch <= epochs; epoch++) {
     for (let i = rows - 1; i > 0; i--) {
       const j = Math.floor(rand() * (i + 1))
       const t = order[i]; order[i] = order[j]; order[j] = t
@@ -86,7 +88,7 @@ export function train (m, data, rows, { epochs, lr, batch, rand, onEpoch }) {
         for (let i = 0; i < w.length; i++) w[i] -= scale * grad[i]
       }
     }
-    onEpoch?.(epoch, loss / rows)
+    onEpoch?.(epoch, loss / rows, order)
   }
 }
 
