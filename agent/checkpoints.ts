@@ -10,6 +10,8 @@
 
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
+import type { Stats } from 'node:fs'
+import type { FileDigestMemo } from '../src/store/content-store.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { formatDuration } from '../src/util/units.js'
 import { diffTrees, newestModification, snapshotTree } from './tree-state.js'
@@ -18,7 +20,7 @@ export interface CheckpointSaverOptions {
   /** Absolute path of the directory. */
   dir: string
   everyMs: number
-  store: { ingest: (path: string, options?: { signal?: AbortSignal, label?: string }) => Promise<ArtifactRef> }
+  store: { ingest: (path: string, options?: { signal?: AbortSignal, label?: string, memo?: FileDigestMemo }) => Promise<ArtifactRef> }
   /** Store label of each save (shown by `pipemesh store` and in logs). */
   label: string
   /** Digest of what the directory held at start (a restored save): it is not reported again. */
@@ -38,6 +40,30 @@ const RETRY_MS = [300, 1500]
 /** How long before a save began its directory's files must have last been written for the save to vouch for them. */
 const TRUST_AFTER_MS = 1000
 
+/**
+ * The digests of the files this saver's saves read, so that a save reads only the files written
+ * since (a directory that gains a file per epoch would otherwise be re-hashed whole each time).
+ * A file is remembered only when it was last written over TRUST_AFTER_MS before it was read:
+ * file times are coarse, and one rewritten within the same tick would look unchanged.
+ */
+class SavedFiles implements FileDigestMemo {
+  private readonly files = new Map<string, { key: string, file: ReturnType<FileDigestMemo['get']> & {} }>()
+
+  get (abs: string, st: Stats): ReturnType<FileDigestMemo['get']> {
+    const known = this.files.get(abs)
+    return known !== undefined && known.key === SavedFiles.key(st) ? known.file : undefined
+  }
+
+  set (abs: string, st: Stats, file: NonNullable<ReturnType<FileDigestMemo['get']>>): void {
+    if (st.mtimeMs < Date.now() - TRUST_AFTER_MS) this.files.set(abs, { key: SavedFiles.key(st), file })
+    else this.files.delete(abs)
+  }
+
+  private static key (st: Stats): string {
+    return `${st.size}:${st.mtimeMs}:${st.ino}:${st.mode}`
+  }
+}
+
 export class CheckpointSaver {
   private readonly options: CheckpointSaverOptions
   private timer: NodeJS.Timeout | undefined
@@ -47,6 +73,7 @@ export class CheckpointSaver {
   private last: Digest | undefined
   /** The directory's entries as that save found them: unchanged since, a round costs no reading. */
   private lastState: Map<string, string> | undefined
+  private readonly savedFiles = new SavedFiles()
 
   constructor (options: CheckpointSaverOptions) {
     this.options = options
@@ -110,7 +137,7 @@ export class CheckpointSaver {
         // Nothing written since the last save: hashing a 20 GiB directory again would find the
         // same. (Not for the last save: the step may have written within a timestamp's tick.)
         if (!final && this.lastState !== undefined && diffTrees(this.lastState, before).length === 0) return undefined
-        const ref = await store.ingest(dir, { label, ...(signal === undefined ? {} : { signal }) })
+        const ref = await store.ingest(dir, { label, memo: this.savedFiles, ...(signal === undefined ? {} : { signal }) })
         const changed = diffTrees(before, await snapshotTree(dir))
         if (changed.length === 0) {
           // File times are coarse (a few ms): a file rewritten in place, same size, in the same

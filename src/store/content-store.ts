@@ -10,7 +10,7 @@ import { RwLock } from './async-util.js'
 import { ChunkFiles } from './chunk-files.js'
 import { Chunks } from './chunks.js'
 import { Batcher, StoreDb, type Op, type RootRecord } from './db.js'
-import { ingestListed, ingestPath, type IngestContext } from './ingest.js'
+import { ingestListed, ingestPath, type FileDigestMemo, type IngestContext } from './ingest.js'
 import { collectGarbage, verifyStore, type GcReport, type GcSelection, type VerifyOptions, type VerifyReport } from './maintenance.js'
 import { MAX_CHUNK_BYTES, decodeManifest, manifestSize, type ChunkRef, type Manifest } from './manifest.js'
 import { materializeTo } from './materialize.js'
@@ -34,6 +34,8 @@ export interface IngestOptions {
   /** Called with the running total of bytes read. */
   onProgress?: (bytes: number) => void
   label?: string
+  /** Files read by an earlier ingest, not read again while unchanged (see FileDigestMemo). */
+  memo?: FileDigestMemo
 }
 
 export interface MaterializeOptions {
@@ -47,7 +49,7 @@ export interface MaterializeOptions {
 /** An artifact this store holds in full (a root), as advertised to other peers. */
 export interface HeldArtifact extends ArtifactRef { createdAt: number, label?: string }
 
-export type { GcReport, VerifyOptions, VerifyReport }
+export type { GcReport, VerifyOptions, VerifyReport, FileDigestMemo }
 export interface StoreStats { artifacts: number, chunks: number, bytes: number, logicalBytes: number }
 
 /** A manifest put by a transfer stays safe from gc this long while its chunks arrive. */
@@ -103,7 +105,8 @@ export class ContentStore {
       what,
       signal: options.signal,
       onProgress: options.onProgress,
-      bytes: 0
+      bytes: 0,
+      memo: options.memo
     }
   }
 

@@ -5,6 +5,7 @@
 // the main thread, where open/read/close latency dominates. Only regular files, directories and
 // symlinks that stay inside the tree are accepted.
 
+import type { Stats } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { PipemeshError, UnsafePathError, throwIfAborted } from '../errors.js'
 import { chunkWorkers, type JobResult } from './chunk-workers.js'
@@ -13,6 +14,17 @@ import type { Batcher, StoreDb } from './db.js'
 import { encodeManifest, sha256Digest, type ChunkRef, type FileManifest } from './manifest.js'
 import { describeStats, openWalkedFile, readFull, walkListed, walkPath, type TreeSink } from './tree-walk.js'
 import type { Digest } from './types.js'
+
+/**
+ * Digests of files an earlier ingest read, by path and what stat said of them then. A file whose
+ * size, modification time and inode are unchanged is not read again (a checkpoint directory that
+ * gains one file per epoch would otherwise be re-hashed whole at every save). File times are
+ * coarse, so callers record only files last written well before they were read.
+ */
+export interface FileDigestMemo {
+  get: (abs: string, st: Stats) => IngestedFile | undefined
+  set: (abs: string, st: Stats, file: IngestedFile) => void
+}
 
 export interface IngestContext {
   db: StoreDb
@@ -26,6 +38,7 @@ export interface IngestContext {
   onProgress?: ((bytes: number) => void) | undefined
   /** Bytes read so far (onProgress reports this running total). */
   bytes: number
+  memo?: FileDigestMemo | undefined
 }
 
 export interface IngestedFile { digest: Digest, size: number, executable: boolean }
@@ -57,10 +70,18 @@ export async function ingestFile (ctx: IngestContext, abs: string): Promise<Inge
   const chunks: ChunkRef[] = []
   let size = 0
   let executable: boolean
+  let memoStats: Stats | undefined
   try {
     const st = await fh.stat()
+    memoStats = st
     if (!st.isFile()) throw new UnsafePathError(abs, `is ${describeStats(st)}; only regular files, directories and symlinks can be stored`)
     executable = (st.mode & 0o111) !== 0
+    const known = ctx.memo?.get(abs, st)
+    // Trusted only while this store still has its manifest (and so its chunks).
+    if (known !== undefined && known.executable === executable && await ctx.db.manifests.get(known.digest) !== undefined) {
+      countBytes(ctx, known.size)
+      return known
+    }
     let done = false
     if (st.size < ctx.chunkSize) {
       // One read for the common small file; one spare byte tells us whether it grew meanwhile.
@@ -86,7 +107,9 @@ export async function ingestFile (ctx: IngestContext, abs: string): Promise<Inge
   const bytes = encodeManifest(manifest)
   const digest = sha256Digest(bytes)
   ctx.batch.add([{ type: 'put', sublevel: ctx.db.manifests, key: digest, value: bytes }], bytes.byteLength)
-  return { digest, size, executable }
+  const file = { digest, size, executable }
+  if (memoStats !== undefined) ctx.memo?.set(abs, memoStats, file)
+  return file
 }
 
 async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, chunks: ChunkRef[]): Promise<number> {

@@ -96,9 +96,39 @@ describe('CheckpointSaver', () => {
     await round()
     expect(counted.calls()).toBe(2)
     expect(await text(saves[1]!)).toBe('epoch 22\n')
-    // The last save reads it all again: it is the one a resume depends on.
+    // The last save always looks (it is the one a resume depends on), finding nothing new.
     expect(await saver.finish()).toBeUndefined()
     expect(counted.calls()).toBe(3)
+  })
+
+  it('reads only the files written since the last save', async () => {
+    const old = new Date(Date.now() - 60_000)
+    const put = async (name: string, fill: number): Promise<void> => {
+      await writeFile(join(ckpt, name), Buffer.alloc(3 * 1024 * 1024, fill))
+      await utimes(join(ckpt, name), old, old)
+    }
+    for (const epoch of [1, 2, 3]) await put(`epoch-${epoch}.bin`, epoch)
+    const saves: ArtifactRef[] = []
+    const saver = new CheckpointSaver({ dir: ckpt, everyMs: 10_000_000, store, label: 'checkpoint of test', onSaved: ref => { saves.push(ref) } })
+    const round = async (): Promise<void> => { await (saver as unknown as { periodic: () => Promise<void> }).periodic() }
+    await round()
+    // epoch-1.bin rewritten in place with its size and time kept (inode too): the next save
+    // takes it as unchanged, without reading it, which shows that it was not read.
+    await writeFile(join(ckpt, 'epoch-1.bin'), Buffer.alloc(3 * 1024 * 1024, 9))
+    await utimes(join(ckpt, 'epoch-1.bin'), old, old)
+    await put('epoch-4.bin', 4)
+    await round()
+    expect(saves).toHaveLength(2)
+    const out = join(dir, 'restored')
+    await store.materialize(saves[1]!.digest, out)
+    expect((await readFile(join(out, 'epoch-4.bin'))).equals(Buffer.alloc(3 * 1024 * 1024, 4))).toBe(true)
+    expect((await readFile(join(out, 'epoch-1.bin')))[0]).toBe(1)
+    // A file written since is read again, at the last save too.
+    await writeFile(join(ckpt, 'epoch-2.bin'), Buffer.alloc(3 * 1024 * 1024, 7))
+    const last = await saver.finish()
+    const out2 = join(dir, 'restored-2')
+    await store.materialize(last!.digest, out2)
+    expect((await readFile(join(out2, 'epoch-2.bin')))[0]).toBe(7)
   })
 
   it('does not report the restored save again when the step did not change it', async () => {
