@@ -398,7 +398,8 @@ const agentCommand = program.command('agent')
   .option('--label <key=value>', 'a label steps can require (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .option('--max-artifact-size <size>', 'refuse step outputs and fetched artifacts larger than this, e.g. 10GiB')
   .option('--max-log-size <size>', "keep at most this much of a step attempt's log, e.g. 64MiB (the rest is dropped with a note)")
-  .action(async (opts: { coordinator?: string, listen: string, name?: string, join?: string, resources?: string, label: string[], maxArtifactSize?: string, maxLogSize?: string }) => {
+  .option('--stop-grace <duration>', 'on SIGTERM/SIGINT, how long running steps may go on before they are stopped (with a last checkpoint save) and handed back, e.g. 30m', '10s')
+  .action(async (opts: { coordinator?: string, listen: string, name?: string, join?: string, resources?: string, label: string[], maxArtifactSize?: string, maxLogSize?: string, stopGrace: string }) => {
     if (opts.coordinator === undefined) throw new PipemeshError('INVALID_ARGUMENT', "pipemesh agent needs --coordinator <multiaddr>, the address `pipemesh coordinator` printed when it started")
     const { runAgentDaemon } = await import('./commands/daemons.js')
     await runAgentDaemon({ dataDir: await dataDir(), ...opts, coordinator: opts.coordinator, logLevel: globals().logLevel })

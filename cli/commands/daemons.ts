@@ -48,7 +48,9 @@ export async function runCoordinatorDaemon (options: { dataDir: string, listen: 
   await stopped
 }
 
-export async function runAgentDaemon (options: { dataDir: string, coordinator: string, listen: string, name?: string, join?: string, resources?: string, label: string[], maxArtifactSize?: string, maxLogSize?: string, logLevel?: string | undefined }): Promise<void> {
+export async function runAgentDaemon (options: { dataDir: string, coordinator: string, listen: string, name?: string, join?: string, resources?: string, label: string[], maxArtifactSize?: string, maxLogSize?: string, stopGrace: string, logLevel?: string | undefined }): Promise<void> {
+  // Checked before anything starts: a typo must not surface only when the agent is stopped.
+  const stopGraceMs = durationFlag('--stop-grace', options.stopGrace)
   const logger = createLogger(options.logLevel, 'info')
   const { parseResourceOverrides, parseLabels } = await import('../../agent/capabilities.js')
   const { Agent } = await import('../../agent/agent.js')
@@ -65,7 +67,7 @@ export async function runAgentDaemon (options: { dataDir: string, coordinator: s
   if (options.maxArtifactSize !== undefined) agentOptions.maxArtifactBytes = sizeFlag('--max-artifact-size', options.maxArtifactSize)
   if (options.maxLogSize !== undefined) agentOptions.maxLogBytes = sizeFlag('--max-log-size', options.maxLogSize)
   const agent = await Agent.start(agentOptions)
-  const stopped = waitForStop(async () => { await agent.stop() })
+  const stopped = waitForStop(async () => { await agent.stop({ graceMs: stopGraceMs }) })
   process.stdout.write(`pipemesh agent ${agent.peerId} (${agent.name})\n  data:   ${options.dataDir}\n  libp2p: ${agent.multiaddrs().join(' ')}\n`)
   await stopped
 }

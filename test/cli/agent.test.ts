@@ -17,4 +17,15 @@ describe('pipemesh agent with bad input', () => {
       await work.cleanup()
     }
   })
+
+  it('refuses a --stop-grace it cannot read before it starts', async () => {
+    const work = await tempDir()
+    try {
+      const r = await runCli(['--data', join(work.path, 'agent'), 'agent', '--coordinator', '/ip4/127.0.0.1/tcp/9/p2p/12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK', '--stop-grace', 'a while'])
+      expect(r.exitCode, r.stderr).toBe(2)
+      expect(r.stderr).toContain('--stop-grace: invalid duration "a while"')
+    } finally {
+      await work.cleanup()
+    }
+  })
 })

@@ -90,7 +90,7 @@ steps:
     const saved = await stepWhere(fx.mesh, runId, 'train', s => s.status === 'running' && s.checkpoint !== undefined, 'to report a checkpoint save')
     const victim = saved.agent!
     const other = victim === 'a1' ? 'a2' : 'a1'
-    // The agent gives its running step a grace period (10 s) before it hands it back.
+    // The agent gives its running step its stop grace (1 s here: --stop-grace) before it hands it back.
     await fx.mesh.signalAgent(victim, 'SIGTERM')
     const moved = await stepWhere(fx.mesh, runId, 'train', s => s.status === 'running' && s.agent === other, 'to run again on the other agent', 40_000)
     expect(moved.history?.[0]).toMatchObject({ agent: victim, state: 'cancelled' })

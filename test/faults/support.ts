@@ -11,7 +11,8 @@ import { waitFor, waitForRun } from '../helpers/wait.js'
 import type { RunSummary, StepSummary } from '../../src/run/types.js'
 
 export const LEASE_MS = 2000
-export const AGENT_ARGS = ['--resources', 'cpu=2']
+/** A short stop grace: an agent stopped with SIGTERM hands its steps back after 1 s. */
+export const AGENT_ARGS = ['--resources', 'cpu=2', '--stop-grace', '1s']
 
 /**
  * A coordinator with two agents, a1 and a2 (2 CPUs each, a short lease), and a scratch
