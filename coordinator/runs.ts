@@ -524,8 +524,9 @@ export class RunManager {
       }
       if (spec.checkpoint !== undefined && step.checkpoint === undefined && run.record.fresh !== true) {
         // An earlier run of this very step (same fingerprint) that did not finish left a save.
+        // Not one that is still running it: two runs would go on from the same state.
         const saved = await this.db.getCheckpoint(step.fingerprint)
-        if (saved !== undefined) step.checkpoint = saved
+        if (saved !== undefined && (saved.runId === run.record.id || !this.active.has(saved.runId))) step.checkpoint = saved
       }
       this.setStep(run, step, 'queued', step.reason ?? PLACING_REASON)
     }
