@@ -19,7 +19,7 @@ import type { AttemptResult, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import {
   DONE_STEP_STATUSES, PLACING_REASON, TERMINAL_STEP_STATUSES,
-  type AttemptRecord, type AttemptSummary, type CheckpointRecord, type RunEvent, type RunRecord, type RunSummary, type StepRecord, type StepSummary, type Submission
+  type AttemptRecord, type AttemptSummary, type RunEvent, type RunRecord, type RunSummary, type StepRecord, type StepSummary, type Submission
 } from '../src/run/types.js'
 import type { RunListEntry } from '../src/client/api.js'
 import { formatDuration } from '../src/util/units.js'
@@ -28,6 +28,7 @@ import type { AgentRegistry } from './agents.js'
 import { checkContent, type ContentVerdict } from './content-check.js'
 import { addRunReferences } from './gc.js'
 import type { CheckpointReplicas } from './checkpoint-replicas.js'
+import { resumableSave, resumingFrom, withSave, type Save } from './checkpoint-saves.js'
 
 interface ActiveRun {
   record: RunRecord
@@ -246,13 +247,7 @@ export class RunManager {
   /** Records the step's newest save (it is what a next attempt resumes from) and has it copied to a second agent. */
   private recordCheckpoint (run: ActiveRun, step: StepRecord, attempt: AttemptRecord, ref: ArtifactRef, at: number): void {
     this.replicas?.saved(`${run.record.id}/${step.id}`, ref, attempt.agentId)
-    const saved: CheckpointRecord = { ref, runId: run.record.id, stepId: step.id, attempt: attempt.number, agentName: attempt.agentName, at }
-    const prev = step.checkpoint
-    if (prev !== undefined) {
-      const { older, ...last } = prev
-      const fallback = last.ref.digest !== ref.digest ? last : older
-      if (fallback !== undefined) saved.older = fallback
-    }
+    const saved = withSave(step.checkpoint, { ref, runId: run.record.id, stepId: step.id, attempt: attempt.number, agentName: attempt.agentName, at })
     step.checkpoint = saved
     this.db.putStep(step)
     if (step.fingerprint !== undefined) this.db.putCheckpoint(step.fingerprint, saved)
@@ -649,12 +644,13 @@ export class RunManager {
     return `waiting for an agent that can keep its checkpoint directory: ${names.join(', ')} ${names.length === 1 ? 'runs' : 'run'} an older pipemesh; upgrade ${names.length === 1 ? 'it' : 'them'}`
   }
 
-  /** The save the step's next attempt starts from: its newest one that some connected agent holds. */
-  private resumableCheckpoint (spec: StepSpec, step: StepRecord): Omit<CheckpointRecord, 'older'> | undefined {
-    if (spec.checkpoint === undefined || step.checkpoint === undefined) return undefined
-    const { older, ...newest } = step.checkpoint
-    return [newest, older].find(c => c !== undefined && this.agents.isAvailable(c.ref.digest))
+  /** The save the step's next attempt starts from (see resumableSave), for a step that keeps a checkpoint directory. */
+  private resumableCheckpoint (spec: StepSpec, step: StepRecord): Save | undefined {
+    if (spec.checkpoint === undefined) return undefined
+    return resumableSave(step, this.isAvailable)
   }
+
+  private readonly isAvailable = (digest: Digest): boolean => this.agents.isAvailable(digest)
 
   private readonly holderView = {
     holdersOf: (digest: Digest) => this.agents.holdersOf(digest),
@@ -740,7 +736,7 @@ export class RunManager {
     agent.attempts.add(attemptId)
     const resume = this.resumableCheckpoint(spec, step)
     if (resume !== undefined) attempt.resumedFrom = resume
-    const resuming = resume === undefined ? '' : `, resuming from the checkpoint saved by attempt ${resume.attempt}${resume.runId === run.record.id ? '' : ` of run ${resume.runId}`}`
+    const resuming = resume === undefined ? '' : resumingFrom(resume, run.record.id)
     this.setStep(run, step, 'running', `attempt ${number} on ${agent.name}${resuming}`)
 
     const artifacts = run.record.submission.artifacts
