@@ -145,6 +145,11 @@ steps:
     expect(step(failed, 'train').checkpoint).toMatchObject({ runId: failed.runId, attempt: 1 })
     const status = await runCli(['status', failed.runId, '--coordinator', fx.mesh.url])
     expect(status.stdout).toMatch(/checkpoint of train: \d+ B saved by attempt 1 on a[12]/)
+    // The save can be downloaded, to see where the training got.
+    const saveDir = join(fx.dir, 'failed-save')
+    const got = await runCliJson(['--data', fx.client, 'artifacts', 'get', step(failed, 'train').checkpoint!.digest, saveDir, '--coordinator', fx.mesh.url])
+    expect(got.exitCode, got.stderr).toBe(0)
+    expect(await readFile(join(saveDir, 'epoch'), 'utf8')).toBe('5\n')
     // A mesh gc keeps the save: the step has not succeeded yet.
     const gc = await runCli(['store', 'gc', '--coordinator', fx.mesh.url, '--grace', '0s', '--json'])
     expect(gc.exitCode, gc.stderr).toBe(0)
