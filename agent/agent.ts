@@ -18,7 +18,7 @@ import { loadOrCreatePrivateKey } from '../src/net/identity.js'
 import { openChannel, type MessageChannel } from '../src/protocol/channel.js'
 import { fetchArtifact, serveArtifacts, transferStats, type TransferStats } from '../src/net/transfer.js'
 import {
-  CHECKPOINT_SOURCE, CODE_SOURCE, CONTROL_PROTOCOL, CONTROL_REVISION, ENVIRONMENT_SOURCE, ENVIRONMENT_UNUSED_MS, FETCH_PROGRESS_MS, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema, describeSource,
+  CHECKPOINT_SOURCE, CHECKPOINT_SWEEP_BYTES, CHECKPOINT_SWEEP_MS, CODE_SOURCE, CONTROL_PROTOCOL, CONTROL_REVISION, ENVIRONMENT_SOURCE, ENVIRONMENT_UNUSED_MS, FETCH_PROGRESS_MS, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema, describeSource,
   type AgentMessage, type CoordinatorMessage, type PeerAddress, type WireCapabilities
 } from '../src/protocol/messages.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
@@ -89,6 +89,9 @@ export class Agent {
   private guard: ContentGuard | undefined
   private readonly admission: Admission
   private readonly workdirs: WorkdirPool
+  /** Bytes of checkpoint saves removed since the store was last swept (see dropCheckpoints). */
+  private unsweptCheckpointBytes = 0
+  private lastCheckpointSweep = Date.now()
 
   private constructor (init: { node: Libp2p, store: ContentStore, transfers: TransferStats, environments: EnvironmentManager, capabilities: WireCapabilities, options: AgentOptions & { coordinator: string }, admission: Admission }) {
     this.admission = init.admission
@@ -468,18 +471,30 @@ export class Agent {
   }
 
   /**
-   * Removes superseded checkpoint saves from the store at once (a training's checkpoint can be
-   * many GiB, saved every few minutes: waiting for a gc would fill the disk). Only what was stored
-   * as a checkpoint goes: a save identical to some other artifact held here is left to gc.
+   * Removes superseded checkpoint saves from the store (a training's checkpoint can be many GiB,
+   * saved every few minutes: waiting for a gc would fill the disk), and frees their chunks once
+   * enough is there to free (CHECKPOINT_SWEEP_BYTES). Only what was stored as a checkpoint goes:
+   * a save identical to some other artifact held here is left to gc.
    */
   private async dropCheckpoints (digests: Digest[], log: Logger): Promise<void> {
     try {
-      const drop: Digest[] = []
-      for (const digest of digests) if ((await this.store.held(digest))?.label?.startsWith('checkpoint of ') === true) drop.push(digest)
-      if (drop.length === 0) return
-      const { removedRoots, freedBytes } = await this.store.dropRoots(drop, Infinity)
-      if (removedRoots.length > 0) this.sendNow({ type: 'holdings', add: [], remove: removedRoots })
-      log.debug({ dropped: removedRoots.length, freedBytes }, 'dropped superseded checkpoint saves')
+      const removed: Digest[] = []
+      let bytes = 0
+      for (const digest of digests) {
+        const held = await this.store.held(digest)
+        if (held?.label?.startsWith('checkpoint of ') !== true) continue
+        await this.store.removeRoot(digest)
+        removed.push(digest)
+        bytes += held.size
+      }
+      if (removed.length === 0) return
+      this.sendNow({ type: 'holdings', add: [], remove: removed })
+      this.unsweptCheckpointBytes += bytes
+      if (this.unsweptCheckpointBytes < CHECKPOINT_SWEEP_BYTES && Date.now() - this.lastCheckpointSweep < CHECKPOINT_SWEEP_MS) return
+      this.unsweptCheckpointBytes = 0
+      this.lastCheckpointSweep = Date.now()
+      const { freedBytes } = await this.store.dropRoots([], Infinity)
+      log.debug({ dropped: removed.length, freedBytes }, 'freed superseded checkpoint saves')
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'dropping superseded checkpoint saves failed; gc will remove them')
     }

@@ -6,7 +6,8 @@
 // save that arrives meanwhile is copied next, and any save between the two is skipped.
 
 import type { Logger } from 'pino'
-import type { AgentMessage } from '../src/protocol/messages.js'
+import { randomBytes } from 'node:crypto'
+import { CHECKPOINT_SWEEP_BYTES, CHECKPOINT_SWEEP_MS, HOLDINGS_BATCH, type AgentMessage } from '../src/protocol/messages.js'
 import { DISK_SPARE_BYTES } from '../src/scheduler/index.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { AgentReplies } from './agent-replies.js'
@@ -15,7 +16,7 @@ import { storagePreference } from './uploads.js'
 
 type Fetched = Extract<AgentMessage, { type: 'fetched' }>
 
-interface Copy { agentId: string, digest: Digest }
+interface Copy { agentId: string, digest: Digest, bytes: number }
 
 interface StepCopies {
   /** The copy made of the step's newest save that was copied. */
@@ -29,6 +30,8 @@ export class CheckpointReplicas {
   /** By `runId/stepId`. */
   private readonly steps = new Map<string, StepCopies>()
   private readonly stopping = new AbortController()
+  /** Copies to be dropped, by agent, until there are enough for a sweep (see drop). */
+  private readonly drops = new Map<string, { digests: Digest[], bytes: number, timer?: NodeJS.Timeout }>()
 
   constructor (private readonly registry: AgentRegistry, private readonly log: Logger) {}
 
@@ -65,6 +68,8 @@ export class CheckpointReplicas {
 
   close (): void {
     this.stopping.abort()
+    for (const pending of this.drops.values()) if (pending.timer !== undefined) clearTimeout(pending.timer)
+    this.drops.clear()
   }
 
   private async pump (key: string, entry: StepCopies): Promise<void> {
@@ -103,7 +108,7 @@ export class CheckpointReplicas {
       this.log.debug({ step: key, digest: ref.digest, bytes: ref.size, agent: target.name }, 'checkpoint save copied')
     }
     const previous = entry.current
-    entry.current = { agentId: holder, digest: ref.digest }
+    entry.current = { agentId: holder, digest: ref.digest, bytes: ref.size }
     // Finished meanwhile: done() dropped what was current then, and this copy is not needed.
     if (this.steps.get(key) !== entry) this.drop(entry.current)
     if (previous !== undefined && previous.digest !== ref.digest) this.drop(previous)
@@ -115,10 +120,37 @@ export class CheckpointReplicas {
     return fits.find(a => a.id === previous) ?? fits.sort(storagePreference)[0]
   }
 
-  /** Has the agent holding `copy` remove it (as a one-artifact gc, so it also frees its chunks). */
+  /**
+   * Has the agent holding `copy` remove it, as a gc of the copies it was told to drop so far: the
+   * gc sweeps its whole store, so it is asked for once CHECKPOINT_SWEEP_BYTES of copies are to go,
+   * or CHECKPOINT_SWEEP_MS after the first of them.
+   */
   private drop (copy: Copy): void {
-    const agent = this.registry.get(copy.agentId)
+    let pending = this.drops.get(copy.agentId)
+    if (pending === undefined) {
+      pending = { digests: [], bytes: 0 }
+      this.drops.set(copy.agentId, pending)
+    }
+    pending.digests.push(copy.digest)
+    pending.bytes += copy.bytes
+    if (pending.bytes >= CHECKPOINT_SWEEP_BYTES) this.flushDrops(copy.agentId)
+    else if (pending.timer === undefined) {
+      pending.timer = setTimeout(() => { this.flushDrops(copy.agentId) }, CHECKPOINT_SWEEP_MS)
+      pending.timer.unref()
+    }
+  }
+
+  private flushDrops (agentId: string): void {
+    const pending = this.drops.get(agentId)
+    if (pending === undefined) return
+    this.drops.delete(agentId)
+    if (pending.timer !== undefined) clearTimeout(pending.timer)
+    const agent = this.registry.get(agentId)
+    // An agent away now keeps them until a gc: a copy nothing refers to is garbage like any other.
     if (agent?.connected !== true) return
-    agent.send({ type: 'gc', requestId: `ckdrop-${copy.digest.slice(7, 19)}`, drop: [copy.digest], graceMs: 0, done: true })
+    for (let i = 0; i < pending.digests.length; i += HOLDINGS_BATCH) {
+      const drop = pending.digests.slice(i, i + HOLDINGS_BATCH)
+      agent.send({ type: 'gc', requestId: `ckdrop-${randomBytes(6).toString('hex')}`, drop, graceMs: 0, done: true })
+    }
   }
 }

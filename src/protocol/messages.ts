@@ -23,6 +23,13 @@ export const MAX_CONTROL_MESSAGE_BYTES = 4 * 1024 * 1024
 export const HOLDINGS_BATCH = 2000
 /** By default a gc leaves artifacts made this recently: results and uploads in flight. */
 export const GC_GRACE_MS = 10 * 60_000
+/**
+ * Superseded checkpoint saves are removed as roots at once, but the sweep that frees their chunks
+ * walks the whole store under its lock (~1 s for 20,000 artifacts here): it runs once this much
+ * was removed, or when this long has passed since the last one, whichever comes first.
+ */
+export const CHECKPOINT_SWEEP_BYTES = 256 * 1024 * 1024
+export const CHECKPOINT_SWEEP_MS = 10 * 60_000
 /** A gc removes an agent's prepared environment that no step has used for this long. */
 export const ENVIRONMENT_UNUSED_MS = 7 * 24 * 60 * 60_000
 /**
