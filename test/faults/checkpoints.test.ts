@@ -104,6 +104,32 @@ steps:
     await fx.restart(victim)
   })
 
+  it('a coordinator restarted mid-step: the adopted attempt\'s saves are recorded again, and the run completes', async () => {
+    const gate = await Gate.create(join(fx.dir, 'restart'))
+    const file = await pipeline(join(fx.dir, 'restart-p'), `name: resume-restart
+steps:
+  train:
+    command: |
+      ${epochs(`[ ! -e ${gate.dir}/open ]`)}
+      echo "started at $e, ended at $i" > \${{outputs.out}}
+    outputs: [out]
+    checkpoint: { path: ckpt, every: 200ms }
+    cache: false
+`)
+    const runId = await submit(fx.mesh, fx.client, file)
+    await stepWhere(fx.mesh, runId, 'train', s => s.status === 'running' && s.checkpoint !== undefined, 'to report a checkpoint save')
+    await fx.mesh.restartCoordinator()
+    const restartedAt = Date.now()
+    await waitFor('both agents to reconnect', async () => (await fx.mesh.client.agents()).filter(a => a.connected).length === 2 ? true : undefined, 20_000)
+    const later = await stepWhere(fx.mesh, runId, 'train', s => (s.checkpoint?.at ?? 0) > restartedAt, 'to report a save taken after the restart', 20_000)
+    expect(later).toMatchObject({ status: 'running', attempts: 1 })
+    await gate.open()
+    const run = await finished(fx.mesh, runId)
+    expect(run.status, JSON.stringify(run, null, 2)).toBe('succeeded')
+    expect(step(run, 'train').attempts).toBe(1)
+    expect(await output(runId, 'train')).toMatch(/^started at 0, ended at \d+\n$/)
+  })
+
   it('a failed attempt\'s retry starts where it stopped', async () => {
     const file = await pipeline(join(fx.dir, 'retry-p'), `name: resume-retry
 steps:
