@@ -10,6 +10,7 @@ import { runCli, runCliJson } from '../helpers/cli.js'
 import { waitForCounters } from '../helpers/mesh.js'
 import { isAlive, waitFor } from '../helpers/wait.js'
 import type { Explanation } from '../../src/run/explain.js'
+import type { StepSummary } from '../../src/run/types.js'
 import { finished, Gate, pipeline, step, stepWhere, submit, twoAgentMesh } from './support.js'
 
 /**
@@ -18,6 +19,31 @@ import { finished, Gate, pipeline, step, stepWhere, submit, twoAgentMesh } from 
  */
 function epochs (until: string): string {
   return `e=0; [ -f ckpt/epoch ] && e=$(cat ckpt/epoch); echo "start $e"; i=$e; while ${until}; do i=$((i+1)); echo $i > ckpt/epoch.tmp && mv ckpt/epoch.tmp ckpt/epoch; sleep 0.02; done`
+}
+
+/**
+ * A one-step pipeline whose step counts epochs into its checkpoint directory (saved every
+ * 200 ms) until the gate opens, then writes where it started and ended; it records its pid for
+ * the gate. Started, it waits until a save has reached the coordinator. Returns the gate, the run
+ * and the step as it was then.
+ */
+async function gatedTraining (fx: ReturnType<typeof twoAgentMesh>, name: string): Promise<{ gate: Gate, runId: string, saved: StepSummary }> {
+  const gate = await Gate.create(join(fx.dir, name))
+  const file = await pipeline(join(fx.dir, `${name}-p`), `name: resume-${name}
+steps:
+  train:
+    command: |
+      echo $$ > ${gate.dir}/pids/$PIPEMESH_STEP.$PIPEMESH_ATTEMPT
+      ${epochs(`[ ! -e ${gate.dir}/open ]`)}
+      echo "started at $e, ended at $i" > \${{outputs.out}}
+    outputs: [out]
+    checkpoint: { path: ckpt, every: 200ms }
+    cache: false
+`)
+  const runId = await submit(fx.mesh, fx.client, file)
+  // A save has reached the coordinator: the step has something to resume from.
+  const saved = await stepWhere(fx.mesh, runId, 'train', s => s.status === 'running' && s.checkpoint !== undefined, 'to report a checkpoint save')
+  return { gate, runId, saved }
 }
 
 describe('checkpoints', () => {
@@ -31,21 +57,7 @@ describe('checkpoints', () => {
   }
 
   it('agent killed mid-step: the step resumes on the other agent from its last save', async () => {
-    const gate = await Gate.create(join(fx.dir, 'kill'))
-    const file = await pipeline(join(fx.dir, 'kill-p'), `name: resume-after-kill
-steps:
-  train:
-    command: |
-      echo $$ > ${gate.dir}/pids/$PIPEMESH_STEP.$PIPEMESH_ATTEMPT
-      ${epochs(`[ ! -e ${gate.dir}/open ]`)}
-      echo "started at $e, ended at $i" > \${{outputs.out}}
-    outputs: [out]
-    checkpoint: { path: ckpt, every: 200ms }
-    cache: false
-`)
-    const runId = await submit(fx.mesh, fx.client, file)
-    // A save has reached the coordinator: the step has something to resume from.
-    const saved = await stepWhere(fx.mesh, runId, 'train', s => s.status === 'running' && s.checkpoint !== undefined, 'to report a checkpoint save')
+    const { gate, runId, saved } = await gatedTraining(fx, 'kill')
     expect(saved.checkpoint).toMatchObject({ runId, attempt: 1, agent: saved.agent })
     const victim = saved.agent!
     const other = victim === 'a1' ? 'a2' : 'a1'
@@ -74,20 +86,7 @@ steps:
   })
 
   it('an agent stopped with SIGTERM hands its step back with a last save, and the step resumes elsewhere', async () => {
-    const gate = await Gate.create(join(fx.dir, 'term'))
-    const file = await pipeline(join(fx.dir, 'term-p'), `name: resume-after-stop
-steps:
-  train:
-    command: |
-      echo $$ > ${gate.dir}/pids/$PIPEMESH_STEP.$PIPEMESH_ATTEMPT
-      ${epochs(`[ ! -e ${gate.dir}/open ]`)}
-      echo "started at $e, ended at $i" > \${{outputs.out}}
-    outputs: [out]
-    checkpoint: { path: ckpt, every: 300ms }
-    cache: false
-`)
-    const runId = await submit(fx.mesh, fx.client, file)
-    const saved = await stepWhere(fx.mesh, runId, 'train', s => s.status === 'running' && s.checkpoint !== undefined, 'to report a checkpoint save')
+    const { gate, runId, saved } = await gatedTraining(fx, 'term')
     const victim = saved.agent!
     const other = victim === 'a1' ? 'a2' : 'a1'
     // The agent gives its running step its stop grace (1 s here: --stop-grace) before it hands it back.
@@ -105,19 +104,7 @@ steps:
   })
 
   it('a coordinator restarted mid-step: the adopted attempt\'s saves are recorded again, and the run completes', async () => {
-    const gate = await Gate.create(join(fx.dir, 'restart'))
-    const file = await pipeline(join(fx.dir, 'restart-p'), `name: resume-restart
-steps:
-  train:
-    command: |
-      ${epochs(`[ ! -e ${gate.dir}/open ]`)}
-      echo "started at $e, ended at $i" > \${{outputs.out}}
-    outputs: [out]
-    checkpoint: { path: ckpt, every: 200ms }
-    cache: false
-`)
-    const runId = await submit(fx.mesh, fx.client, file)
-    await stepWhere(fx.mesh, runId, 'train', s => s.status === 'running' && s.checkpoint !== undefined, 'to report a checkpoint save')
+    const { gate, runId } = await gatedTraining(fx, 'restart')
     await fx.mesh.restartCoordinator()
     const restartedAt = Date.now()
     await waitFor('both agents to reconnect', async () => (await fx.mesh.client.agents()).filter(a => a.connected).length === 2 ? true : undefined, 20_000)
