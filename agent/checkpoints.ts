@@ -7,11 +7,15 @@
 // dropped and tried again shortly; after a few such tries the round is skipped. A step that writes
 // its checkpoint under a temporary name and renames it into place never trips this, and the
 // README recommends it.
+//
+// Saves cost what changed: a round in which no entry changed reads nothing, and a save reads
+// only the files written since the last one (the others' digests are remembered), so that a
+// directory of many GiB, or one that gains a file per epoch, is not re-hashed whole each time.
 
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { Stats } from 'node:fs'
-import type { FileDigestMemo } from '../src/store/content-store.js'
+import type { FileDigestMemo, IngestedFile } from '../src/store/content-store.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { formatDuration } from '../src/util/units.js'
 import { diffTrees, newestModification, snapshotTree } from './tree-state.js'
@@ -47,14 +51,14 @@ const TRUST_AFTER_MS = 1000
  * file times are coarse, and one rewritten within the same tick would look unchanged.
  */
 class SavedFiles implements FileDigestMemo {
-  private readonly files = new Map<string, { key: string, file: ReturnType<FileDigestMemo['get']> & {} }>()
+  private readonly files = new Map<string, { key: string, file: IngestedFile }>()
 
-  get (abs: string, st: Stats): ReturnType<FileDigestMemo['get']> {
+  get (abs: string, st: Stats): IngestedFile | undefined {
     const known = this.files.get(abs)
     return known !== undefined && known.key === SavedFiles.key(st) ? known.file : undefined
   }
 
-  set (abs: string, st: Stats, file: NonNullable<ReturnType<FileDigestMemo['get']>>): void {
+  set (abs: string, st: Stats, file: IngestedFile): void {
     if (st.mtimeMs < Date.now() - TRUST_AFTER_MS) this.files.set(abs, { key: SavedFiles.key(st), file })
     else this.files.delete(abs)
   }

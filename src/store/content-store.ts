@@ -10,7 +10,7 @@ import { RwLock } from './async-util.js'
 import { ChunkFiles } from './chunk-files.js'
 import { Chunks } from './chunks.js'
 import { Batcher, StoreDb, type Op, type RootRecord } from './db.js'
-import { ingestListed, ingestPath, type FileDigestMemo, type IngestContext } from './ingest.js'
+import { ingestListed, ingestPath, type FileDigestMemo, type IngestContext, type IngestedFile } from './ingest.js'
 import { collectGarbage, verifyStore, type GcReport, type GcSelection, type VerifyOptions, type VerifyReport } from './maintenance.js'
 import { MAX_CHUNK_BYTES, decodeManifest, manifestSize, type ChunkRef, type Manifest } from './manifest.js'
 import { materializeTo } from './materialize.js'
@@ -49,7 +49,7 @@ export interface MaterializeOptions {
 /** An artifact this store holds in full (a root), as advertised to other peers. */
 export interface HeldArtifact extends ArtifactRef { createdAt: number, label?: string }
 
-export type { GcReport, VerifyOptions, VerifyReport, FileDigestMemo }
+export type { GcReport, VerifyOptions, VerifyReport, FileDigestMemo, IngestedFile }
 export interface StoreStats { artifacts: number, chunks: number, bytes: number, logicalBytes: number }
 
 /** A manifest put by a transfer stays safe from gc this long while its chunks arrive. */
