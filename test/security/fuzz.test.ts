@@ -33,7 +33,7 @@ const hostileBytes = fc.oneof(
   fc.uint8Array({ maxLength: 512 }),
   fc.uint8Array({ maxLength: 64 }).map(b => frame(b)),
   fc.jsonValue().map(v => frame(encoder.encode(JSON.stringify(v)))),
-  fc.record({ type: fc.constantFrom('hello', 'holdings', 'heartbeat', 'started', 'log', 'finished', 'fetched', 'nope'), extra: fc.jsonValue() })
+  fc.record({ type: fc.constantFrom('hello', 'holdings', 'heartbeat', 'started', 'checkpoint', 'log', 'finished', 'fetched', 'collected', 'nope'), extra: fc.jsonValue() })
     .map(v => frame(encoder.encode(JSON.stringify({ ...v, ...(typeof v.extra === 'object' && v.extra !== null ? v.extra : {}) })))),
   fc.integer({ min: 5, max: 2 ** 32 - 1 }).map(n => { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, n); return b })
 )
