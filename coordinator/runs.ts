@@ -246,7 +246,7 @@ export class RunManager {
 
   /** Records the step's newest save (it is what a next attempt resumes from) and has it copied to a second agent. */
   private recordCheckpoint (run: ActiveRun, step: StepRecord, attempt: AttemptRecord, ref: ArtifactRef, at: number): void {
-    this.replicas?.saved(`${run.record.id}/${step.id}`, ref, attempt.agentId)
+    if (run.pipeline.steps[step.id]?.checkpoint?.copy !== false) this.replicas?.saved(`${run.record.id}/${step.id}`, ref, attempt.agentId)
     const saved = withSave(step.checkpoint, { ref, runId: run.record.id, stepId: step.id, attempt: attempt.number, agentName: attempt.agentName, at })
     step.checkpoint = saved
     this.db.putStep(step)

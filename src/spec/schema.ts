@@ -91,7 +91,9 @@ export const checkpointSchema = z.union([
   checkpointPathSchema,
   z.strictObject({
     path: checkpointPathSchema.describe('The directory, relative to the working directory, that the step keeps its state in.'),
-    every: timeoutSchema.optional().describe('Time between snapshots while the step runs, e.g. 10m (default 10m).')
+    every: timeoutSchema.optional().describe('Time between snapshots while the step runs, e.g. 10m (default 10m).'),
+    copy: z.boolean(expected('true or false')).optional()
+      .describe('false: keep the saves on the agent that made them only (they are then lost with that machine). Default true: a second agent keeps a copy.')
   })
 ], expected('a directory such as ckpt, or a mapping such as { path: ckpt, every: 10m }'))
 

@@ -41,6 +41,8 @@ export interface CheckpointSpec {
   /** Relative to the working directory, normalized (no `..`, not inputs/ or outputs/). */
   path: string
   everyMs: number
+  /** False: saves stay on the agent that made them, never copied to a second one. */
+  copy: boolean
 }
 
 export interface StepSpec {

@@ -219,6 +219,7 @@ function checkpointSpec (raw: string | Loose<Exclude<RawStep['checkpoint'], stri
   const p = typeof raw === 'string' ? raw : raw.path
   const where = typeof raw === 'string' ? at : joinPath(at, 'path')
   const everyMs = typeof raw === 'string' ? DEFAULT_CHECKPOINT_EVERY_MS : raw.every ?? DEFAULT_CHECKPOINT_EVERY_MS
+  const copy = typeof raw === 'string' ? true : raw.copy ?? true
   // A mapping whose path was missing or invalid was partly parsed, and reported.
   if (typeof p !== 'string') return undefined
   if (p.includes('\0')) { add(where, 'path contains a NUL byte'); return undefined }
@@ -231,7 +232,7 @@ function checkpointSpec (raw: string | Loose<Exclude<RawStep['checkpoint'], stri
   // The code snapshot is copied in first; a restored checkpoint must not land on top of it.
   const clash = code.find(c => c === normalized || c.startsWith(normalized + '/') || normalized.startsWith(c + '/'))
   if (clash !== undefined) { add(where, `"${p}" overlaps the step's code "${clash}": keep the checkpoint directory apart from the code`); return undefined }
-  return { path: normalized, everyMs }
+  return { path: normalized, everyMs, copy }
 }
 
 function parseInputSource (text: string, where: string, ctx: StepContext): InputSource | undefined {

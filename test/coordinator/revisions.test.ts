@@ -7,14 +7,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import { pino } from 'pino'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { multiaddr } from '@multiformats/multiaddr'
-import type { Libp2p } from '@libp2p/interface'
 import { Coordinator } from '../../coordinator/coordinator.js'
-import { createNode } from '../../src/net/node.js'
-import { openChannel, type MessageChannel } from '../../src/protocol/channel.js'
-import { CONTROL_PROTOCOL, coordinatorMessageSchema, type AgentMessage, type CoordinatorMessage } from '../../src/protocol/messages.js'
+import type { CoordinatorMessage } from '../../src/protocol/messages.js'
 import { tempDir } from '../helpers/cli.js'
+import { connectFakeAgent, type FakeAgent } from '../helpers/fake-agent.js'
 import { waitFor, waitForRun } from '../helpers/wait.js'
 
 const EMPTY = { inputs: {}, code: {}, environments: {} }
@@ -22,29 +18,17 @@ const EMPTY = { inputs: {}, code: {}, environments: {} }
 describe('agents of an older pipemesh', () => {
   let work: Awaited<ReturnType<typeof tempDir>>
   let coordinator: Coordinator
-  let old: Libp2p
-  let channel: MessageChannel<CoordinatorMessage, AgentMessage>
-  const received: CoordinatorMessage[] = []
+  let old: FakeAgent
+  const received = (): CoordinatorMessage[] => old.received
 
   beforeAll(async () => {
     work = await tempDir()
     coordinator = await Coordinator.start({ dataDir: join(work.path, 'coordinator'), logger: pino({ level: 'silent' }) })
-    old = await createNode({ privateKey: await generateKeyPair('Ed25519') })
-    await coordinator.membership.admit(old.peerId.toString(), 'old-box')
-    const stream = await old.dialProtocol(multiaddr(coordinator.multiaddrs()[0]!), CONTROL_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
-    channel = openChannel<CoordinatorMessage, AgentMessage>(stream, { inSchema: coordinatorMessageSchema })
     // A 0.1.0 agent's hello: no revision field.
-    await channel.send({
-      type: 'hello', name: 'old-box', version: '0.1.0', addrs: [], running: [],
-      capabilities: { hostname: 'old-box', os: 'linux', arch: 'x64', cpu: { model: 'x', cores: 4 }, memory: 8 * 2 ** 30, gpus: [], diskFree: 100 * 2 ** 30, capacity: { cpu: 4, memory: 8 * 2 ** 30, gpus: [] }, labels: {}, detectedAt: Date.now() }
-    })
-    await channel.send({ type: 'holdings', add: [], remove: [], done: true })
-    void (async () => { for await (const msg of channel) received.push(msg) })().catch(() => {})
-    await waitFor('the old agent to be listed', async () => (await coordinator.agents()).find(a => a.name === 'old-box' && a.connected))
+    old = await connectFakeAgent(coordinator, 'old-box', { version: '0.1.0', revision: undefined })
   })
 
   afterAll(async () => {
-    channel?.abort(new Error('done'))
     await old?.stop()
     await coordinator?.stop()
     await work?.cleanup()
@@ -54,7 +38,7 @@ describe('agents of an older pipemesh', () => {
     const [agent] = await coordinator.agents()
     expect(agent).toMatchObject({ name: 'old-box', version: '0.1.0', revision: 1 })
     const run = await coordinator.submit({ pipeline: { text: 'name: plain\nsteps:\n  a: { command: "true", cache: false }\n' }, params: {}, artifacts: EMPTY })
-    const task = await waitFor('the old agent to be sent the step', () => received.find(m => m.type === 'task' && m.task.runId === run.runId))
+    const task = await waitFor('the old agent to be sent the step', () => received().find(m => m.type === 'task' && m.task.runId === run.runId))
     expect(task.type === 'task' && task.task.checkpoint).toBe(undefined)
     await coordinator.cancel(run.runId)
   })
@@ -64,7 +48,7 @@ describe('agents of an older pipemesh', () => {
     const waiting = await waitForRun(coordinator, run.runId, r => r.steps[0]?.reason?.includes('checkpoint') === true, 'the step to wait for a newer agent')
     expect(waiting.steps[0]).toMatchObject({ status: 'queued', attempts: 0 })
     expect(waiting.steps[0]?.reason).toBe('waiting for an agent that can keep its checkpoint directory: old-box (0.1.0) runs an older pipemesh; upgrade it')
-    expect(received.some(m => m.type === 'task' && m.task.runId === run.runId)).toBe(false)
+    expect(received().some(m => m.type === 'task' && m.task.runId === run.runId)).toBe(false)
     await coordinator.cancel(run.runId)
   })
 })

@@ -280,10 +280,12 @@ steps:
   long:
     command: echo
     checkpoint: { path: ./state/ckpt, every: 90s }
+  private: { command: echo, checkpoint: { path: ckpt, copy: false } }
   none: { command: echo }
 `, { baseDir: '/nonexistent-pipemesh-test', checkFiles: false })
-    expect(p.steps.short?.checkpoint).toEqual({ path: 'ckpt', everyMs: 10 * 60_000 })
-    expect(p.steps.long?.checkpoint).toEqual({ path: 'state/ckpt', everyMs: 90_000 })
+    expect(p.steps.short?.checkpoint).toEqual({ path: 'ckpt', everyMs: 10 * 60_000, copy: true })
+    expect(p.steps.long?.checkpoint).toEqual({ path: 'state/ckpt', everyMs: 90_000, copy: true })
+    expect(p.steps.private?.checkpoint).toEqual({ path: 'ckpt', everyMs: 10 * 60_000, copy: false })
     expect(p.steps.none?.checkpoint).toBeUndefined()
   })
 
@@ -300,6 +302,7 @@ steps:
   g: { command: echo, checkpoint: { every: 5m } }
   h: { command: echo, checkpoint: { path: ckpt, evry: 5m } }
   i: { command: echo, checkpoint: 5 }
+  j: { command: echo, checkpoint: { path: ckpt, copy: "no" } }
 `)
     expectIssue(issues, 'steps.a.checkpoint', 'got the absolute path "/var/ckpt"')
     expectIssue(issues, 'steps.b.checkpoint', 'escapes the step\'s working directory')
@@ -310,6 +313,7 @@ steps:
     expectIssue(issues, 'steps.g.checkpoint.path', 'required')
     expectIssue(issues, 'steps.h.checkpoint', 'unknown key "evry" (did you mean "every"?)')
     expectIssue(issues, 'steps.i.checkpoint', 'expected a directory such as ckpt')
+    expectIssue(issues, 'steps.j.checkpoint.copy', 'expected true or false')
   })
 
   it('refuses bad names and reserved ones', () => {
