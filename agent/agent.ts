@@ -27,6 +27,7 @@ import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { detectCapabilities, freeDisk, type ResourceOverrides } from './capabilities.js'
 import { EnvironmentManager } from './environments.js'
 import { runAttempt } from './attempt.js'
+import { isCheckpointLabel } from './checkpoints.js'
 import { WorkdirPool } from './workdirs.js'
 import { launcherKind } from './launcher-client.js'
 import { ContentGuard } from './integrity.js'
@@ -482,7 +483,7 @@ export class Agent {
       let bytes = 0
       for (const digest of digests) {
         const held = await this.store.held(digest)
-        if (held?.label?.startsWith('checkpoint of ') !== true) continue
+        if (held === undefined || !isCheckpointLabel(held.label)) continue
         await this.store.removeRoot(digest)
         removed.push(digest)
         bytes += held.size

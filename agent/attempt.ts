@@ -14,7 +14,7 @@ import type { EnvironmentManager, PreparedEnvironment } from './environments.js'
 import { inheritedEnv, runProcess } from './process.js'
 import type { AttemptDirs, WorkdirPool } from './workdirs.js'
 import { diffTrees, snapshotTree } from './tree-state.js'
-import { CheckpointSaver } from './checkpoints.js'
+import { CheckpointSaver, checkpointLabel } from './checkpoints.js'
 
 /** What the executor needs of the content store (src/store/content-store.ts implements it). */
 export interface ContentStoreLike {
@@ -138,7 +138,7 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
       dir: checkpointDir,
       everyMs: task.checkpoint.everyMs,
       store: deps.store,
-      label: `checkpoint of ${task.runId}/${task.stepId} attempt ${task.attempt}`,
+      label: checkpointLabel(task),
       ...(task.checkpoint.restore === undefined ? {} : { initial: task.checkpoint.restore.digest }),
       onSaved: ref => { deps.onCheckpoint?.(ref) },
       onProblem: text => { note?.(text) },

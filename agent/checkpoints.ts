@@ -18,7 +18,7 @@ import type { Stats } from 'node:fs'
 import type { FileDigestMemo, IngestedFile } from '../src/store/content-store.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import { formatDuration } from '../src/util/units.js'
-import { diffTrees, newestModification, snapshotTree } from './tree-state.js'
+import { diffTrees, newestChange, snapshotTree } from './tree-state.js'
 
 export interface CheckpointSaverOptions {
   /** Absolute path of the directory. */
@@ -36,19 +36,33 @@ export interface CheckpointSaverOptions {
   log?: Logger
 }
 
+const LABEL_PREFIX = 'checkpoint of '
+
+/** The store label of an attempt's saves, by which the agent later knows them for its own. */
+export function checkpointLabel (task: { runId: string, stepId: string, attempt: number }): string {
+  return `${LABEL_PREFIX}${task.runId}/${task.stepId} attempt ${task.attempt}`
+}
+
+/** Whether a stored artifact is a checkpoint save (see checkpointLabel). */
+export function isCheckpointLabel (label: string | undefined): boolean {
+  return label?.startsWith(LABEL_PREFIX) === true
+}
+
 /** Saves taken in a row that each saw the directory change before the round is skipped. */
 const TRIES = 3
 /** Pause before trying again a save that saw the directory change. */
 const RETRY_MS = [300, 1500]
 
-/** How long before a save began its directory's files must have last been written for the save to vouch for them. */
+/** How long before a save began its directory's files must have last changed for the save to vouch for them. */
 const TRUST_AFTER_MS = 1000
 
 /**
  * The digests of the files this saver's saves read, so that a save reads only the files written
  * since (a directory that gains a file per epoch would otherwise be re-hashed whole each time).
- * A file is remembered only when it was last written over TRUST_AFTER_MS before it was read:
- * file times are coarse, and one rewritten within the same tick would look unchanged.
+ * A file counts as unchanged while its size, inode, mode and change time are; the change time,
+ * unlike the modification time, cannot be set back. It is remembered only when it last changed
+ * over TRUST_AFTER_MS before it was read: file times are coarse, and a file rewritten within the
+ * same tick would look unchanged.
  */
 class SavedFiles implements FileDigestMemo {
   private readonly files = new Map<string, { key: string, file: IngestedFile }>()
@@ -59,12 +73,12 @@ class SavedFiles implements FileDigestMemo {
   }
 
   set (abs: string, st: Stats, file: IngestedFile): void {
-    if (st.mtimeMs < Date.now() - TRUST_AFTER_MS) this.files.set(abs, { key: SavedFiles.key(st), file })
+    if (st.ctimeMs < Date.now() - TRUST_AFTER_MS) this.files.set(abs, { key: SavedFiles.key(st), file })
     else this.files.delete(abs)
   }
 
   private static key (st: Stats): string {
-    return `${st.size}:${st.mtimeMs}:${st.ino}:${st.mode}`
+    return `${st.size}:${st.ctimeMs}:${st.ino}:${st.mode}`
   }
 }
 
@@ -147,7 +161,7 @@ export class CheckpointSaver {
           // File times are coarse (a few ms): a file rewritten in place, same size, in the same
           // tick as it was last written looks unchanged. Trust the entries only when all were
           // written well before this save began.
-          this.lastState = newestModification(before) < startedAt - TRUST_AFTER_MS ? before : undefined
+          this.lastState = newestChange(before) < startedAt - TRUST_AFTER_MS ? before : undefined
           if (ref.digest === this.last) return undefined
           this.last = ref.digest
           log?.debug({ digest: ref.digest, bytes: ref.size }, 'checkpoint saved')

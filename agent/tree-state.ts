@@ -5,14 +5,18 @@
 import { lstat, readdir } from 'node:fs/promises'
 import { join, relative } from 'node:path'
 
-/** Every entry under `dir` with what changes when it is written, replaced, added or removed. */
+/**
+ * Every entry under `dir` with what changes when it is written, replaced, added or removed. The
+ * change time counts as well as the modification time: a program can set the latter back (touch
+ * -r, tar, rsync), never the former.
+ */
 export async function snapshotTree (dir: string): Promise<Map<string, string>> {
   const out = new Map<string, string>()
   const walk = async (abs: string): Promise<void> => {
     for (const d of await readdir(abs, { withFileTypes: true })) {
       const p = join(abs, d.name)
       const st = await lstat(p, { bigint: true })
-      out.set(relative(dir, p), `${st.mode}:${st.size}:${st.mtimeNs}:${st.ino}`)
+      out.set(relative(dir, p), `${st.mode}:${st.size}:${st.mtimeNs}:${st.ino}:${st.ctimeNs}`)
       if (st.isDirectory()) await walk(p)
     }
   }
@@ -28,11 +32,11 @@ export function diffTrees (before: Map<string, string>, after: Map<string, strin
   return changed.sort()
 }
 
-/** The newest modification time among a snapshot's entries, in ms since the epoch (0 when empty). */
-export function newestModification (state: Map<string, string>): number {
+/** The newest change time among a snapshot's entries, in ms since the epoch (0 when empty). */
+export function newestChange (state: Map<string, string>): number {
   let newest = 0n
   for (const entry of state.values()) {
-    const ns = BigInt(entry.split(':')[2] ?? '0')
+    const ns = BigInt(entry.split(':')[4] ?? '0')
     if (ns > newest) newest = ns
   }
   return Number(newest / 1_000_000n)

@@ -5,6 +5,7 @@ import type { Explanation } from '../src/run/explain.js'
 import type { AgentListEntry, RunListEntry } from '../src/client/api.js'
 import { formatBytes, formatDuration } from '../src/util/units.js'
 import { headline } from '../src/errors.js'
+import { saveName as describeSave } from '../src/run/saves.js'
 
 export function table (rows: string[][]): string {
   const widths: number[] = []
@@ -39,11 +40,6 @@ export function formatRun (run: RunSummary): string {
     history.push(`checkpoint of ${s.id}: ${formatBytes(s.checkpoint.size)} saved by ${describeSave(s.checkpoint, run.runId)} on ${s.checkpoint.agent}, ${new Date(s.checkpoint.at).toISOString()}`)
   }
   return `${head}\n${table(rows)}\n${tally}${history.length === 0 ? '' : `\n${history.join('\n')}`}${run.error === undefined ? '' : `\nerror: ${run.error}`}`
-}
-
-/** "attempt 2", or "attempt 2 of run r-…" when another run took the save. */
-function describeSave (save: { attempt: number, runId: string }, runId: string): string {
-  return save.runId === runId ? `attempt ${save.attempt}` : `attempt ${save.attempt} of run ${save.runId}`
 }
 
 export function formatRuns (runs: RunListEntry[]): string {

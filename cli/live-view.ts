@@ -7,6 +7,7 @@ import { describeSource as inputLabel } from '../src/protocol/messages.js'
 import { PLACING_REASON, type RunEvent, type StepStatus, type StepSummary } from '../src/run/types.js'
 import { formatBytes, formatDuration } from '../src/util/units.js'
 import { headline } from '../src/errors.js'
+import { saveName } from '../src/run/saves.js'
 
 type FetchEvent = Extract<RunEvent, { type: 'fetch' }>
 
@@ -93,8 +94,7 @@ export class LiveView {
     if (step.agent !== null && (step.status === 'running' || step.status === 'succeeded' || step.status === 'failed')) text += ` on ${step.agent}`
     if (step.attempts > 1) text += ` (attempt ${step.attempts})`
     if (step.status === 'running' && step.resumedFrom !== undefined) {
-      const from = step.resumedFrom
-      text += `, resumed from the checkpoint of attempt ${from.attempt}${from.runId === this.runId ? '' : ` of run ${from.runId}`}`
+      text += `, resumed from the checkpoint of ${saveName(step.resumedFrom, this.runId)}`
     }
     if (step.status === 'running') {
       for (const f of this.fetches.get(step.id)?.values() ?? []) {

@@ -4,6 +4,7 @@
 
 import type { CheckpointRecord, StepRecord } from '../src/run/types.js'
 import type { Digest } from '../src/store/types.js'
+import { saveName } from '../src/run/saves.js'
 
 export type Save = Omit<CheckpointRecord, 'older'>
 
@@ -31,5 +32,5 @@ export function resumableSave (step: Pick<StepRecord, 'checkpoint'>, isAvailable
 
 /** How a step's line says which save an attempt resumes: ", resuming from … attempt 2 [of run r]". */
 export function resumingFrom (save: Save, runId: string): string {
-  return `, resuming from the checkpoint saved by attempt ${save.attempt}${save.runId === runId ? '' : ` of run ${save.runId}`}`
+  return `, resuming from the checkpoint saved by ${saveName(save, runId)}`
 }

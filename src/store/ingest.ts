@@ -16,10 +16,11 @@ import { describeStats, openWalkedFile, readFull, walkListed, walkPath, type Tre
 import type { Digest } from './types.js'
 
 /**
- * Digests of files an earlier ingest read, by path and what stat said of them then. A file whose
- * size, modification time and inode are unchanged is not read again (a checkpoint directory that
- * gains one file per epoch would otherwise be re-hashed whole at every save). File times are
- * coarse, so callers record only files last written well before they were read.
+ * Digests of files an earlier ingest read, by path and what stat said of them then: a file the
+ * memo knows, unchanged, is not read again (a checkpoint directory that gains one file per epoch
+ * would otherwise be re-hashed whole at every save). What counts as unchanged is the memo's to
+ * decide (size, inode, change time); file times are coarse, so it should record only files last
+ * changed well before they were read.
  */
 export interface FileDigestMemo {
   get: (abs: string, st: Stats) => IngestedFile | undefined

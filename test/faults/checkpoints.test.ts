@@ -11,6 +11,7 @@ import { waitForCounters } from '../helpers/mesh.js'
 import { isAlive, waitFor } from '../helpers/wait.js'
 import type { Explanation } from '../../src/run/explain.js'
 import type { StepSummary } from '../../src/run/types.js'
+import type { Digest } from '../../src/store/types.js'
 import { finished, Gate, pipeline, step, stepWhere, submit, twoAgentMesh } from './support.js'
 
 /**
@@ -115,6 +116,26 @@ describe('checkpoints', () => {
     expect(run.status, JSON.stringify(run, null, 2)).toBe('succeeded')
     expect(step(run, 'train').attempts).toBe(1)
     expect(await output(runId, 'train')).toMatch(/^started at 0, ended at \d+\n$/)
+  })
+
+  it('a step that succeeds leaves none of its saves on the agent that made them', async () => {
+    const { gate, runId, saved } = await gatedTraining(fx, 'done')
+    // Several saves, so that some were superseded while the step ran and one is current.
+    const seen = new Set([saved.checkpoint!.digest])
+    await waitFor('three saves to be reported', async () => {
+      const s = step(await fx.mesh.client.getRun(runId), 'train')
+      if (s.checkpoint !== undefined) seen.add(s.checkpoint.digest)
+      return seen.size >= 3 ? true : undefined
+    }, 30_000)
+    await gate.open()
+    const run = await finished(fx.mesh, runId)
+    expect(run.status).toBe('succeeded')
+    const runner = (await fx.mesh.client.agents()).find(a => a.name === saved.agent)!
+    // (A copy on the other agent goes with its next sweep, batched; the maker's go at once.)
+    await waitFor('the agent that made the saves to hold none of them', async () => {
+      for (const digest of seen) if ((await fx.mesh.client.locate(digest as Digest)).some(p => p.peerId === runner.id)) return undefined
+      return true
+    }, 20_000)
   })
 
   it('a failed attempt\'s retry starts where it stopped', async () => {

@@ -184,6 +184,27 @@ describe('deduplication', () => {
   })
 })
 
+describe('a memo of file digests', () => {
+  it('takes a file the memo knows as the digest it gives, without reading it, while the store has that manifest', async () => {
+    const store = await openStore('s')
+    await fs.mkdir(path.join(dir, 't'))
+    await fs.writeFile(path.join(dir, 't', 'a.txt'), 'what the file holds now')
+    await fs.writeFile(path.join(dir, 'b.txt'), 'what the memo says')
+    const b = await store.ingest(path.join(dir, 'b.txt'))
+    const known = { digest: b.digest, size: b.size, executable: false }
+    const memo = { get: (abs: string) => abs.endsWith('a.txt') ? known : undefined, set: () => {} }
+    // The memo is believed: the tree holds b's bytes under a's name, which shows a was not read.
+    const tree = await store.ingest(path.join(dir, 't'), { memo })
+    await store.materialize(tree.digest, path.join(dir, 'out'))
+    expect(await fs.readFile(path.join(dir, 'out', 'a.txt'), 'utf8')).toBe('what the memo says')
+    // A digest this store lacks is not believed: the file is read.
+    const unknown = { get: () => ({ digest: sha256Digest(Buffer.from('elsewhere')), size: 9, executable: false }), set: () => {} }
+    const again = await store.ingest(path.join(dir, 't'), { memo: unknown })
+    await store.materialize(again.digest, path.join(dir, 'out2'))
+    expect(await fs.readFile(path.join(dir, 'out2', 'a.txt'), 'utf8')).toBe('what the file holds now')
+  })
+})
+
 describe('corruption', () => {
   it('detects a flipped byte on materialize, quarantines the chunk and writes nothing', async () => {
     const store = await openStore('s')
