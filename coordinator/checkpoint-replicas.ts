@@ -58,6 +58,11 @@ export class CheckpointReplicas {
     if (options.drop && entry.current !== undefined) this.drop(entry.current)
   }
 
+  /** The run is over: its steps make no more saves; the copies of those that did not succeed stay, until gc. */
+  runOver (runId: string): void {
+    for (const key of this.steps.keys()) if (key.startsWith(`${runId}/`)) this.done(key, { drop: false })
+  }
+
   onFetched (agentId: string, msg: Fetched): void {
     this.replies.settle(agentId, msg.requestId, msg)
   }

@@ -842,7 +842,7 @@ export class RunManager {
     }
     if (run.timer !== undefined) clearTimeout(run.timer)
     // Saves of steps that did not succeed stay (a later run may resume from them) until gc.
-    for (const [id, spec] of Object.entries(run.pipeline.steps)) if (spec.checkpoint !== undefined) this.replicas?.done(`${run.record.id}/${id}`, { drop: false })
+    this.replicas?.runOver(run.record.id)
     this.db.putRun(run.record)
     this.active.delete(run.record.id)
     this.log.info({ runId: run.record.id, status }, 'run finished')
