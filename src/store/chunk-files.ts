@@ -1,15 +1,19 @@
-// Chunk bodies too large for LevelDB live as plain files, `<dir>/chunks/ab/<hex>`: measured 2.5-5x
-// faster to write than LevelDB values, with no compaction rewriting them. Each body is written to
-// `<dir>/tmp/` and renamed into place, so a chunk file is either absent or complete. The bulk
-// paths (ingest, materialize, peers' chunks) hash and move bodies on the chunk workers.
+// Chunk bodies too large for LevelDB: written to pack files (packs.ts; measured 2.5-5x faster to
+// write than LevelDB values, with no compaction rewriting them), and read from packs or, in stores
+// written before packs, from one file per chunk, `<dir>/chunks/ab/<hex>`. The bulk paths (ingest,
+// materialize, peers' chunks) hash and move bodies on the chunk workers.
 
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { PipemeshError } from '../errors.js'
-import { chunkWorkers, type ChunkDirs, type JobResult } from './chunk-workers.js'
+import { chunkWorkers, type BodyAt, type JobResult } from './chunk-workers.js'
+import { Packs, type Region } from './packs.js'
 import { readFull } from './tree-walk.js'
 import type { Digest } from './types.js'
+
+/** Pack lanes for writes made from the main thread (peers' chunks, small files, repairs). */
+const MAIN_LANES = 4
 
 /** Turns "disk full" into LIMIT_EXCEEDED naming what was being stored and where. */
 export function asStorageError (err: unknown, what: string, dir: string): unknown {
@@ -37,154 +41,209 @@ function advance (parts: Uint8Array[], n: number): Uint8Array[] {
   return rest
 }
 
+/** Where an indexed body lives: a region of a pack, or (stores from before packs) its own file. */
+export interface BodyRecord { size: number, pack?: string | undefined, at?: number | undefined }
+
+/** A body written to a pack, to be indexed with these fields. */
+export interface Placed { pack: string, at: number }
+
+/** A chunk read, hashed and (when not inline) written to a pack by ingestRange. */
+export interface IngestedChunk extends JobResult {
+  placed?: Placed
+  /** Ends the pack reservation: `kept` when the caller indexes `placed`. */
+  settle: (kept: boolean) => Promise<void>
+}
+
 export class ChunkFiles {
   readonly root: string
   readonly chunksDir: string
   readonly tmpDir: string
   readonly quarantineDir: string
-  readonly dirs: ChunkDirs
-  /** Fan-out directories known to exist, so that most writes skip the mkdir. */
-  private readonly madeDirs = new Set<string>()
+  readonly packs: Packs
+  /** Main-thread pack lanes, busy or not (see withLane). */
+  private readonly laneBusy: boolean[] = []
+  private readonly laneWaiters: Array<() => void> = []
 
   private constructor (root: string) {
     this.root = root
     this.chunksDir = path.join(root, 'chunks')
     this.tmpDir = path.join(root, 'tmp')
     this.quarantineDir = path.join(root, 'quarantine')
-    this.dirs = { chunksDir: this.chunksDir, tmpDir: this.tmpDir }
+    this.packs = new Packs(root)
   }
 
   /** Prepares the directories and clears temp files left by a crash. */
   static async open (root: string): Promise<ChunkFiles> {
     const files = new ChunkFiles(root)
-    // Temp files are only ever half-written chunks from a crashed process.
+    // Temp files are only ever half-written chunks from a crashed process (of a version that
+    // wrote chunk files).
     await fs.rm(files.tmpDir, { recursive: true, force: true })
-    await fs.mkdir(files.tmpDir, { recursive: true })
     await fs.mkdir(files.quarantineDir, { recursive: true })
-    await fs.mkdir(files.chunksDir, { recursive: true })
+    await files.packs.init()
     return files
   }
 
+  /** A loose chunk file's path (stores written before packs). */
   pathOf (digest: Digest): string {
     const hex = hexOf(digest)
     return path.join(this.chunksDir, hex.slice(0, 2), hex)
   }
 
+  /** Where the body of an indexed chunk is read from. */
+  bodyOf (digest: Digest, record: BodyRecord): BodyAt {
+    if (record.pack === undefined) return { file: this.pathOf(digest), position: 0 }
+    return { file: this.packs.pathOf(record.pack), position: record.at ?? 0 }
+  }
+
+  /** Names a body's place for messages. */
+  describe (digest: Digest, record: BodyRecord): string {
+    return record.pack === undefined ? `chunk file ${this.pathOf(digest)}` : `pack ${this.packs.pathOf(record.pack)} at offset ${record.at ?? 0}`
+  }
+
   /**
-   * Writes a body atomically (temp file, then rename). No fsync: after a power loss a renamed
-   * file may come back empty or short, but every read re-hashes, so such a chunk is reported
-   * corrupt, quarantined and fetched again; an fsync per chunk would cost far more than that.
+   * Appends a body to the open pack. No fsync: after a power loss the region may come back
+   * zeroed or short, but every read re-hashes, so such a chunk is reported corrupt, quarantined
+   * and fetched again; an fsync per chunk would cost far more than that.
    */
-  async write (digest: Digest, bytes: Uint8Array): Promise<void> {
-    const tmp = path.join(this.tmpDir, `${hexOf(digest).slice(0, 16)}.${randomBytes(6).toString('hex')}`)
-    try {
-      // One write call for the whole body (fs.writeFile splits it into 512 KiB writes).
-      const fh = await fs.open(tmp, 'wx')
+  async write (digest: Digest, bytes: Uint8Array): Promise<Placed> {
+    return await this.withLane(async lane => {
+      let region: Region | undefined
       try {
+        region = await this.packs.reserve(bytes.byteLength, lane)
         let done = 0
         while (done < bytes.byteLength) {
-          done += (await fh.write(bytes, done, bytes.byteLength - done, done)).bytesWritten
+          done += (await region.pack.handle.write(bytes, done, bytes.byteLength - done, region.at + done)).bytesWritten
         }
-      } finally {
-        await fh.close()
-      }
-      const dest = this.pathOf(digest)
-      const dir = path.dirname(dest)
-      // Fan-out directories are made on first use.
-      if (!this.madeDirs.has(dir)) {
-        await fs.mkdir(dir, { recursive: true })
-        this.madeDirs.add(dir)
-      }
-      try {
-        await fs.rename(tmp, dest)
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-        // Removed under us since (a wiped store): make it again.
-        await fs.mkdir(dir, { recursive: true })
-        await fs.rename(tmp, dest)
+        if (region !== undefined) await this.packs.release(region, false)
+        throw asStorageError(err, `chunk ${digest}`, this.root)
       }
-    } catch (err) {
-      await fs.rm(tmp, { force: true }).catch(() => {})
-      throw asStorageError(err, `chunk ${digest}`, this.root)
+      await this.packs.release(region, true)
+      return { pack: region.pack.name, at: region.at }
+    })
+  }
+
+  /**
+   * Runs a main-thread write with a pack lane of its own (see packs.ts): the first idle one, a
+   * new one while there are fewer than MAIN_LANES, or the next to come free.
+   */
+  private async withLane<T> (fn: (lane: string) => Promise<T>): Promise<T> {
+    let i = this.laneBusy.indexOf(false)
+    if (i < 0 && this.laneBusy.length < MAIN_LANES) i = this.laneBusy.push(false) - 1
+    while (i < 0) {
+      await new Promise<void>(resolve => { this.laneWaiters.push(resolve) })
+      i = this.laneBusy.indexOf(false)
+    }
+    this.laneBusy[i] = true
+    try {
+      return await fn(`m${i}`)
+    } finally {
+      this.laneBusy[i] = false
+      this.laneWaiters.shift()?.()
     }
   }
 
   /**
-   * Reads the next chunk of an open file (`fd` stays open until this settles), hashes it and
-   * stores a body of INLINE_MAX bytes or more as a chunk file; a smaller one comes back in
-   * `bytes` for the index. `n` 0: end of file.
+   * Reads the next chunk of an open file (`fd` stays open until this settles) and hashes it on a
+   * chunk worker, which writes a body of INLINE_MAX bytes or more into a pack region of
+   * `expected` bytes reserved here; a smaller body, or one larger than expected (the file grew),
+   * comes back in `bytes` for the caller to store. `n` 0: end of file. The caller must settle()
+   * the result once it knows whether it indexes the body.
    */
-  async ingestRange (fd: number, position: number, length: number, inlineMax: number): Promise<JobResult> {
+  async ingestRange (lane: number, fd: number, position: number, length: number, expected: number, inlineMax: number): Promise<IngestedChunk> {
+    // The worker of lane n writes only to the packs of lane wn.
+    const region = await this.packs.reserve(expected, `w${lane % chunkWorkers.lanes}`)
+    let r: JobResult
     try {
-      return await chunkWorkers.ingest(fd, position, length, inlineMax, this.dirs)
+      r = await chunkWorkers.ingest(lane, fd, position, length, inlineMax, region.pack.fd, region.at, expected)
     } catch (err) {
-      const digest = (err as { digest?: string }).digest
-      throw asStorageError(err, digest === undefined ? `a chunk at offset ${position}` : `chunk ${digest}`, this.root)
+      await this.packs.release(region, false)
+      throw asStorageError(err, `a chunk at offset ${position}`, this.root)
+    }
+    const written = r.n > 0 && r.bytes === undefined
+    let settled = false
+    return {
+      ...r,
+      ...(written ? { placed: { pack: region.pack.name, at: region.at } } : {}),
+      settle: async (kept) => {
+        if (settled) return
+        settled = true
+        await this.packs.release(region, written && kept)
+      }
     }
   }
 
   /**
-   * Stores the `size` bytes of `parts` if they are `digest`; resolves with the digest they have.
-   * The pieces go to a temp file in one writev on libuv's pool, and a chunk worker hashes the
-   * file back from the page cache and renames it into place only if it matches. Copying them
-   * into shared memory for the worker instead cost the event loop ~0.35 s per GiB received,
-   * the loop that also decrypts the connection: a 1 GiB transfer ran ~8% faster this way.
+   * Stores the `size` bytes of `parts` if they are `digest`, and returns where (undefined when
+   * they are not: nothing is indexed and their region is dead space) with the digest they have.
+   * The pieces go to a pack region in one writev on libuv's pool, and a chunk worker hashes them
+   * back from the page cache. Copying them into shared memory for the worker instead cost the
+   * event loop ~0.35 s per GiB received, the loop that also decrypts the connection.
    */
-  async writeIfMatches (digest: Digest, parts: readonly Uint8Array[], size: number): Promise<Digest> {
-    const tmp = path.join(this.tmpDir, `${hexOf(digest).slice(0, 16)}.${randomBytes(6).toString('hex')}`)
-    let adopted = false
+  async writeIfMatches (digest: Digest, parts: readonly Uint8Array[], size: number): Promise<{ digest: Digest, placed?: Placed }> {
+    let region: Region | undefined
+    let kept = false
     try {
-      const fh = await fs.open(tmp, 'wx+')
-      try {
+      region = await this.withLane(async lane => {
+        const reserved = await this.packs.reserve(size, lane)
         let pending = parts.filter(p => p.byteLength > 0)
-        let at = 0
-        while (pending.length > 0) {
-          const n = (await fh.writev(pending, at)).bytesWritten
-          at += n
-          pending = advance(pending, n)
+        let at = reserved.at
+        try {
+          while (pending.length > 0) {
+            const n = (await reserved.pack.handle.writev(pending, at)).bytesWritten
+            at += n
+            pending = advance(pending, n)
+          }
+        } catch (err) {
+          await this.packs.release(reserved, false)
+          throw err
         }
-        const r = await chunkWorkers.adopt(fh.fd, tmp, size, digest, this.dirs)
-        adopted = true
-        return r.digest as Digest
-      } finally {
-        await fh.close()
-      }
+        return reserved
+      })
+      // Hashed outside the lane: the next write need not wait for it.
+      const r = await chunkWorkers.hash(region.pack.fd, region.at, size)
+      kept = r.digest === digest && r.n === size
+      return { digest: r.digest, ...(kept ? { placed: { pack: region.pack.name, at: region.at } } : {}) }
     } catch (err) {
-      if (!adopted) await fs.rm(tmp, { force: true }).catch(() => {})
       throw asStorageError(err, `chunk ${digest}`, this.root)
+    } finally {
+      if (region !== undefined) await this.packs.release(region, kept)
     }
   }
 
   /**
    * Reads the body as it is on disk, unhashed, for a peer that verifies every chunk it receives
-   * (ENOENT when absent). At most `size` + 1 bytes are read, so a body that grew is seen as the
-   * wrong size. Read on libuv's pool straight into a buffer of this thread: no worker, no copy.
+   * (ENOENT when absent). A loose file is read to `size` + 1 bytes, so one that grew is seen as
+   * the wrong size. Read on libuv's pool straight into a buffer of this thread: no worker, no copy.
    */
-  async readRaw (digest: Digest, size: number): Promise<Buffer> {
+  async readRaw (digest: Digest, record: BodyRecord): Promise<Buffer> {
+    const body = this.bodyOf(digest, record)
+    const want = record.pack === undefined ? record.size + 1 : record.size
     // Placed mid-page: the kernel copies into a buffer that starts near a page boundary several
     // times slower (see readBuffer in chunk-worker.ts).
-    const buf = Buffer.from(new ArrayBuffer(size + 1 + 4096), 2048, size + 1)
-    const fh = await fs.open(this.pathOf(digest), 'r')
+    const buf = Buffer.from(new ArrayBuffer(want + 4096), 2048, want)
+    const fh = await fs.open(body.file, 'r')
     try {
-      return buf.subarray(0, await readFull(fh, buf, 0))
+      return buf.subarray(0, await readFull(fh, buf, body.position))
     } finally {
       await fh.close()
     }
   }
 
-  /** Reads up to `size` bytes of the body and hashes them (ENOENT when absent). */
-  async readHashed (digest: Digest, size: number): Promise<{ bytes: Uint8Array, digest: Digest }> {
-    return await chunkWorkers.read(this.pathOf(digest), size)
+  /** Reads up to `record.size` bytes of the body and hashes them (ENOENT when absent). */
+  async readHashed (digest: Digest, record: BodyRecord): Promise<{ bytes: Uint8Array, digest: Digest }> {
+    return await chunkWorkers.read(this.bodyOf(digest, record), record.size)
   }
 
   /**
-   * Writes the body at `position` of `destFd` if it still hashes to `digest` with `size` bytes;
-   * returns what was read (ENOENT when absent). `destFd` stays open until this settles.
+   * Writes the body at `position` of `destFd` if it still hashes to `digest` with its recorded
+   * size; returns what was read (ENOENT when absent). `destFd` stays open until this settles.
    */
-  async copyOut (digest: Digest, size: number, destFd: number, position: number): Promise<{ n: number, digest: Digest }> {
-    return await chunkWorkers.copyOut(this.pathOf(digest), size, digest, destFd, position)
+  async copyOut (digest: Digest, record: BodyRecord, destFd: number, position: number): Promise<{ n: number, digest: Digest }> {
+    return await chunkWorkers.copyOut(this.bodyOf(digest, record), record.size, digest, destFd, position)
   }
 
+  /** The size of a loose chunk file (undefined when absent). */
   async size (digest: Digest): Promise<number | undefined> {
     try {
       return (await fs.stat(this.pathOf(digest))).size
@@ -194,11 +253,15 @@ export class ChunkFiles {
     }
   }
 
-  /** Moves a body aside for inspection; returns where it went, or undefined if it was gone. */
-  async quarantine (digest: Digest): Promise<string | undefined> {
+  /**
+   * Sets a bad body aside for inspection: a loose file is moved, a pack region copied (the region
+   * itself becomes dead space). Returns where it went, or undefined if it was gone.
+   */
+  async quarantine (digest: Digest, record: BodyRecord): Promise<string | undefined> {
     const dest = this.quarantinePath(digest)
     try {
-      await fs.rename(this.pathOf(digest), dest)
+      if (record.pack === undefined) await fs.rename(this.pathOf(digest), dest)
+      else await fs.writeFile(dest, await this.readRaw(digest, record))
       return dest
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
@@ -210,11 +273,12 @@ export class ChunkFiles {
     return path.join(this.quarantineDir, `${hexOf(digest)}.${Date.now()}.${randomBytes(3).toString('hex')}`)
   }
 
-  async remove (digest: Digest): Promise<void> {
-    await fs.rm(this.pathOf(digest), { force: true })
+  /** Removes a loose chunk file (a pack region is freed by gc, with its pack). */
+  async remove (digest: Digest, record: BodyRecord): Promise<void> {
+    if (record.pack === undefined) await fs.rm(this.pathOf(digest), { force: true })
   }
 
-  /** Every body on disk, indexed or not (gc uses it to find orphans left by a crash). */
+  /** Every loose chunk file on disk, indexed or not (gc uses it to find orphans left by a crash). */
   async * list (): AsyncIterable<{ digest: Digest, file: string }> {
     for (const fan of await fs.readdir(this.chunksDir).catch(() => [] as string[])) {
       if (!/^[0-9a-f]{2}$/.test(fan)) continue

@@ -17,15 +17,15 @@ import type { Digest } from './types.js'
 export interface Reply { id: number, n: number, digest?: Digest, bytes?: Uint8Array, error?: { message: string, code?: string, syscall?: string, path?: string, digest?: string } }
 export interface JobResult { n: number, digest?: Digest, bytes?: Uint8Array }
 
-/** Where chunk bodies go: `<chunksDir>/ab/<hex>`, written through `<tmpDir>`. */
-export interface ChunkDirs { chunksDir: string, tmpDir: string }
+/** Where a stored body is: a region of a pack, or (stores from before packs) a whole chunk file. */
+export interface BodyAt { file: string, position: number }
 
 /** One chunk's work, done by chunk-worker.ts. */
 export type Job =
-  | { op: 'ingest', fd: number, position: number, length: number, inlineMax: number } & ChunkDirs
-  | { op: 'adopt', fd: number, tmp: string, size: number, digest: Digest } & ChunkDirs
-  | { op: 'read', file: string, size: number, into: SharedArrayBuffer, offset: number }
-  | { op: 'copyOut', file: string, size: number, digest: Digest, destFd: number, position: number }
+  | { op: 'ingest', fd: number, position: number, length: number, inlineMax: number, packFd: number, packAt: number, packLength: number }
+  | { op: 'hash', fd: number, position: number, size: number }
+  | { op: 'read', body: BodyAt, size: number, into: SharedArrayBuffer, offset: number }
+  | { op: 'copyOut', body: BodyAt, size: number, digest: Digest, destFd: number, position: number }
 
 interface Slot { worker: Worker, pending: number }
 
@@ -71,28 +71,39 @@ export class ChunkWorkers {
     this.depth = Math.max(4, ingestSize * 2)
   }
 
-  async ingest (fd: number, position: number, length: number, inlineMax: number, dirs: ChunkDirs): Promise<JobResult> {
-    return await this.submit({ op: 'ingest', fd, position, length, inlineMax, ...dirs }, [], this.ingestSize)
+  /**
+   * Reads `length` bytes of `fd` at `position` and hashes them; a body of `inlineMax` bytes or
+   * more that fits the `packLength` bytes reserved at `packAt` of `packFd` is written there (both
+   * descriptors stay open until this settles); any other comes back in `bytes`. `n` 0: end of file.
+   */
+  async ingest (lane: number, fd: number, position: number, length: number, inlineMax: number, packFd: number, packAt: number, packLength: number): Promise<JobResult> {
+    return await this.submit({ op: 'ingest', fd, position, length, inlineMax, packFd, packAt, packLength }, [], this.ingestSize, lane)
   }
 
   /**
-   * Hashes the body written to `tmp` (open as `fd`, which stays open until this settles) and, if
-   * it is `size` bytes of `digest`, renames it into place; otherwise removes it. Resolves with
-   * the digest the bytes on disk have.
+   * How many workers ingest jobs spread over. Each lane's jobs run on one worker, one at a
+   * time, so a caller that gives each lane its own output file has no two threads writing one
+   * file: ext4 serializes writes to a file, and two threads contending for it spent 2-4x the
+   * system time of the same writes to two files.
    */
-  async adopt (fd: number, tmp: string, size: number, digest: Digest, dirs: ChunkDirs): Promise<JobResult> {
-    return await this.submit({ op: 'adopt', fd, tmp, size, digest, ...dirs })
+  get lanes (): number {
+    return this.ingestSize
   }
 
-  /** Reads up to `size` bytes of `file`; `digest` is their hash. Rejects ENOENT when absent. */
-  async read (file: string, size: number): Promise<JobResult & { bytes: Uint8Array, digest: Digest }> {
+  /** Hashes `size` bytes of `fd` at `position` (a body just written there); `n` is how many were read. */
+  async hash (fd: number, position: number, size: number): Promise<JobResult & { digest: Digest }> {
+    return await this.submit({ op: 'hash', fd, position, size }) as JobResult & { digest: Digest }
+  }
+
+  /** Reads up to `size` bytes of a body; `digest` is their hash. Rejects ENOENT when absent. */
+  async read (body: BodyAt, size: number): Promise<JobResult & { bytes: Uint8Array, digest: Digest }> {
     // The worker reads into a shared buffer and the bytes are copied out here, into a buffer made
     // on this thread. A buffer the worker made and transferred was counted by V8 against the
     // heap's headroom until a full GC freed it: serving a GiB forced dozens of full GCs and held
     // ~30 MB more at the peak. One made here dies young, once the peer's stream has sent it.
     const shared = this.sharedBuffer(size)
     try {
-      const r = await this.submit({ op: 'read', file, size, into: shared, offset: SHARED_OFFSET })
+      const r = await this.submit({ op: 'read', body, size, into: shared, offset: SHARED_OFFSET })
       const bytes = Buffer.allocUnsafeSlow(r.n)
       bytes.set(new Uint8Array(shared, SHARED_OFFSET, r.n))
       return { n: r.n, digest: r.digest as Digest, bytes }
@@ -101,9 +112,9 @@ export class ChunkWorkers {
     }
   }
 
-  /** Reads `file`, and writes it at `position` of `destFd` only if it hashes to `digest` with `size` bytes. */
-  async copyOut (file: string, size: number, digest: Digest, destFd: number, position: number): Promise<JobResult & { digest: Digest }> {
-    return await this.submit({ op: 'copyOut', file, size, digest, destFd, position }) as JobResult & { digest: Digest }
+  /** Reads a body, and writes it at `position` of `destFd` only if it hashes to `digest` with `size` bytes. */
+  async copyOut (body: BodyAt, size: number, digest: Digest, destFd: number, position: number): Promise<JobResult & { digest: Digest }> {
+    return await this.submit({ op: 'copyOut', body, size, digest, destFd, position }) as JobResult & { digest: Digest }
   }
 
   /** Stops the workers now (jobs in flight are rejected); the next job starts them again. */
@@ -116,8 +127,8 @@ export class ChunkWorkers {
   }
 
   /** Runs `job` on a worker, starting one if all are busy and fewer than `limit` run. */
-  private async submit (job: Job, transfer: ArrayBuffer[] = [], limit = this.size): Promise<JobResult> {
-    const slot = this.pick(limit)
+  private async submit (job: Job, transfer: ArrayBuffer[] = [], limit = this.size, lane?: number): Promise<JobResult> {
+    const slot = lane === undefined ? this.pick(limit) : this.laneSlot(lane % limit)
     const id = this.nextId++
     return await new Promise<JobResult>((resolve, reject) => {
       this.waiting.set(id, { slot, resolve, reject })
@@ -148,6 +159,11 @@ export class ChunkWorkers {
     for (const s of this.slots) if (best === undefined || s.pending < best.pending) best = s
     if (best !== undefined && (best.pending === 0 || this.slots.length >= limit)) return best
     return this.spawn()
+  }
+
+  private laneSlot (lane: number): Slot {
+    while (this.slots.length <= lane) this.spawn()
+    return this.slots[lane]!
   }
 
   private spawn (): Slot {

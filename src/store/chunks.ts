@@ -1,4 +1,4 @@
-// Chunk bodies by digest, wherever they live (LevelDB value when small, chunk file when large).
+// Chunk bodies by digest, wherever they live (LevelDB value when small, pack region when large).
 // Every read re-hashes; a body that does not match is quarantined and its index entry removed,
 // so the chunk reads as missing and can be fetched again, and bad bytes never reach a caller.
 
@@ -36,11 +36,15 @@ export class Chunks {
    * index entry never points at a partial body. Inline bytes are copied: callers reuse buffers.
    */
   async storeBody (digest: Digest, bytes: Uint8Array): Promise<Op[]> {
-    const record: ChunkRecord = { size: bytes.byteLength, inline: bytes.byteLength < INLINE_MAX }
-    const ops: Op[] = [{ type: 'put', sublevel: this.db.chunks, key: digest, value: record }]
-    if (record.inline) ops.push({ type: 'put', sublevel: this.db.inline, key: digest, value: Buffer.from(bytes) })
-    else await this.files.write(digest, bytes)
-    return ops
+    if (bytes.byteLength < INLINE_MAX) {
+      const record: ChunkRecord = { size: bytes.byteLength, inline: true }
+      return [
+        { type: 'put', sublevel: this.db.chunks, key: digest, value: record },
+        { type: 'put', sublevel: this.db.inline, key: digest, value: Buffer.from(bytes) }
+      ]
+    }
+    const record: ChunkRecord = { size: bytes.byteLength, inline: false, ...await this.files.write(digest, bytes) }
+    return [{ type: 'put', sublevel: this.db.chunks, key: digest, value: record }]
   }
 
   /** storeBody and commit at once (one chunk from a peer or a repair). */
@@ -49,8 +53,9 @@ export class Chunks {
   }
 
   /**
-   * Stores a chunk from a peer or a repair: written to a temp file, hashed back on a chunk
-   * worker, indexed once its body is in place. Bytes that do not hash to `digest` are refused and nothing is kept.
+   * Stores a chunk from a peer or a repair: written to a pack, hashed back on a chunk worker,
+   * indexed once its body is in place. Bytes that do not hash to `digest` are refused and nothing
+   * is indexed.
    */
   async putChecked (digest: Digest, parts: readonly Uint8Array[], size: number): Promise<void> {
     if (size < INLINE_MAX) {
@@ -60,9 +65,9 @@ export class Chunks {
       await this.put(digest, bytes)
       return
     }
-    const actual = await this.files.writeIfMatches(digest, parts, size)
-    if (actual !== digest) throw new CorruptContentError(digest, `received bytes hash to ${actual}`)
-    const record: ChunkRecord = { size, inline: false }
+    const r = await this.files.writeIfMatches(digest, parts, size)
+    if (r.placed === undefined) throw new CorruptContentError(digest, `received bytes hash to ${r.digest}`)
+    const record: ChunkRecord = { size, inline: false, ...r.placed }
     await this.db.write([{ type: 'put', sublevel: this.db.chunks, key: digest, value: record }], `chunk ${digest}`)
   }
 
@@ -82,10 +87,16 @@ export class Chunks {
    * verified all the same; the hash of 64 KiB costs less than a second look.
    */
   async readRaw (digest: Digest): Promise<Buffer> {
-    const record = await this.db.chunks.get(digest)
+    let record = await this.db.chunks.get(digest)
     if (record === undefined) throw new MissingContentError(digest, `chunk not in store ${this.db.dir}`)
     if (record.inline) return await this.readRecorded(digest, record)
-    const bytes = await this.files.readRaw(digest, record.size).catch(async (err: unknown) => await this.vanished(digest, err))
+    let bytes: Buffer
+    try {
+      bytes = await this.files.readRaw(digest, record)
+    } catch (err) {
+      record = await this.relocated(digest, record, err)
+      bytes = await this.files.readRaw(digest, record).catch(async (again: unknown) => await this.vanished(digest, record!, again))
+    }
     if (bytes.byteLength !== record.size) throw await this.corrupt(digest, bytes.byteLength, record.size, sha256Digest(bytes))
     return bytes
   }
@@ -120,7 +131,13 @@ export class Chunks {
     } else {
       // Hashed on a chunk worker: a server reading ahead for a peer keeps its event loop for the
       // connection.
-      const r = await this.files.readHashed(digest, record.size).catch(async (err: unknown) => await this.vanished(digest, err))
+      let r: { bytes: Uint8Array, digest: Digest }
+      try {
+        r = await this.files.readHashed(digest, record)
+      } catch (err) {
+        record = await this.relocated(digest, record, err)
+        r = await this.files.readHashed(digest, record).catch(async (again: unknown) => await this.vanished(digest, record, again))
+      }
       bytes = Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength)
       actual = r.digest
     }
@@ -129,11 +146,17 @@ export class Chunks {
   }
 
   /**
-   * Writes a file body, verified, at `position` of the open `destFd` (materialize). Nothing is
+   * Writes a body, verified, at `position` of the open `destFd` (materialize). Nothing is
    * written unless the bytes match; then the chunk is quarantined as read() would.
    */
   async copyOut (digest: Digest, record: ChunkRecord, destFd: number, position: number): Promise<void> {
-    const r = await this.files.copyOut(digest, record.size, destFd, position).catch(async (err: unknown) => await this.vanished(digest, err))
+    let r: { n: number, digest: Digest }
+    try {
+      r = await this.files.copyOut(digest, record, destFd, position)
+    } catch (err) {
+      record = await this.relocated(digest, record, err)
+      r = await this.files.copyOut(digest, record, destFd, position).catch(async (again: unknown) => await this.vanished(digest, record, again))
+    }
     if (r.digest !== digest || r.n !== record.size) throw await this.corrupt(digest, r.n, record.size, r.digest)
   }
 
@@ -143,21 +166,35 @@ export class Chunks {
     return await this.db.chunks.getMany(digests)
   }
 
-  private async vanished (digest: Digest, err: unknown): Promise<never> {
+  /**
+   * A body was not where `record` said. If the index now says elsewhere (gc rewrote its pack
+   * meanwhile, or a second copy was indexed), that record is returned for one more try; if not,
+   * the body is gone and the chunk is forgotten.
+   */
+  private async relocated (digest: Digest, record: ChunkRecord, err: unknown): Promise<ChunkRecord> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-    await this.forget(digest)
-    throw new MissingContentError(digest, `chunk file ${this.files.pathOf(digest)} has vanished`)
+    const now = await this.db.chunks.get(digest)
+    if (now !== undefined && !now.inline && (now.pack !== record.pack || now.at !== record.at)) return now
+    return await this.vanished(digest, record, err)
+  }
+
+  private async vanished (digest: Digest, record: ChunkRecord, err: unknown): Promise<never> {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    const now = await this.db.chunks.get(digest)
+    // Only the entry that pointed at the missing body is dropped.
+    if (now !== undefined && now.pack === record.pack && now.at === record.at) await this.forget(digest)
+    throw new MissingContentError(digest, `${this.files.describe(digest, record)} has vanished`)
   }
 
   private async corrupt (digest: Digest, got: number, size: number, actual: Digest): Promise<CorruptContentError> {
     const where = await this.quarantine(digest)
     return new CorruptContentError(digest,
       `stored bytes (${got} of ${size}) hash to ${actual}` +
-      (where === undefined ? '' : `; moved to ${where}`) + '; it must be fetched or rebuilt again')
+      (where === undefined ? '' : `; copied to ${where}`) + '; it must be fetched or rebuilt again')
   }
 
   /**
-   * Moves a bad body aside and drops its index entry. Re-reads first: a concurrent repair may
+   * Sets a bad body aside and drops its index entry. Re-reads first: a concurrent repair may
    * already have replaced it with good bytes, which must stay. Returns the quarantine path.
    */
   async quarantine (digest: Digest): Promise<string | undefined> {
@@ -171,9 +208,9 @@ export class Chunks {
         await fs.writeFile(where, value).catch(() => { where = undefined })
       }
     } else if (record !== undefined) {
-      const current = await fs.readFile(this.files.pathOf(digest)).catch(() => undefined)
+      const current = await this.files.readRaw(digest, record).catch(() => undefined)
       if (current !== undefined && current.byteLength === record.size && sha256Digest(current) === digest) return undefined
-      where = await this.files.quarantine(digest)
+      where = await this.files.quarantine(digest, record)
     }
     await this.forget(digest)
     return where
@@ -187,7 +224,7 @@ export class Chunks {
     ], `index of chunk ${digest}`)
   }
 
-  /** Removes chunks for good (gc): index entries first, so a crash leaves only orphan files. */
+  /** Removes chunks for good (gc): index entries first, so a crash leaves only orphan files; pack regions go with their pack (gc). */
   async removeMany (entries: Array<{ digest: Digest, record: ChunkRecord }>): Promise<void> {
     const ops: Op[] = []
     for (const { digest } of entries) {
@@ -195,7 +232,7 @@ export class Chunks {
     }
     await this.db.write(ops, 'gc deletions')
     for (const { digest, record } of entries) {
-      if (!record.inline) await this.files.remove(digest).catch((err: unknown) => { throw asStorageError(err, `removal of ${digest}`, this.db.dir) })
+      if (!record.inline) await this.files.remove(digest, record).catch((err: unknown) => { throw asStorageError(err, `removal of ${digest}`, this.db.dir) })
     }
   }
 }

@@ -92,7 +92,10 @@ export class ContentStore {
   }
 
   async close (): Promise<void> {
-    await this.lock.exclusive(async () => { await this.db.close() })
+    await this.lock.exclusive(async () => {
+      await this.chunks.files.packs.sealAll()
+      await this.db.close()
+    })
   }
 
   private ingestContext (what: string, options: IngestOptions): IngestContext {
@@ -231,6 +234,17 @@ export class ContentStore {
   async checkChunk (digest: Digest): Promise<'ok' | 'quarantined' | 'missing'> {
     assertDigest(digest)
     return await this.lock.shared(async () => await this.chunks.check(digest))
+  }
+
+  /**
+   * Where a chunk's body is on disk (undefined when it is not indexed, or kept inside the index):
+   * for diagnostics, and for tests that damage a body on purpose.
+   */
+  async chunkLocation (digest: Digest): Promise<{ file: string, offset: number, size: number } | undefined> {
+    const record = await this.chunks.record(digest)
+    if (record === undefined || record.inline) return undefined
+    const body = this.chunks.files.bodyOf(digest, record)
+    return { file: body.file, offset: body.position, size: record.size }
   }
 
   /**

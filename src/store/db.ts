@@ -10,8 +10,11 @@ import type { Digest } from './types.js'
 
 export interface ChunkRecord {
   size: number
-  /** True when the body is a LevelDB value (small chunks) rather than a chunk file. */
+  /** True when the body is a LevelDB value (small chunks) rather than on disk. */
   inline: boolean
+  /** The pack holding the body, at offset `at`; absent for a loose chunk file (stores from before packs). */
+  pack?: string
+  at?: number
 }
 
 export interface RootRecord {

@@ -8,9 +8,10 @@
 import type { Stats } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { PipemeshError, UnsafePathError, throwIfAborted } from '../errors.js'
-import { chunkWorkers, type JobResult } from './chunk-workers.js'
+import type { IngestedChunk } from './chunk-files.js'
+import { chunkWorkers } from './chunk-workers.js'
 import { INLINE_MAX, type Chunks } from './chunks.js'
-import type { Batcher, StoreDb } from './db.js'
+import type { Batcher, ChunkRecord, StoreDb } from './db.js'
 import { encodeManifest, sha256Digest, type ChunkRef, type FileManifest } from './manifest.js'
 import { describeStats, openWalkedFile, readFull, walkListed, walkPath, type TreeSink } from './tree-walk.js'
 import type { Digest } from './types.js'
@@ -100,7 +101,7 @@ export async function ingestFile (ctx: IngestContext, abs: string): Promise<Inge
         done = true
       }
     }
-    if (!done) size = await chunkLargeFile(ctx, fh, chunks)
+    if (!done) size = await chunkLargeFile(ctx, fh, st.size, chunks)
   } finally {
     await fh.close()
   }
@@ -113,15 +114,18 @@ export async function ingestFile (ctx: IngestContext, abs: string): Promise<Inge
   return file
 }
 
-async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, chunks: ChunkRef[]): Promise<number> {
+async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, statSize: number, chunks: ChunkRef[]): Promise<number> {
   const cs = ctx.chunkSize
   const files = ctx.chunks.files
-  // Chunks are read, hashed and written on the chunk workers, several at once; results are
-  // taken in file order, so the manifest and the byte count stay sequential.
-  const jobs = new Map<number, Promise<JobResult>>()
+  // Chunks are read, hashed and written to a pack on the chunk workers, several at once;
+  // results are taken in file order, so the manifest and the byte count stay sequential.
+  const jobs = new Map<number, Promise<IngestedChunk>>()
   let issued = 0
   const issue = (): void => {
-    const p = files.ingestRange(fh.fd, issued * cs, cs, INLINE_MAX)
+    // Pack space is reserved for the bytes the file had when it was opened: reads past them
+    // (the file grew) come back to be stored here, so no region is reserved and left unwritten.
+    const position = issued * cs
+    const p = files.ingestRange(issued, fh.fd, position, cs, Math.max(0, Math.min(cs, statSize - position)), INLINE_MAX)
     p.catch(() => {})
     jobs.set(issued++, p)
   }
@@ -132,23 +136,37 @@ async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, chunks: Chunk
       throwIfAborted(ctx.signal)
       const r = await jobs.get(i)!
       jobs.delete(i)
-      if (r.n === 0) break
-      const digest = r.digest as Digest
-      chunks.push({ digest, size: r.n })
-      size += r.n
-      countBytes(ctx, r.n)
-      if (ctx.batch.claim(digest)) {
-        // A small tail chunk came back to go inline; a large one is already on disk.
-        if (r.bytes !== undefined) ctx.batch.add(await ctx.chunks.storeBody(digest, r.bytes), r.n)
-        else ctx.batch.add([{ type: 'put', sublevel: ctx.db.chunks, key: digest, value: { size: r.n, inline: false } }])
+      let kept = false
+      try {
+        if (r.n === 0) break
+        const digest = r.digest as Digest
+        chunks.push({ digest, size: r.n })
+        size += r.n
+        countBytes(ctx, r.n)
+        if (ctx.batch.claim(digest)) {
+          if (r.bytes !== undefined) {
+            // A small tail chunk came back to go inline (or one past the size the file had).
+            if (r.n < INLINE_MAX || !await ctx.chunks.has(digest)) ctx.batch.add(await ctx.chunks.storeBody(digest, r.bytes), r.n)
+          } else if (r.placed !== undefined && !await ctx.chunks.has(digest)) {
+            // Already stored, its new copy is left as dead space (a pack holding nothing else
+            // is deleted when sealed).
+            const record: ChunkRecord = { size: r.n, inline: false, ...r.placed }
+            ctx.batch.add([{ type: 'put', sublevel: ctx.db.chunks, key: digest, value: record }])
+            kept = true
+          }
+        }
+      } finally {
+        await r.settle(kept)
       }
       if (r.n < cs) break
       issue()
     }
   } finally {
     // The descriptor must outlive every job still reading it: a closed and reused fd number
-    // would be read from another file.
-    await Promise.allSettled(jobs.values())
+    // would be read from another file. Pack regions of chunks never taken are released unkept.
+    for (const settled of await Promise.allSettled(jobs.values())) {
+      if (settled.status === 'fulfilled') await settled.value.settle(false)
+    }
   }
   return size
 }

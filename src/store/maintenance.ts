@@ -32,7 +32,7 @@ export async function verifyStore (db: StoreDb, chunks: Chunks, options: VerifyO
     try {
       const bytes = await chunks.read(d)
       report.bytesChecked += bytes.byteLength
-      if (!record.inline && (await chunks.files.size(d)) !== record.size) {
+      if (!record.inline && record.pack === undefined && (await chunks.files.size(d)) !== record.size) {
         // Good bytes followed by junk: keep the good bytes, drop the junk.
         report.corrupt.push(d)
         await chunks.put(d, Buffer.from(bytes))
@@ -104,18 +104,80 @@ export async function collectGarbage (db: StoreDb, chunks: Chunks, selection: Gc
     if (liveChunks.has(key as Digest)) continue
     dead.push({ digest: key as Digest, record })
     report.removedChunks++
-    report.freedBytes += record.size
+    // A pack region is freed with its pack (sweepPacks counts those bytes).
+    if (record.pack === undefined) report.freedBytes += record.size
     if (dead.length >= 1000) { await chunks.removeMany(dead); dead = [] }
   }
   await chunks.removeMany(dead)
 
-  // Bodies a crash (or a failed ingest) left without an index entry.
+  // Loose chunk files (stores from before packs) a crash left without an index entry.
   for await (const { digest, file } of chunks.files.list()) {
     if (liveChunks.has(digest) || (await chunks.has(digest))) continue
     const st = await fs.stat(file).catch(() => undefined)
     await fs.rm(file, { force: true })
     report.freedBytes += st?.size ?? 0
   }
+  report.freedBytes += await sweepPacks(db, chunks)
   await chunks.files.pruneQuarantine(QUARANTINE_TTL_MS)
   return { ...report, removedRoots }
+}
+
+/** A pack is rewritten when less than this share of its disk blocks hold indexed bodies. */
+const REPACK_BELOW = 0.5
+/** Packs smaller than this on disk are left as they are (rewriting them frees too little). */
+const REPACK_MIN_BYTES = 256 * 1024
+
+/**
+ * Deletes packs no index record points into (what gc dropped, duplicates, a crash's leftovers)
+ * and rewrites packs that are mostly dead space: their indexed bodies are read, verified and
+ * appended to the open pack, then the old pack goes. Runs with every pack sealed and no writer
+ * (gc's exclusive lock); a reader that still held an old place finds the new one (chunks.ts).
+ * Returns the bytes of disk freed.
+ */
+async function sweepPacks (db: StoreDb, chunks: Chunks): Promise<number> {
+  const packs = chunks.files.packs
+  await packs.sealAll()
+  const liveBytes = new Map<string, number>()
+  for await (const record of db.chunks.values()) {
+    if (record.pack !== undefined) liveBytes.set(record.pack, (liveBytes.get(record.pack) ?? 0) + record.size)
+  }
+  let freed = 0
+  const rewrite = new Set<string>()
+  for (const name of await packs.list()) {
+    if (packs.isOpen(name)) continue
+    const st = await fs.stat(packs.pathOf(name)).catch(() => undefined)
+    if (st === undefined) continue
+    // Allocated blocks, not the length: regions reserved and never written are holes.
+    const onDisk = st.blocks * 512
+    const live = liveBytes.get(name) ?? 0
+    if (live === 0) {
+      await packs.remove(name)
+      freed += onDisk
+    } else if (onDisk >= REPACK_MIN_BYTES && live < onDisk * REPACK_BELOW) {
+      rewrite.add(name)
+    }
+  }
+  if (rewrite.size === 0) return freed
+  const moves: Array<{ digest: Digest, record: ChunkRecord }> = []
+  for await (const [key, record] of db.chunks.iterator()) {
+    if (record.pack !== undefined && rewrite.has(record.pack)) moves.push({ digest: key as Digest, record })
+  }
+  for (const { digest, record } of moves) {
+    let bytes: Buffer
+    try {
+      bytes = await chunks.readRecorded(digest, record)
+    } catch (err) {
+      // A bad or vanished body was quarantined and forgotten by the read: nothing to move.
+      if (err instanceof CorruptContentError || err instanceof MissingContentError) continue
+      throw err
+    }
+    await db.write(await chunks.storeBody(digest, bytes), `chunk ${digest} moved out of pack ${record.pack ?? ''}`)
+  }
+  await packs.sealAll()
+  for (const name of rewrite) {
+    const st = await fs.stat(packs.pathOf(name)).catch(() => undefined)
+    await packs.remove(name)
+    freed += (st?.blocks ?? 0) * 512 - (liveBytes.get(name) ?? 0)
+  }
+  return freed
 }

@@ -5,7 +5,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createHash } from 'node:crypto'
-import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { open, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runCliJson, tempDir } from '../helpers/cli.js'
 import { startMesh, type Mesh } from '../helpers/mesh.js'
@@ -14,24 +14,41 @@ import type { RunSummary } from '../../src/run/types.js'
 import type { VerifyResult } from '../../cli/commands/store.js'
 import { LEASE_MS, expectNothingLost, finished, outputMatching, pipeline, step, submit } from './support.js'
 
-/** The artifact the pipelines make: one chunk, large enough to live in a chunk file. */
-const DATA = Buffer.alloc(300_000, 'c')
+/**
+ * The artifact the pipelines make: one chunk, large enough to live in a pack, and with no
+ * repeating pattern, so that its bytes found in a pack are exactly where its body starts.
+ */
+const DATA = Buffer.from(Array.from({ length: 50_000 }, (_, i) => `${i + 1}\n`).join(''))
 const DATA_HEX = createHash('sha256').update(DATA).digest('hex')
-const MAKE = "head -c 300000 /dev/zero | tr '\\000' c > ${{outputs.data}}"
+const MAKE = 'seq 1 50000 > ${{outputs.data}}'
 
-function chunkFile (store: string): string {
-  return join(store, 'chunks', DATA_HEX.slice(0, 2), DATA_HEX)
+/** Where a store's packs hold an intact copy of DATA (the store's index is the agent's, locked). */
+async function intactBody (store: string): Promise<{ file: string, offset: number } | undefined> {
+  const dir = join(store, 'packs')
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const file = join(dir, name)
+    const offset = (await readFile(file)).indexOf(DATA)
+    if (offset >= 0) return { file, offset }
+  }
+  return undefined
 }
 
-async function flipByte (file: string): Promise<void> {
-  const bytes = await readFile(file)
-  bytes[bytes.length >> 1]! ^= 0x5a
-  await writeFile(file, bytes)
+/** Flips a byte in the middle of the store's intact copy of DATA. */
+async function flipByte (store: string): Promise<void> {
+  const body = await intactBody(store)
+  if (body === undefined) throw new Error(`no intact copy of the test data in ${store} to damage`)
+  // One byte written in place: the agent may hold the pack open.
+  const at = body.offset + (DATA.length >> 1)
+  const fh = await open(body.file, 'r+')
+  try {
+    await fh.write(Buffer.from([DATA[DATA.length >> 1]! ^ 0x5a]), 0, 1, at)
+  } finally {
+    await fh.close()
+  }
 }
 
-async function intact (file: string): Promise<boolean> {
-  const bytes = await readFile(file).catch(() => undefined)
-  return bytes !== undefined && createHash('sha256').update(bytes).digest('hex') === DATA_HEX
+async function intact (store: string): Promise<boolean> {
+  return await intactBody(store) !== undefined
 }
 
 describe('corrupt chunks in a mesh', () => {
@@ -65,8 +82,8 @@ steps:
 `)
     clean = await finished(mesh, await submit(mesh, client(), file))
     expect(clean.status).toBe('succeeded')
-    expect(await intact(chunkFile(store('ra')))).toBe(true)
-    expect(await intact(chunkFile(store('rb')))).toBe(true)
+    expect(await intact(store('ra'))).toBe(true)
+    expect(await intact(store('rb'))).toBe(true)
   }, 120_000)
 
   afterAll(async () => {
@@ -75,19 +92,19 @@ steps:
   })
 
   it('a flipped byte is detected on read, quarantined and fetched again from a peer; the result is unchanged', async () => {
-    await flipByte(chunkFile(store('ra')))
+    await flipByte(store('ra'))
     const run = await finished(mesh, await submit(mesh, client(), file))
     expectNothingLost(run, clean)
     expect(step(run, 'make').status).toBe('reused')
     expect(step(run, 'use')).toMatchObject({ agent: 'ra', attempts: 1 })
     expect((await readdir(join(store('ra'), 'quarantine'))).filter(f => f.startsWith(DATA_HEX))).toHaveLength(1)
-    expect(await intact(chunkFile(store('ra')))).toBe(true)
+    expect(await intact(store('ra'))).toBe(true)
     await outputMatching(mesh.agents.get('ra')!, /stored input is damaged/, 'agent ra to log the repair')
   })
 
   it('with no good copy left anywhere, the step that made the data runs again', async () => {
-    await flipByte(chunkFile(store('ra')))
-    await flipByte(chunkFile(store('rb')))
+    await flipByte(store('ra'))
+    await flipByte(store('rb'))
     const run = await finished(mesh, await submit(mesh, client(), file))
     expectNothingLost(run, clean)
     // make was first reused, then run again once both copies turned out corrupt.
@@ -96,19 +113,19 @@ steps:
     expect(use.attempts).toBeGreaterThanOrEqual(2)
     expect(use.history?.at(-1)).toMatchObject({ agent: 'ra', state: 'succeeded' })
     expect(use.history?.slice(0, -1).every(a => a.state === 'lost')).toBe(true)
-    expect(await intact(chunkFile(store('ra')))).toBe(true)
-    expect(await intact(chunkFile(store('rb')))).toBe(true)
+    expect(await intact(store('ra'))).toBe(true)
+    expect(await intact(store('rb'))).toBe(true)
   })
 
   it('store verify --repair on a stopped agent fetches damaged artifacts again from the mesh', async () => {
     await mesh.signalAgent('ra', 'SIGKILL')
-    await flipByte(chunkFile(store('ra')))
+    await flipByte(store('ra'))
     const repaired = await runCliJson<VerifyResult>(['--data', join(mesh.dataRoot, 'ra'), 'store', 'verify', '--repair', '--coordinator', mesh.url])
     expect(repaired.exitCode, JSON.stringify(repaired.json)).toBe(0)
     expect(repaired.json.corrupt).toEqual([`sha256:${DATA_HEX}`])
     expect(repaired.json.refetched).toEqual([step(clean, 'make').outputs.data])
     expect(repaired.json.dropped).toEqual([])
-    expect(await intact(chunkFile(store('ra')))).toBe(true)
+    expect(await intact(store('ra'))).toBe(true)
     const again = await runCliJson<VerifyResult>(['--data', join(mesh.dataRoot, 'ra'), 'store', 'verify'])
     expect(again.exitCode).toBe(0)
     await mesh.startAgent('ra', ['--resources', 'cpu=2', '--label', 'role=a'])
@@ -137,7 +154,7 @@ steps:
 `)
     const first = await runCliJson<RunSummary>(['--data', data, 'run', file])
     expect(first.exitCode, first.stderr).toBe(0)
-    const chunk = chunkFile(join(data, 'agent', 'store'))
+    const chunk = join(data, 'agent', 'store')
     await flipByte(chunk)
 
     const verify = await runCliJson<VerifyResult>(['--data', data, 'store', 'verify', '--repair'])

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, symlink, truncate, writeFile } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Libp2p } from '@libp2p/interface'
@@ -10,7 +10,7 @@ import { CHUNKS_PROTOCOL, fetchArtifact, serveArtifacts, transferStats, type Hol
 import { FrameStream } from '../../../src/protocol/channel.js'
 import { ContentStore } from '../../../src/store/content-store.js'
 import type { ArtifactRef, Digest } from '../../../src/store/types.js'
-import { describeTree, removeDir, tempDir } from '../store/helpers.js'
+import { bodiesOf, describeTree, removeDir, tempDir } from '../store/helpers.js'
 
 const MiB = 1024 * 1024
 
@@ -141,14 +141,16 @@ describe('artifact transfer', () => {
     const { p: a, ref } = await holderWith('a', src)
     const { p: c } = await holderWith('c', src)
     // Corrupt one chunk body on a's disk.
-    const chunksDir = join(a.store.dir, 'chunks')
-    const sub = (await readdir(chunksDir))[0]!
-    const victim = join(chunksDir, sub, (await readdir(join(chunksDir, sub)))[0]!)
-    const body = await readFile(victim)
-    body[0] = body[0]! ^ 0xff
-    await writeFile(victim, body)
-
-    const victimDigest = `sha256:${basename(victim)}` as Digest
+    const [victim] = await bodiesOf(a.store, ref.digest)
+    const fh = await open(victim!.file, 'r+')
+    try {
+      const first = Buffer.alloc(1)
+      await fh.read(first, 0, 1, victim!.offset)
+      await fh.write(Buffer.from([first[0]! ^ 0xff]), 0, 1, victim!.offset)
+    } finally {
+      await fh.close()
+    }
+    const victimDigest = victim!.digest
     expect(await a.store.hasChunk(victimDigest)).toBe(true)
 
     // a sends the body as it is on disk; the peer refuses it and tells a, which checks its copy
@@ -159,7 +161,7 @@ describe('artifact transfer', () => {
     expect((err as Error).message).toContain(victimDigest)
     expect((err as Error).message).toContain(a.id)
     expect(await a.store.hasChunk(victimDigest)).toBe(false)
-    expect((await readdir(join(a.store.dir, 'quarantine'))).filter(f => f.startsWith(basename(victim)))).toHaveLength(1)
+    expect((await readdir(join(a.store.dir, 'quarantine'))).filter(f => f.startsWith(victimDigest.slice(7)))).toHaveLength(1)
     expect(await alone.store.hasChunk(victimDigest)).toBe(false)
 
     const b = await peer('b')
@@ -169,21 +171,20 @@ describe('artifact transfer', () => {
     expect(await sha(await materialized(b, ref.digest))).toBe(await sha(src))
   })
 
-  it('a holder never sends a chunk file of the wrong size: it quarantines it and says it lacks it', async () => {
+  it('a holder never sends a body cut short: it quarantines it and says it lacks it', async () => {
     const src = await writeRandomFile('file.bin', 3 * MiB)
     const { p: a, ref } = await holderWith('a', src)
-    const chunksDir = join(a.store.dir, 'chunks')
-    const sub = (await readdir(chunksDir))[0]!
-    const victim = join(chunksDir, sub, (await readdir(join(chunksDir, sub)))[0]!)
-    await writeFile(victim, (await readFile(victim)).subarray(0, 1000))
-    const victimDigest = `sha256:${basename(victim)}` as Digest
+    // The pack ends 1000 bytes into the body written last (a crash before writeback).
+    const victim = (await bodiesOf(a.store, ref.digest)).sort((x, y) => y.offset - x.offset)[0]!
+    await truncate(victim.file, victim.offset + 1000)
+    const victimDigest = victim.digest
 
     const b = await peer('b')
     const err = await fetchArtifact(b.node, b.store, ref.digest, [a.holder]).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(MissingContentError)
     expect((err as Error).message).toContain(victimDigest)
     expect(await a.store.hasChunk(victimDigest)).toBe(false)
-    expect((await readdir(join(a.store.dir, 'quarantine'))).filter(f => f.startsWith(basename(victim)))).toHaveLength(1)
+    expect((await readdir(join(a.store.dir, 'quarantine'))).filter(f => f.startsWith(victimDigest.slice(7)))).toHaveLength(1)
   })
 
   it('resumes an interrupted transfer, fetching only the chunks still missing', async () => {

@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { CorruptContentError, MissingContentError, UnsafePathError } from '../../../src/errors.js'
 import { ContentStore } from '../../../src/store/content-store.js'
 import { encodeManifest, sha256Digest } from '../../../src/store/manifest.js'
-import { describeTree, removeDir, tempDir } from './helpers.js'
+import { bodiesOf, describeTree, removeDir, tempDir } from './helpers.js'
 
 const KiB = 1024
 // Small chunks keep the data small while still exercising multi-chunk files and chunk files.
@@ -22,12 +22,24 @@ async function openStore (name: string, options: { maxArtifactBytes?: number } =
   return s
 }
 
-async function chunkFiles (storeDir: string): Promise<string[]> {
-  const out: string[] = []
-  for (const fan of await fs.readdir(path.join(storeDir, 'chunks'))) {
-    for (const name of await fs.readdir(path.join(storeDir, 'chunks', fan))) out.push(path.join(storeDir, 'chunks', fan, name))
+/** Total length of the store's pack files (live bodies and dead space alike). */
+async function packBytes (storeDir: string): Promise<number> {
+  let total = 0
+  for (const name of await fs.readdir(path.join(storeDir, 'packs'))) total += (await fs.stat(path.join(storeDir, 'packs', name))).size
+  return total
+}
+
+/** Flips one byte of a stored body. */
+async function flipByte (body: { file: string, offset: number }, at: number): Promise<void> {
+  const fh = await fs.open(body.file, 'r+')
+  try {
+    const b = Buffer.alloc(1)
+    await fh.read(b, 0, 1, body.offset + at)
+    b[0] = b[0]! ^ 0xff
+    await fh.write(b, 0, 1, body.offset + at)
+  } finally {
+    await fh.close()
   }
-  return out
 }
 
 async function makeTree (root: string, big: Buffer): Promise<void> {
@@ -163,9 +175,18 @@ describe('deduplication', () => {
     expect(stats.chunks).toBe(6)
     expect(stats.bytes).toBe(4 * CHUNK + 'only in t1'.length * 2)
     expect(stats.logicalBytes).toBe(2 * a.size + alone.size)
-    expect((await chunkFiles(path.join(dir, 's'))).length).toBe(4)
+    const places = await bodiesOf(store, alone.digest)
+    expect(new Set(places.map(p => `${p.file}@${p.offset}`)).size).toBe(4)
     const snapshot = await store.ingestFiles(path.join(dir, 't1'), ['shared.bin'])
     expect(snapshot.files).toEqual({ 'shared.bin': alone.digest })
+    // The copies written again by the later ingests are dead space until gc rewrites the pack.
+    expect(await packBytes(path.join(dir, 's'))).toBeGreaterThan(4 * CHUNK)
+    await store.gc([a.digest, b.digest, alone.digest, snapshot.ref.digest])
+    expect(await packBytes(path.join(dir, 's'))).toBe(4 * CHUNK)
+    for (const ref of [a, b, alone]) {
+      await store.materialize(ref.digest, path.join(dir, 'after-gc', ref.digest.slice(7, 19)))
+    }
+    expect((await fs.readFile(path.join(dir, 'after-gc', alone.digest.slice(7, 19)))).equals(big)).toBe(true)
   })
 
   it('snapshots listed files at their relative paths, with their parent directories', async () => {
@@ -211,15 +232,13 @@ describe('corruption', () => {
     const src = path.join(dir, 'src')
     await makeTree(src, randomBytes(3 * CHUNK))
     const ref = await store.ingest(src)
-    const [victim] = await chunkFiles(path.join(dir, 's'))
-    const bytes = await fs.readFile(victim!)
-    bytes[100] = bytes[100]! ^ 0xff
-    await fs.writeFile(victim!, bytes)
+    const [victim] = await bodiesOf(store, ref.digest)
+    await flipByte(victim!, 100)
     await expect(store.materialize(ref.digest, path.join(dir, 'out', 'x'))).rejects.toBeInstanceOf(CorruptContentError)
     expect(await fs.readdir(path.join(dir, 'out'))).toEqual([])
     expect(await store.has(ref.digest)).toBe(false)
     expect((await fs.readdir(path.join(dir, 's', 'quarantine'))).length).toBe(1)
-    await expect(fs.access(victim!)).rejects.toThrow()
+    expect(await store.chunkLocation(victim!.digest)).toBeUndefined()
     // Ingesting the same content again heals the store.
     await store.ingest(src)
     expect(await store.has(ref.digest)).toBe(true)
@@ -241,17 +260,24 @@ describe('corruption', () => {
     await expect(store.materialize(ref.digest, path.join(dir, 'out'))).rejects.toBeInstanceOf(MissingContentError)
   })
 
-  it('ingesting the content again replaces a truncated chunk body and keeps a good one', async () => {
+  it('a pack cut short by a crash: verify quarantines the bodies past its end, ingesting again restores them and keeps the good one', async () => {
     const store = await openStore('s')
-    const data = randomBytes(3 * CHUNK)
+    const data = randomBytes(9 * CHUNK)
     await fs.writeFile(path.join(dir, 'f'), data)
     const ref = await store.ingest(path.join(dir, 'f'))
-    const [short, good] = (await chunkFiles(path.join(dir, 's'))).sort()
-    await fs.truncate(short!, 100)
-    const goodInode = (await fs.stat(good!)).ino
+    // Two bodies in one pack (ingest spreads a file's chunks over a pack per worker).
+    const stored = await bodiesOf(store, ref.digest)
+    const inPack = stored.filter(b => b.file === stored[0]!.file).sort((x, y) => x.offset - y.offset)
+    expect(inPack.length).toBeGreaterThanOrEqual(2)
+    const good = inPack[0]
+    const cut = inPack.at(-1)
+    // Power lost before writeback: the pack ends 100 bytes into the body written last.
+    await fs.truncate(cut!.file, cut!.offset + 100)
+    const report = await store.verify()
+    expect(report.corrupt).toEqual([cut!.digest])
     await store.ingest(path.join(dir, 'f'))
-    expect((await fs.stat(short!)).size).toBe(CHUNK)
-    expect((await fs.stat(good!)).ino).toBe(goodInode)
+    expect(await store.chunkLocation(good!.digest)).toEqual({ file: good!.file, offset: good!.offset, size: CHUNK })
+    expect(await store.chunkLocation(cut!.digest)).not.toEqual({ file: cut!.file, offset: cut!.offset, size: CHUNK })
     await store.materialize(ref.digest, path.join(dir, 'out'))
     expect((await fs.readFile(path.join(dir, 'out'))).equals(data)).toBe(true)
   })
@@ -281,11 +307,13 @@ describe('corruption', () => {
     wrong[7] = wrong[7]! ^ 1
     await expect(store.writeChunk(digest, wrong)).rejects.toBeInstanceOf(CorruptContentError)
     expect(await store.hasChunk(digest)).toBe(false)
-    expect(await chunkFiles(path.join(dir, 's'))).toEqual([])
-    // Nor is the refused body left behind in the temp directory it was written through.
-    expect(await fs.readdir(path.join(dir, 's', 'tmp'))).toEqual([])
-    await store.writeChunk(digest, bytes)
-    expect(Buffer.from(await store.readChunk(digest)).equals(bytes)).toBe(true)
+    // Nor is the refused body left on disk: the pack it went to held nothing else, and goes
+    // once it is sealed.
+    await store.close()
+    expect(await fs.readdir(path.join(dir, 's', 'packs'))).toEqual([])
+    const again = await openStore('s')
+    await again.writeChunk(digest, bytes)
+    expect(Buffer.from(await again.readChunk(digest)).equals(bytes)).toBe(true)
   })
 
   it('verify finds corrupt chunks and repair refetches them from a peer', async () => {
@@ -295,12 +323,7 @@ describe('corruption', () => {
     await fs.writeFile(path.join(dir, 'f'), data)
     const ref = await store.ingest(path.join(dir, 'f'))
     await peer.ingest(path.join(dir, 'f'))
-    const files = await chunkFiles(path.join(dir, 's'))
-    for (const f of files.slice(0, 2)) {
-      const b = await fs.readFile(f)
-      b[0] = b[0]! ^ 1
-      await fs.writeFile(f, b)
-    }
+    for (const body of (await bodiesOf(store, ref.digest)).slice(0, 2)) await flipByte(body, 0)
     const clean = await store.verify()
     expect(clean.chunksChecked).toBe(4)
     expect(clean.corrupt).toHaveLength(2)
@@ -409,6 +432,44 @@ describe('peer transfer API', () => {
   })
 })
 
+describe('stores written before packs', () => {
+  it('reads chunk files of the old layout, keeps them while referenced, and gc removes them after', async () => {
+    let store = await openStore('s')
+    const data = randomBytes(3 * CHUNK)
+    await fs.writeFile(path.join(dir, 'f'), data)
+    const ref = await store.ingest(path.join(dir, 'f'))
+    const stored = await bodiesOf(store, ref.digest)
+    await store.close()
+    // Rewrite the store as the old version left it: one file per chunk, records without a pack.
+    const raw = new Level<string, unknown>(path.join(dir, 's', 'index'))
+    const records = raw.sublevel<string, unknown>('c', { valueEncoding: 'json' })
+    const loose: string[] = []
+    for (const body of stored) {
+      const bytes = Buffer.alloc(body.size)
+      const fh = await fs.open(body.file, 'r')
+      await fh.read(bytes, 0, body.size, body.offset)
+      await fh.close()
+      const hex = body.digest.slice('sha256:'.length)
+      const file = path.join(dir, 's', 'chunks', hex.slice(0, 2), hex)
+      await fs.mkdir(path.dirname(file), { recursive: true })
+      await fs.writeFile(file, bytes)
+      loose.push(file)
+      await records.put(body.digest, { size: body.size, inline: false })
+    }
+    await raw.close()
+    await fs.rm(path.join(dir, 's', 'packs'), { recursive: true })
+
+    store = await openStore('s')
+    expect(await store.verify()).toMatchObject({ corrupt: [], missing: [], chunksChecked: 3 })
+    await store.materialize(ref.digest, path.join(dir, 'out'))
+    expect((await fs.readFile(path.join(dir, 'out'))).equals(data)).toBe(true)
+    expect((await store.gc([ref.digest])).freedBytes).toBe(0)
+    for (const file of loose) await fs.access(file)
+    expect(await store.gc([])).toMatchObject({ removedChunks: 3, freedBytes: 3 * CHUNK })
+    for (const file of loose) await expect(fs.access(file)).rejects.toThrow()
+  })
+})
+
 describe('gc', () => {
   it('removes unreferenced artifacts and orphan files, keeps referenced ones and shared chunks', async () => {
     const store = await openStore('s')
@@ -417,18 +478,26 @@ describe('gc', () => {
     await fs.mkdir(path.join(dir, 'drop'))
     await fs.writeFile(path.join(dir, 'keep/shared'), shared)
     await fs.writeFile(path.join(dir, 'drop/shared'), shared)
-    await fs.writeFile(path.join(dir, 'drop/own'), randomBytes(3 * CHUNK))
+    await fs.writeFile(path.join(dir, 'drop/own'), randomBytes(8 * CHUNK))
     const keep = await store.ingest(path.join(dir, 'keep'))
     const drop = await store.ingest(path.join(dir, 'drop'))
+    // What a crash can leave: a loose chunk file of an older store, a pack nothing points into.
     const orphan = path.join(dir, 's', 'chunks', 'ab', `ab${'c'.repeat(62)}`)
     await fs.mkdir(path.dirname(orphan), { recursive: true })
     await fs.writeFile(orphan, 'left by a crash')
+    const orphanPack = path.join(dir, 's', 'packs', 'p0-0123456789ab')
+    await fs.writeFile(orphanPack, Buffer.alloc(CHUNK, 1))
+    // Written: keep's 2 chunks, drop's copies of them (dead on arrival) and its own 8; the orphan pack.
+    expect(await packBytes(path.join(dir, 's'))).toBe(13 * CHUNK)
     const report = await store.gc([keep.digest])
-    expect(report).toEqual({ removedArtifacts: 1, removedChunks: 3, freedBytes: 3 * CHUNK + 'left by a crash'.length })
+    // Freed: the orphans, and packs deleted or rewritten down to keep's 2 chunks (however many
+    // lanes wrote them: each pack is all dead, or big enough and mostly dead).
+    expect(report).toEqual({ removedArtifacts: 1, removedChunks: 8, freedBytes: 11 * CHUNK + 'left by a crash'.length })
     expect(await store.has(drop.digest)).toBe(false)
     expect(await store.has(keep.digest)).toBe(true)
     expect(await store.stats()).toMatchObject({ artifacts: 1, chunks: 2, bytes: 2 * CHUNK })
-    expect((await chunkFiles(path.join(dir, 's'))).length).toBe(2)
+    expect(await packBytes(path.join(dir, 's'))).toBe(2 * CHUNK)
+    await expect(fs.access(orphan)).rejects.toThrow()
     await store.materialize(keep.digest, path.join(dir, 'out'))
     expect((await fs.readFile(path.join(dir, 'out/shared'))).equals(shared)).toBe(true)
     expect((await store.gc([])).removedArtifacts).toBe(1)
@@ -464,7 +533,9 @@ describe('gc', () => {
     // `fresh` is listed too, but was made after the cut-off: the coordinator cannot know of it yet.
     const report = await store.dropRoots([old.digest, fresh.digest], cutoff)
     expect(report.removedRoots).toEqual([old.digest])
-    expect(report).toMatchObject({ removedArtifacts: 1, removedChunks: 1, freedBytes: CHUNK })
+    // Its one chunk of its own is no longer indexed; the disk it takes is freed when its pack,
+    // 4 of whose 7 bodies are still live, is mostly dead and gets rewritten.
+    expect(report).toMatchObject({ removedArtifacts: 1, removedChunks: 1, freedBytes: 0 })
     expect(await store.has(old.digest)).toBe(false)
     expect(await store.has(other.digest)).toBe(true)
     expect(await store.has(fresh.digest)).toBe(true)

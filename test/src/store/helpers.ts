@@ -4,6 +4,8 @@ import { createHash } from 'node:crypto'
 import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
+import type { ContentStore } from '../../../src/store/content-store.js'
+import type { Digest } from '../../../src/store/types.js'
 
 export async function tempDir (prefix = 'pm-store-'): Promise<string> {
   return await fs.mkdtemp(path.join(os.tmpdir(), prefix))
@@ -43,5 +45,15 @@ export async function describeTree (root: string): Promise<Described[]> {
     }
   }
   await walk(root, '')
+  return out
+}
+
+/** Where an artifact's chunks that are not kept inline lie on disk, in chunk order. */
+export async function bodiesOf (store: ContentStore, digest: Digest): Promise<Array<{ digest: Digest, file: string, offset: number, size: number }>> {
+  const out = []
+  for (const c of await store.listChunks(digest)) {
+    const at = await store.chunkLocation(c.digest)
+    if (at !== undefined) out.push({ digest: c.digest, ...at })
+  }
   return out
 }
