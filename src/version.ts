@@ -2,4 +2,4 @@
 // tells its coordinator (shown by `pipemesh agents`). Kept equal to package.json's version by a
 // test; the control protocol's compatibility is its own number (CONTROL_REVISION).
 
-export const PIPEMESH_VERSION = '0.2.0'
+export const PIPEMESH_VERSION = '0.3.0'

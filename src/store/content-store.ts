@@ -50,7 +50,12 @@ export interface MaterializeOptions {
 export interface HeldArtifact extends ArtifactRef { createdAt: number, label?: string }
 
 export type { GcReport, VerifyOptions, VerifyReport, FileDigestMemo, IngestedFile }
-export interface StoreStats { artifacts: number, chunks: number, bytes: number, logicalBytes: number }
+/**
+ * `bytes`: the chunks indexed; `logicalBytes`: the artifacts held, before deduplication;
+ * `packBytes`: the disk `packs` take, with the dead space gc reclaims (copies of chunks already
+ * held, bodies of collected chunks in packs that are still mostly live).
+ */
+export interface StoreStats { artifacts: number, chunks: number, bytes: number, logicalBytes: number, packs: number, packBytes: number }
 
 /** A manifest put by a transfer stays safe from gc this long while its chunks arrive. */
 const PENDING_TTL_MS = 60 * 60 * 1000
@@ -330,10 +335,11 @@ export class ContentStore {
   }
 
   async stats (): Promise<StoreStats> {
-    const s: StoreStats = { artifacts: 0, chunks: 0, bytes: 0, logicalBytes: 0 }
+    const s = { artifacts: 0, chunks: 0, bytes: 0, logicalBytes: 0 }
     for await (const r of this.db.roots.values()) { s.artifacts++; s.logicalBytes += r.size }
     for await (const c of this.db.chunks.values()) { s.chunks++; s.bytes += c.size }
-    return s
+    const { packs, bytes: packBytes } = await this.chunks.files.packs.usage()
+    return { ...s, packs, packBytes }
   }
 
   // ---- closures ----

@@ -107,6 +107,19 @@ export class Packs {
     return names.filter(n => NAME.test(n))
   }
 
+  /** How many packs there are and the disk they take, dead space included. */
+  async usage (): Promise<{ packs: number, bytes: number }> {
+    let packs = 0
+    let bytes = 0
+    for (const name of await this.list()) {
+      const st = await fs.stat(path.join(this.dir, name)).catch(() => undefined)
+      if (st === undefined) continue
+      packs++
+      bytes += st.blocks * 512
+    }
+    return { packs, bytes }
+  }
+
   /** Whether a pack is still being written (gc leaves those alone). */
   isOpen (name: string): boolean {
     for (const p of this.open) if (p.name === name) return true

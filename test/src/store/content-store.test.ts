@@ -501,7 +501,7 @@ describe('gc', () => {
     await store.materialize(keep.digest, path.join(dir, 'out'))
     expect((await fs.readFile(path.join(dir, 'out/shared'))).equals(shared)).toBe(true)
     expect((await store.gc([])).removedArtifacts).toBe(1)
-    expect(await store.stats()).toEqual({ artifacts: 0, chunks: 0, bytes: 0, logicalBytes: 0 })
+    expect(await store.stats()).toEqual({ artifacts: 0, chunks: 0, bytes: 0, logicalBytes: 0, packs: 0, packBytes: 0 })
   })
 
   it('waits for an ingest in flight instead of collecting its chunks', async () => {
