@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { ContentStore } from '../src/store/content-store.js'
 import { sync } from './baselines.js'
-import { recycleMemory } from './fresh-memory.js'
+import { levelMemoryFor } from './fresh-memory.js'
 
 export interface StoreReport { ingestMs: number, materializeMs: number, size: number, digest: string, maxRssBytes: number }
 
@@ -20,13 +20,13 @@ if (storeDir === undefined || file === undefined || dest === undefined) {
 const store = await ContentStore.open(storeDir)
 try {
   const { size } = await stat(file)
-  await recycleMemory(dirname(dest), size)
+  await levelMemoryFor(dirname(dest), size)
   let t = performance.now()
   const ref = await store.ingest(file)
   const ingestMs = performance.now() - t
   // As before ingest and before cp: the disk caught up, then freed memory to write into.
   await sync()
-  await recycleMemory(dirname(dest), size)
+  await levelMemoryFor(dirname(dest), size)
   t = performance.now()
   await store.materialize(ref.digest, dest)
   const materializeMs = performance.now() - t

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { runCp, sync } from './baselines.js'
-import { recycleMemory } from './fresh-memory.js'
+import { levelMemoryFor } from './fresh-memory.js'
 import { ensureOk, lastJsonLine, timed } from './exec.js'
 import type { Row } from './stats.js'
 import type { StoreReport } from './store-child.js'
@@ -64,7 +64,7 @@ export async function benchStore (scratch: string, reps: number, bytes: number, 
     for (let rep = 1; rep <= reps; rep++) {
       const copy = join(dir, 'copy.bin')
       await sync()
-      await recycleMemory(dir, bytes)
+      await levelMemoryFor(dir, bytes)
       cp.push(mib / (await runCp(src, copy) / 1000))
       await rm(copy, { force: true })
       await sync()

@@ -67,8 +67,10 @@ export class ChunkWorkers {
   constructor (size = Math.max(1, Math.min(4, os.availableParallelism() - 1)), ingestSize = Math.max(size, Math.min(4, os.availableParallelism()))) {
     this.size = size
     this.ingestSize = ingestSize
-    // Two jobs queued per worker, at least four in all: each worker always has its next chunk.
-    this.depth = Math.max(4, ingestSize * 2)
+    // Four jobs queued per worker, at least eight in all: each worker always has its next chunk,
+    // even when the other lane (whose results are taken in file order) falls behind. A queued
+    // job holds no buffer, only its place in a pack.
+    this.depth = Math.max(8, ingestSize * 4)
   }
 
   /**

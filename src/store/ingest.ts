@@ -114,6 +114,9 @@ export async function ingestFile (ctx: IngestContext, abs: string): Promise<Inge
   return file
 }
 
+/** Chunks written to packs are looked up in the index this many at a time. */
+const INDEX_GROUP = 64
+
 async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, statSize: number, chunks: ChunkRef[]): Promise<number> {
   const cs = ctx.chunkSize
   const files = ctx.chunks.files
@@ -130,38 +133,61 @@ async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, statSize: num
     jobs.set(issued++, p)
   }
   for (let i = 0; i < chunkWorkers.depth; i++) issue()
+  // Bodies written to packs wait here to be looked up in the index a group at a time (one
+  // LevelDB read per group, not per MiB): a chunk the store already had keeps its old place,
+  // and its new copy is dead space (a pack holding nothing else is deleted when sealed).
+  let placed: Array<{ digest: Digest, chunk: IngestedChunk }> = []
+  const indexPlaced = async (): Promise<void> => {
+    const group = placed
+    placed = []
+    try {
+      const known = await ctx.chunks.hasMany(group.map(g => g.digest))
+      for (const [j, { digest, chunk }] of group.entries()) {
+        const kept = known[j] !== true
+        if (kept) {
+          const record: ChunkRecord = { size: chunk.n, inline: false, ...chunk.placed }
+          ctx.batch.add([{ type: 'put', sublevel: ctx.db.chunks, key: digest, value: record }])
+        }
+        await chunk.settle(kept)
+      }
+    } finally {
+      // settle() is once only: this releases what an error left reserved.
+      for (const { chunk } of group) await chunk.settle(false)
+    }
+  }
   let size = 0
   try {
     for (let i = 0; ; i++) {
       throwIfAborted(ctx.signal)
       const r = await jobs.get(i)!
       jobs.delete(i)
-      let kept = false
-      try {
-        if (r.n === 0) break
-        const digest = r.digest as Digest
-        chunks.push({ digest, size: r.n })
-        size += r.n
-        countBytes(ctx, r.n)
-        if (ctx.batch.claim(digest)) {
-          if (r.bytes !== undefined) {
-            // A small tail chunk came back to go inline (or one past the size the file had).
-            if (r.n < INLINE_MAX || !await ctx.chunks.has(digest)) ctx.batch.add(await ctx.chunks.storeBody(digest, r.bytes), r.n)
-          } else if (r.placed !== undefined && !await ctx.chunks.has(digest)) {
-            // Already stored, its new copy is left as dead space (a pack holding nothing else
-            // is deleted when sealed).
-            const record: ChunkRecord = { size: r.n, inline: false, ...r.placed }
-            ctx.batch.add([{ type: 'put', sublevel: ctx.db.chunks, key: digest, value: record }])
-            kept = true
+      if (r.n === 0) {
+        await r.settle(false)
+        break
+      }
+      const digest = r.digest as Digest
+      chunks.push({ digest, size: r.n })
+      size += r.n
+      countBytes(ctx, r.n)
+      if (r.placed !== undefined && ctx.batch.claim(digest)) {
+        placed.push({ digest, chunk: r })
+        if (placed.length >= INDEX_GROUP) await indexPlaced()
+      } else {
+        try {
+          // A small tail chunk came back to go inline (or one past the size the file had).
+          if (r.bytes !== undefined && ctx.batch.claim(digest) && (r.n < INLINE_MAX || !await ctx.chunks.has(digest))) {
+            ctx.batch.add(await ctx.chunks.storeBody(digest, r.bytes), r.n)
           }
+        } finally {
+          await r.settle(false)
         }
-      } finally {
-        await r.settle(kept)
       }
       if (r.n < cs) break
       issue()
     }
+    await indexPlaced()
   } finally {
+    for (const { chunk } of placed) await chunk.settle(false)
     // The descriptor must outlive every job still reading it: a closed and reused fd number
     // would be read from another file. Pack regions of chunks never taken are released unkept.
     for (const settled of await Promise.allSettled(jobs.values())) {
