@@ -178,6 +178,8 @@ export async function fetchArtifact (node: Libp2p, store: ContentStore, digest: 
   const explain = (): string => failures.length === 0
     ? `${sessions.length === 0 ? 'no holder was given' : 'no holder has it'} (${holders.length} listed)`
     : `no holder could supply it (${failures.map(f => `${f.peerId}: ${f.err instanceof Error ? f.err.message : String(f.err)}`).join('; ')})`
+  // The artifact's chunks go to packs of their own (see ContentStore.newWriteGroup).
+  const group = store.newWriteGroup()
   try {
     // 1. Manifests: the root, then the file manifests a tree refers to.
     for (let round = 0; round < 2; round++) {
@@ -222,7 +224,7 @@ export async function fetchArtifact (node: Libp2p, store: ContentStore, digest: 
       let writeError: unknown
       const keep = (item: ChunkItem, parts: Uint8Array[]): void => {
         const size = byteLengthOf(parts)
-        const p: Promise<void> = store.writeChunk(item.digest, parts).then(() => {
+        const p: Promise<void> = store.writeChunk(item.digest, parts, { group }).then(() => {
           queue.done(item)
           result.bytes += size
           result.fromPeers[s.peerId] = (result.fromPeers[s.peerId] ?? 0) + size
@@ -304,6 +306,7 @@ export async function fetchArtifact (node: Libp2p, store: ContentStore, digest: 
     throw err
   } finally {
     await Promise.all(sessions.map(async s => { await s.close() }))
+    await store.endWriteGroup(group)
   }
 }
 

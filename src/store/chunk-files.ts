@@ -63,6 +63,9 @@ export class ChunkFiles {
   /** Main-thread pack lanes, busy or not (see withLane). */
   private readonly laneBusy: boolean[] = []
   private readonly laneWaiters: Array<() => void> = []
+  /** The last write queued on each group's main-thread lane. */
+  private readonly groupWrites = new Map<string, Promise<void>>()
+  private groups = 0
 
   private constructor (root: string) {
     this.root = root
@@ -105,8 +108,8 @@ export class ChunkFiles {
    * zeroed or short, but every read re-hashes, so such a chunk is reported corrupt, quarantined
    * and fetched again; an fsync per chunk would cost far more than that.
    */
-  async write (digest: Digest, bytes: Uint8Array): Promise<Placed> {
-    return await this.withLane(async lane => {
+  async write (digest: Digest, bytes: Uint8Array, group?: string): Promise<Placed> {
+    return await this.withLane(group, async lane => {
       let region: Region | undefined
       try {
         region = await this.packs.reserve(bytes.byteLength, lane)
@@ -124,10 +127,34 @@ export class ChunkFiles {
   }
 
   /**
-   * Runs a main-thread write with a pack lane of its own (see packs.ts): the first idle one, a
-   * new one while there are fewer than MAIN_LANES, or the next to come free.
+   * A new write group: the chunks written with it go to packs of its own, sealed by
+   * endGroup(), so that the chunks of one artifact lie together and removing it frees whole packs
+   * instead of leaving holes in packs shared with whatever was written at the same time.
    */
-  private async withLane<T> (fn: (lane: string) => Promise<T>): Promise<T> {
+  newGroup (): string {
+    return `g${++this.groups}`
+  }
+
+  /** Seals the group's packs (a pack that kept nothing, all duplicates, is deleted). */
+  async endGroup (group: string): Promise<void> {
+    await this.packs.sealLanes(`${group}/`)
+  }
+
+  /**
+   * Runs a main-thread write with a pack lane of its own (see packs.ts). In a group, its one
+   * main-thread lane, one write at a time; otherwise the first idle shared lane, a new one while
+   * there are fewer than MAIN_LANES, or the next to come free.
+   */
+  private async withLane<T> (group: string | undefined, fn: (lane: string) => Promise<T>): Promise<T> {
+    if (group !== undefined) {
+      const lane = `${group}/m`
+      const previous = this.groupWrites.get(lane) ?? Promise.resolve()
+      const mine = previous.then(async () => await fn(lane))
+      const done = mine.then(() => {}, () => {})
+      this.groupWrites.set(lane, done)
+      void done.then(() => { if (this.groupWrites.get(lane) === done) this.groupWrites.delete(lane) })
+      return await mine
+    }
     let i = this.laneBusy.indexOf(false)
     if (i < 0 && this.laneBusy.length < MAIN_LANES) i = this.laneBusy.push(false) - 1
     while (i < 0) {
@@ -150,9 +177,9 @@ export class ChunkFiles {
    * comes back in `bytes` for the caller to store. `n` 0: end of file. The caller must settle()
    * the result once it knows whether it indexes the body.
    */
-  async ingestRange (lane: number, fd: number, position: number, length: number, expected: number, inlineMax: number): Promise<IngestedChunk> {
-    // The worker of lane n writes only to the packs of lane wn.
-    const region = await this.packs.reserve(expected, `w${lane % chunkWorkers.lanes}`)
+  async ingestRange (group: string, lane: number, fd: number, position: number, length: number, expected: number, inlineMax: number): Promise<IngestedChunk> {
+    // The worker of lane n writes only to the packs of lanes wn, whatever their group.
+    const region = await this.packs.reserve(expected, `${group}/w${lane % chunkWorkers.lanes}`)
     let r: JobResult
     try {
       r = await chunkWorkers.ingest(lane, fd, position, length, inlineMax, region.pack.fd, region.at, expected)
@@ -180,11 +207,11 @@ export class ChunkFiles {
    * back from the page cache. Copying them into shared memory for the worker instead cost the
    * event loop ~0.35 s per GiB received, the loop that also decrypts the connection.
    */
-  async writeIfMatches (digest: Digest, parts: readonly Uint8Array[], size: number): Promise<{ digest: Digest, placed?: Placed }> {
+  async writeIfMatches (digest: Digest, parts: readonly Uint8Array[], size: number, group?: string): Promise<{ digest: Digest, placed?: Placed }> {
     let region: Region | undefined
     let kept = false
     try {
-      region = await this.withLane(async lane => {
+      region = await this.withLane(group, async lane => {
         const reserved = await this.packs.reserve(size, lane)
         let pending = parts.filter(p => p.byteLength > 0)
         let at = reserved.at

@@ -35,7 +35,7 @@ export class Chunks {
    * make it visible. The chunk file (if any) is complete on disk before the ops exist, so an
    * index entry never points at a partial body. Inline bytes are copied: callers reuse buffers.
    */
-  async storeBody (digest: Digest, bytes: Uint8Array): Promise<Op[]> {
+  async storeBody (digest: Digest, bytes: Uint8Array, group?: string): Promise<Op[]> {
     if (bytes.byteLength < INLINE_MAX) {
       const record: ChunkRecord = { size: bytes.byteLength, inline: true }
       return [
@@ -43,7 +43,7 @@ export class Chunks {
         { type: 'put', sublevel: this.db.inline, key: digest, value: Buffer.from(bytes) }
       ]
     }
-    const record: ChunkRecord = { size: bytes.byteLength, inline: false, ...await this.files.write(digest, bytes) }
+    const record: ChunkRecord = { size: bytes.byteLength, inline: false, ...await this.files.write(digest, bytes, group) }
     return [{ type: 'put', sublevel: this.db.chunks, key: digest, value: record }]
   }
 
@@ -57,7 +57,7 @@ export class Chunks {
    * indexed once its body is in place. Bytes that do not hash to `digest` are refused and nothing
    * is indexed.
    */
-  async putChecked (digest: Digest, parts: readonly Uint8Array[], size: number): Promise<void> {
+  async putChecked (digest: Digest, parts: readonly Uint8Array[], size: number, group?: string): Promise<void> {
     if (size < INLINE_MAX) {
       const bytes = parts.length === 1 ? parts[0] as Uint8Array : Buffer.concat(parts)
       const actual = sha256Digest(bytes)
@@ -65,7 +65,7 @@ export class Chunks {
       await this.put(digest, bytes)
       return
     }
-    const r = await this.files.writeIfMatches(digest, parts, size)
+    const r = await this.files.writeIfMatches(digest, parts, size, group)
     if (r.placed === undefined) throw new CorruptContentError(digest, `received bytes hash to ${r.digest}`)
     const record: ChunkRecord = { size, inline: false, ...r.placed }
     await this.db.write([{ type: 'put', sublevel: this.db.chunks, key: digest, value: record }], `chunk ${digest}`)

@@ -114,7 +114,8 @@ export class ContentStore {
       signal: options.signal,
       onProgress: options.onProgress,
       bytes: 0,
-      memo: options.memo
+      memo: options.memo,
+      group: this.chunks.files.newGroup()
     }
   }
 
@@ -128,10 +129,14 @@ export class ContentStore {
     throwIfAborted(options.signal)
     return await this.lock.shared(async () => {
       const ctx = this.ingestContext(source, options)
-      const { digest, kind, size } = await ingestPath(ctx, path.resolve(source))
-      ctx.batch.add([this.rootOp(digest, kind, size, options.label)])
-      await ctx.batch.flush()
-      return { digest, kind, size }
+      try {
+        const { digest, kind, size } = await ingestPath(ctx, path.resolve(source))
+        ctx.batch.add([this.rootOp(digest, kind, size, options.label)])
+        await ctx.batch.flush()
+        return { digest, kind, size }
+      } finally {
+        await this.chunks.files.endGroup(ctx.group)
+      }
     })
   }
 
@@ -143,10 +148,14 @@ export class ContentStore {
     throwIfAborted(options.signal)
     return await this.lock.shared(async () => {
       const ctx = this.ingestContext(`files listed in ${baseDir}`, options)
-      const { digest, size, files } = await ingestListed(ctx, path.resolve(baseDir), relPaths)
-      ctx.batch.add([this.rootOp(digest, 'tree', size, options.label)])
-      await ctx.batch.flush()
-      return { ref: { digest, kind: 'tree', size }, files }
+      try {
+        const { digest, size, files } = await ingestListed(ctx, path.resolve(baseDir), relPaths)
+        ctx.batch.add([this.rootOp(digest, 'tree', size, options.label)])
+        await ctx.batch.flush()
+        return { ref: { digest, kind: 'tree', size }, files }
+      } finally {
+        await this.chunks.files.endGroup(ctx.group)
+      }
     })
   }
 
@@ -256,14 +265,27 @@ export class ContentStore {
    * Stores a chunk from a peer, given whole or as the pieces it arrived in; bytes that do not
    * hash to `digest` are refused.
    */
-  async writeChunk (digest: Digest, bytes: Uint8Array | readonly Uint8Array[]): Promise<void> {
+  async writeChunk (digest: Digest, bytes: Uint8Array | readonly Uint8Array[], options: { group?: string } = {}): Promise<void> {
     assertDigest(digest)
     const parts = bytes instanceof Uint8Array ? [bytes] : bytes
     const size = byteLengthOf(parts)
     if (size > MAX_CHUNK_BYTES) {
       throw new PipemeshError('LIMIT_EXCEEDED', `chunk ${digest} is ${size} bytes, over the ${MAX_CHUNK_BYTES}-byte chunk limit`)
     }
-    await this.lock.shared(async () => { await this.chunks.putChecked(digest, parts, size) })
+    await this.lock.shared(async () => { await this.chunks.putChecked(digest, parts, size, options.group) })
+  }
+
+  /**
+   * A write group for writeChunk: the chunks of one artifact fetched from peers go to packs of
+   * their own, so removing the artifact later frees whole packs. End it with endWriteGroup.
+   */
+  newWriteGroup (): string {
+    return this.chunks.files.newGroup()
+  }
+
+  /** Seals the group's packs; writes made with it after this go to new packs. */
+  async endWriteGroup (group: string): Promise<void> {
+    await this.chunks.files.endGroup(group)
   }
 
   /** Records a fully present artifact as held (after a transfer); refuses an incomplete one. */

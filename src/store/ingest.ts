@@ -41,6 +41,8 @@ export interface IngestContext {
   /** Bytes read so far (onProgress reports this running total). */
   bytes: number
   memo?: FileDigestMemo | undefined
+  /** The write group (see ChunkFiles.newGroup) whose packs this ingest fills. */
+  group: string
 }
 
 export interface IngestedFile { digest: Digest, size: number, executable: boolean }
@@ -61,7 +63,7 @@ async function storeIfNew (ctx: IngestContext, digest: Digest, bytes: Buffer): P
   if (!ctx.batch.claim(digest)) return
   // A small chunk is cheaper to write again (in the batch) than to look up first.
   if (bytes.byteLength >= INLINE_MAX && await ctx.chunks.has(digest)) return
-  const ops = await ctx.chunks.storeBody(digest, bytes)
+  const ops = await ctx.chunks.storeBody(digest, bytes, ctx.group)
   // Only inline bodies travel in the batch; file bodies are already on disk.
   ctx.batch.add(ops, ops.length > 1 ? bytes.byteLength : 0)
 }
@@ -128,7 +130,7 @@ async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, statSize: num
     // Pack space is reserved for the bytes the file had when it was opened: reads past them
     // (the file grew) come back to be stored here, so no region is reserved and left unwritten.
     const position = issued * cs
-    const p = files.ingestRange(issued, fh.fd, position, cs, Math.max(0, Math.min(cs, statSize - position)), INLINE_MAX)
+    const p = files.ingestRange(ctx.group, issued, fh.fd, position, cs, Math.max(0, Math.min(cs, statSize - position)), INLINE_MAX)
     p.catch(() => {})
     jobs.set(issued++, p)
   }
@@ -176,7 +178,7 @@ async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, statSize: num
         try {
           // A small tail chunk came back to go inline (or one past the size the file had).
           if (r.bytes !== undefined && ctx.batch.claim(digest) && (r.n < INLINE_MAX || !await ctx.chunks.has(digest))) {
-            ctx.batch.add(await ctx.chunks.storeBody(digest, r.bytes), r.n)
+            ctx.batch.add(await ctx.chunks.storeBody(digest, r.bytes, ctx.group), r.n)
           }
         } finally {
           await r.settle(false)

@@ -162,6 +162,8 @@ async function sweepPacks (db: StoreDb, chunks: Chunks): Promise<number> {
   for await (const [key, record] of db.chunks.iterator()) {
     if (record.pack !== undefined && rewrite.has(record.pack)) moves.push({ digest: key as Digest, record })
   }
+  // The bodies kept go to packs of their own, sealed before the old ones are deleted.
+  const group = chunks.files.newGroup()
   for (const { digest, record } of moves) {
     let bytes: Buffer
     try {
@@ -171,9 +173,9 @@ async function sweepPacks (db: StoreDb, chunks: Chunks): Promise<number> {
       if (err instanceof CorruptContentError || err instanceof MissingContentError) continue
       throw err
     }
-    await db.write(await chunks.storeBody(digest, bytes), `chunk ${digest} moved out of pack ${record.pack ?? ''}`)
+    await db.write(await chunks.storeBody(digest, bytes, group), `chunk ${digest} moved out of pack ${record.pack ?? ''}`)
   }
-  await packs.sealAll()
+  await chunks.files.endGroup(group)
   for (const name of rewrite) {
     const st = await fs.stat(packs.pathOf(name)).catch(() => undefined)
     await packs.remove(name)

@@ -101,6 +101,17 @@ export class Packs {
     await Promise.all([...this.closing])
   }
 
+  /** Seals the open packs of the lanes whose names start with `prefix` (a write group's). */
+  async sealLanes (prefix: string): Promise<void> {
+    const sealed: OpenPack[] = []
+    for (const [lane, pack] of this.current) {
+      if (!lane.startsWith(prefix)) continue
+      this.seal(pack, lane)
+      sealed.push(pack)
+    }
+    await Promise.all(sealed.map(async p => { await this.closeIfDone(p) }))
+  }
+
   /** Packs on disk, by name (gc). */
   async list (): Promise<string[]> {
     const names = await fs.readdir(this.dir).catch(() => [] as string[])
