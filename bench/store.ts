@@ -71,9 +71,11 @@ export async function benchStore (scratch: string, reps: number, bytes: number, 
       const storeDir = join(dir, `store-${rep}`)
       const dest = join(dir, 'materialized.bin')
       const result = await timed(process.execPath, [CHILD, storeDir, src, dest], { timeoutMs: 600_000 })
+      let ingestCpu = ''
       try {
         const report = lastJsonLine<StoreReport>('S1 store child', ensureOk('S1 store child', result).stdout)
         ingest.push(mib / (report.ingestMs / 1000))
+        ingestCpu = ` (CPU ${(report.ingestCpu.userMs / 1000).toFixed(2)} s user, ${(report.ingestCpu.systemMs / 1000).toFixed(2)} s kernel)`
         materialize.push(mib / (report.materializeMs / 1000))
         rss.push(report.maxRssBytes / 1e6)
         const size = (await stat(dest)).size
@@ -84,7 +86,7 @@ export async function benchStore (scratch: string, reps: number, bytes: number, 
       }
       await rm(dest, { force: true })
       await discard(storeDir)
-      log(`S1 rep ${rep}/${reps}: cp ${cp.at(-1)?.toFixed(0) ?? '-'} MiB/s, ingest ${ingest.at(-1)?.toFixed(0) ?? '-'} MiB/s, materialize ${materialize.at(-1)?.toFixed(0) ?? '-'} MiB/s, peak RSS ${rss.at(-1)?.toFixed(0) ?? '-'} MB`)
+      log(`S1 rep ${rep}/${reps}: cp ${cp.at(-1)?.toFixed(0) ?? '-'} MiB/s, ingest ${ingest.at(-1)?.toFixed(0) ?? '-'} MiB/s${ingestCpu}, materialize ${materialize.at(-1)?.toFixed(0) ?? '-'} MiB/s, peak RSS ${rss.at(-1)?.toFixed(0) ?? '-'} MB`)
     }
   } finally {
     await rm(dir, { recursive: true, force: true })
