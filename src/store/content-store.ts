@@ -18,6 +18,7 @@ import { absentChunks, closureOf, loadManifest, type Closure } from './reach.js'
 import { isDigest, type ArtifactRef, type Digest } from './types.js'
 
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024
+const DEFAULT_PACK_REWRITE_MAX_BYTES = 1024 * 1024 * 1024
 
 export interface ContentStoreOptions {
   /**
@@ -27,6 +28,11 @@ export interface ContentStoreOptions {
   chunkSize?: number
   /** Largest artifact (total file bytes) ingested or accepted from a peer. */
   maxArtifactBytes?: number
+  /**
+   * Most live bytes one gc moves out of mostly dead packs (default 1 GiB): gc holds the store
+   * while it runs, so steps and transfers wait; later runs rewrite the rest.
+   */
+  packRewriteMaxBytes?: number
 }
 
 export interface IngestOptions {
@@ -74,7 +80,7 @@ export class ContentStore {
   private readonly lock = new RwLock()
   private readonly pending = new Map<Digest, number>()
 
-  private constructor (dir: string, db: StoreDb, chunks: Chunks, chunkSize: number, maxArtifactBytes: number) {
+  private constructor (dir: string, db: StoreDb, chunks: Chunks, chunkSize: number, maxArtifactBytes: number, private readonly packRewriteMaxBytes: number) {
     this.dir = dir
     this.db = db
     this.chunks = chunks
@@ -89,11 +95,13 @@ export class ContentStore {
     }
     const maxArtifactBytes = options.maxArtifactBytes ?? Number.MAX_SAFE_INTEGER
     if (!(maxArtifactBytes >= 0)) throw new PipemeshError('INVALID_ARGUMENT', `store maxArtifactBytes must be >= 0, got ${maxArtifactBytes}`)
+    const packRewriteMaxBytes = options.packRewriteMaxBytes ?? DEFAULT_PACK_REWRITE_MAX_BYTES
+    if (!(packRewriteMaxBytes >= 0)) throw new PipemeshError('INVALID_ARGUMENT', `store packRewriteMaxBytes must be >= 0, got ${packRewriteMaxBytes}`)
     const root = path.resolve(dir)
     await fs.mkdir(root, { recursive: true })
     const files = await ChunkFiles.open(root)
     const db = await StoreDb.open(path.join(root, 'index'), root)
-    return new ContentStore(root, db, new Chunks(db, files), chunkSize, maxArtifactBytes)
+    return new ContentStore(root, db, new Chunks(db, files), chunkSize, maxArtifactBytes, packRewriteMaxBytes)
   }
 
   async close (): Promise<void> {
@@ -352,7 +360,7 @@ export class ContentStore {
     return await this.lock.exclusive(async () => {
       const now = Date.now()
       for (const [d, t] of this.pending) if (now - t > PENDING_TTL_MS) this.pending.delete(d)
-      return await collectGarbage(this.db, this.chunks, { keepRoot: selection.keepRoot, live: [...selection.live, ...this.pending.keys()] })
+      return await collectGarbage(this.db, this.chunks, { keepRoot: selection.keepRoot, live: [...selection.live, ...this.pending.keys()] }, this.packRewriteMaxBytes)
     })
   }
 

@@ -66,8 +66,11 @@ export interface GcSelection {
   live: Iterable<Digest>
 }
 
-/** Deletes the roots `keepRoot` rejects, then everything neither a kept root nor `live` reaches. */
-export async function collectGarbage (db: StoreDb, chunks: Chunks, selection: GcSelection): Promise<GcReport & { removedRoots: Digest[] }> {
+/**
+ * Deletes the roots `keepRoot` rejects, then everything neither a kept root nor `live` reaches;
+ * moves at most `rewriteMaxBytes` of live chunks out of mostly dead packs (see sweepPacks).
+ */
+export async function collectGarbage (db: StoreDb, chunks: Chunks, selection: GcSelection, rewriteMaxBytes: number): Promise<GcReport & { removedRoots: Digest[] }> {
   const report: GcReport = { removedArtifacts: 0, removedChunks: 0, freedBytes: 0 }
   const rootDels: Op[] = []
   const removedRoots: Digest[] = []
@@ -117,7 +120,7 @@ export async function collectGarbage (db: StoreDb, chunks: Chunks, selection: Gc
     await fs.rm(file, { force: true })
     report.freedBytes += st?.size ?? 0
   }
-  report.freedBytes += await sweepPacks(db, chunks)
+  report.freedBytes += await sweepPacks(db, chunks, rewriteMaxBytes)
   await chunks.files.pruneQuarantine(QUARANTINE_TTL_MS)
   return { ...report, removedRoots }
 }
@@ -130,11 +133,11 @@ const REPACK_MIN_BYTES = 256 * 1024
 /**
  * Deletes packs no index record points into (what gc dropped, duplicates, a crash's leftovers)
  * and rewrites packs that are mostly dead space: their indexed bodies are read, verified and
- * appended to the open pack, then the old pack goes. Runs with every pack sealed and no writer
+ * written to packs of a new write group, then the old pack goes. Runs with every pack sealed and no writer
  * (gc's exclusive lock); a reader that still held an old place finds the new one (chunks.ts).
  * Returns the bytes of disk freed.
  */
-async function sweepPacks (db: StoreDb, chunks: Chunks): Promise<number> {
+async function sweepPacks (db: StoreDb, chunks: Chunks, rewriteMaxBytes: number): Promise<number> {
   const packs = chunks.files.packs
   await packs.sealAll()
   const liveBytes = new Map<string, number>()
@@ -142,7 +145,7 @@ async function sweepPacks (db: StoreDb, chunks: Chunks): Promise<number> {
     if (record.pack !== undefined) liveBytes.set(record.pack, (liveBytes.get(record.pack) ?? 0) + record.size)
   }
   let freed = 0
-  const rewrite = new Set<string>()
+  const candidates: Array<{ name: string, live: number, onDisk: number }> = []
   for (const name of await packs.list()) {
     if (packs.isOpen(name)) continue
     const st = await fs.stat(packs.pathOf(name)).catch(() => undefined)
@@ -154,8 +157,18 @@ async function sweepPacks (db: StoreDb, chunks: Chunks): Promise<number> {
       await packs.remove(name)
       freed += onDisk
     } else if (onDisk >= REPACK_MIN_BYTES && live < onDisk * REPACK_BELOW) {
-      rewrite.add(name)
+      candidates.push({ name, live, onDisk })
     }
+  }
+  // The deadest packs first, and no more live bytes moved than rewriteMaxBytes (but at least one
+  // pack's): gc holds the store, so steps and transfers wait while it runs; later runs do the rest.
+  candidates.sort((a, b) => a.live / a.onDisk - b.live / b.onDisk)
+  const rewrite = new Set<string>()
+  let moving = 0
+  for (const c of candidates) {
+    if (rewrite.size > 0 && moving + c.live > rewriteMaxBytes) break
+    rewrite.add(c.name)
+    moving += c.live
   }
   if (rewrite.size === 0) return freed
   const moves: Array<{ digest: Digest, record: ChunkRecord }> = []

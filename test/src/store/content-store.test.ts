@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { CorruptContentError, MissingContentError, UnsafePathError } from '../../../src/errors.js'
 import { ContentStore } from '../../../src/store/content-store.js'
 import { encodeManifest, sha256Digest } from '../../../src/store/manifest.js'
+import type { Digest } from '../../../src/store/types.js'
 import { bodiesOf, describeTree, removeDir, tempDir } from './helpers.js'
 
 const KiB = 1024
@@ -16,7 +17,7 @@ const CHUNK = 64 * KiB
 let dir: string
 let stores: ContentStore[]
 
-async function openStore (name: string, options: { maxArtifactBytes?: number } = {}): Promise<ContentStore> {
+async function openStore (name: string, options: { maxArtifactBytes?: number, packRewriteMaxBytes?: number } = {}): Promise<ContentStore> {
   const s = await ContentStore.open(path.join(dir, name), { chunkSize: CHUNK, ...options })
   stores.push(s)
   return s
@@ -525,6 +526,37 @@ describe('gc', () => {
     await store.materialize(alone.digest, path.join(dir, 'out'))
     expect((await fs.readFile(path.join(dir, 'out'))).equals(small)).toBe(true)
     expect(await store.has(tree.digest)).toBe(false)
+  })
+
+  it('moves no more than its budget out of mostly dead packs in one run, the deadest first; the next run goes on', async () => {
+    const store = await openStore('s', { packRewriteMaxBytes: 1 })
+    const kept: Array<{ digest: Digest, data: Buffer }> = []
+    // Two trees, each a one-chunk file that stays and a big one that goes; the second's big file
+    // is twice the size, so its packs are the deader.
+    for (const [i, bigChunks] of [[1, 9], [2, 19]] as const) {
+      const data = randomBytes(CHUNK)
+      await fs.mkdir(path.join(dir, `tree${i}`))
+      await fs.writeFile(path.join(dir, `tree${i}/small`), data)
+      await fs.writeFile(path.join(dir, `tree${i}/big`), randomBytes(bigChunks * CHUNK))
+      await store.ingest(path.join(dir, `tree${i}`))
+      await fs.writeFile(path.join(dir, `small${i}`), data)
+      kept.push({ digest: (await store.ingest(path.join(dir, `small${i}`))).digest, data })
+    }
+    const place = async (i: number): Promise<string> => {
+      const [body] = await bodiesOf(store, kept[i]!.digest)
+      return `${body!.file}@${body!.offset}`
+    }
+    const first = [await place(0), await place(1)]
+    await store.gc(kept.map(k => k.digest))
+    expect(await place(1)).not.toBe(first[1])
+    expect(await place(0)).toBe(first[0])
+    await store.gc(kept.map(k => k.digest))
+    expect(await place(0)).not.toBe(first[0])
+    expect(await packBytes(path.join(dir, 's'))).toBe(2 * CHUNK)
+    for (const [i, k] of kept.entries()) {
+      await store.materialize(k.digest, path.join(dir, `out${i}`))
+      expect((await fs.readFile(path.join(dir, `out${i}`))).equals(k.data)).toBe(true)
+    }
   })
 
   it('waits for an ingest in flight instead of collecting its chunks', async () => {
