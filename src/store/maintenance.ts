@@ -177,18 +177,21 @@ async function sweepPacks (db: StoreDb, chunks: Chunks, rewriteMaxBytes: number)
   }
   // The bodies kept go to packs of their own, sealed before the old ones are deleted.
   const group = chunks.files.newGroup()
-  for (const { digest, record } of moves) {
-    let bytes: Buffer
-    try {
-      bytes = await chunks.readRecorded(digest, record)
-    } catch (err) {
-      // A bad or vanished body was quarantined and forgotten by the read: nothing to move.
-      if (err instanceof CorruptContentError || err instanceof MissingContentError) continue
-      throw err
+  try {
+    for (const { digest, record } of moves) {
+      let bytes: Buffer
+      try {
+        bytes = await chunks.readRecorded(digest, record)
+      } catch (err) {
+        // A bad or vanished body was quarantined and forgotten by the read: nothing to move.
+        if (err instanceof CorruptContentError || err instanceof MissingContentError) continue
+        throw err
+      }
+      await db.write(await chunks.storeBody(digest, bytes, group), `chunk ${digest} moved out of pack ${record.pack ?? ''}`)
     }
-    await db.write(await chunks.storeBody(digest, bytes, group), `chunk ${digest} moved out of pack ${record.pack ?? ''}`)
+  } finally {
+    await chunks.files.endGroup(group)
   }
-  await chunks.files.endGroup(group)
   for (const name of rewrite) {
     const st = await fs.stat(packs.pathOf(name)).catch(() => undefined)
     await packs.remove(name)
