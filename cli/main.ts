@@ -325,7 +325,12 @@ store.command('stats')
     jsonMode = opts.json === true
     const { storeStats } = await import('./commands/store.js')
     const stats = await storeStats(await dataDir())
-    print(jsonMode, stats, () => Object.entries(stats).map(([k, v]) => `${k}: ${String(v)}`).join('\n'))
+    const { formatBytes } = await import('../src/util/units.js')
+    print(jsonMode, stats, () => [
+      `artifacts: ${stats.artifacts} (${formatBytes(stats.logicalBytes)} before deduplication)`,
+      `chunks:    ${stats.chunks} (${formatBytes(stats.bytes)})`,
+      `packs:     ${stats.packs} (${formatBytes(stats.packBytes)} of disk, with any dead space gc will reclaim)`
+    ].join('\n'))
   })
 store.command('verify')
   .description('rehash every stored chunk; corrupt ones are quarantined (exit 1 when damage is left)')
