@@ -2,7 +2,7 @@
 // manifests or chunks by digest, in batches, on one stream per holder; the holder answers in
 // order, each item a JSON header frame and a data frame. The client fetches manifests first, then
 // only the chunks its store lacks (so an interrupted transfer resumes), splitting them among
-// holders; every byte is verified by the store before it is kept. A holder sends its chunk files
+// holders; every byte is verified by the store before it is kept. A holder sends its chunk bodies
 // as they are, unhashed: the client hashes every chunk anyway, and hashing on both ends cost the
 // holder a third of its CPU. A client that receives a chunk that hashes otherwise tells the
 // holder ('corrupt', on a stream of its own), which hashes its copy and quarantines it if it is

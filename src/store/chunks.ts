@@ -32,7 +32,7 @@ export class Chunks {
 
   /**
    * Stores a body whose digest the caller has already checked, and returns the index ops that
-   * make it visible. The chunk file (if any) is complete on disk before the ops exist, so an
+   * make it visible. A body in a pack is complete on disk before the ops exist, so an
    * index entry never points at a partial body. Inline bytes are copied: callers reuse buffers.
    */
   async storeBody (digest: Digest, bytes: Uint8Array, group?: string): Promise<Op[]> {

@@ -52,7 +52,7 @@ const RECORD_GROUP = 256
 async function writeFileFromChunks (ctx: MaterializeContext, owner: Digest, m: FileManifest, file: string, executable: boolean): Promise<void> {
   const fh = await fs.open(file, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600)
   try {
-    // Chunk files are read, verified and written at their offset by the chunk workers, several
+    // Pack bodies are read, verified and written at their offset by the chunk workers, several
     // at once; only bodies that hash right are written. Inline chunks come from LevelDB here.
     const running = new Set<Promise<void>>()
     let failure: { err: unknown } | undefined
