@@ -35,11 +35,17 @@ export class CheckpointReplicas {
 
   constructor (private readonly registry: AgentRegistry, private readonly log: Logger) {}
 
-  /** A new save of the step `key`'s checkpoint, held by agent `source`. */
-  saved (key: string, ref: ArtifactRef, source: string): void {
+  /**
+   * A new save of the step `key`'s checkpoint, held by agent `source`. `earlier`: the step's
+   * saves before it, newest first, as its run record has them.
+   */
+  saved (key: string, ref: ArtifactRef, source: string, earlier: ArtifactRef[] = []): void {
     let entry = this.steps.get(key)
     if (entry === undefined) {
-      entry = { copying: false }
+      // After a coordinator restart this bookkeeping is gone, but the agents said what they hold:
+      // the copy of an earlier save is found there, so that the same agent takes the new one
+      // (only the chunks that changed cross the wire) and then drops the old copy.
+      entry = { copying: false, ...this.existingCopy(earlier, source) }
       this.steps.set(key, entry)
     }
     entry.next = { ref, source }
@@ -117,6 +123,14 @@ export class CheckpointReplicas {
     // Finished meanwhile: done() dropped what was current then, and this copy is not needed.
     if (this.steps.get(key) !== entry) this.drop(entry.current)
     if (previous !== undefined && previous.digest !== ref.digest) this.drop(previous)
+  }
+
+  private existingCopy (earlier: ArtifactRef[], source: string): { current?: Copy } {
+    for (const ref of earlier) {
+      const holder = this.registry.holdersOf(ref.digest).find(h => h !== source && this.registry.get(h)?.connected === true)
+      if (holder !== undefined) return { current: { agentId: holder, digest: ref.digest, bytes: ref.size } }
+    }
+    return {}
   }
 
   /** The agent to keep a copy: the previous copy's holder when it still has room, else the preferred one. */

@@ -246,7 +246,10 @@ export class RunManager {
 
   /** Records the step's newest save (it is what a next attempt resumes from) and has it copied to a second agent. */
   private recordCheckpoint (run: ActiveRun, step: StepRecord, attempt: AttemptRecord, ref: ArtifactRef, at: number): void {
-    if (run.pipeline.steps[step.id]?.checkpoint?.copy !== false) this.replicas?.saved(`${run.record.id}/${step.id}`, ref, attempt.agentId)
+    if (run.pipeline.steps[step.id]?.checkpoint?.copy !== false) {
+      const earlier = [step.checkpoint, step.checkpoint?.older].flatMap(c => c === undefined ? [] : [c.ref])
+      this.replicas?.saved(`${run.record.id}/${step.id}`, ref, attempt.agentId, earlier)
+    }
     const saved = withSave(step.checkpoint, { ref, runId: run.record.id, stepId: step.id, attempt: attempt.number, agentName: attempt.agentName, at })
     step.checkpoint = saved
     this.db.putStep(step)
