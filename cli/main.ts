@@ -340,7 +340,7 @@ store.command('verify')
   .action(async (opts: { json?: boolean, repair?: boolean, coordinator?: string }) => {
     jsonMode = opts.json === true
     const { storeVerify } = await import('./commands/store.js')
-    const verifyOptions: Parameters<typeof storeVerify>[1] = { repair: opts.repair === true }
+    const verifyOptions: Parameters<typeof storeVerify>[1] = { repair: opts.repair === true, progress: !jsonMode }
     if (opts.coordinator !== undefined) {
       const { HttpCoordinatorClient } = await import('../src/client/http.js')
       verifyOptions.api = new HttpCoordinatorClient(opts.coordinator, await apiToken())

@@ -4,6 +4,7 @@
 // coordinator, and otherwise drops them, so that the next run rebuilds them.
 
 import { existsSync } from 'node:fs'
+import cliProgress from 'cli-progress'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { generateKeyPair } from '@libp2p/crypto/keys'
@@ -56,10 +57,10 @@ export interface VerifyResult extends VerifyReport {
  * incomplete is fetched again from the agents that hold it (when `api` reaches a coordinator),
  * else dropped so that it is no longer advertised and the next run that needs it rebuilds it.
  */
-export async function storeVerify (dataDir: string, options: { repair?: boolean, api?: CoordinatorApi, signal?: AbortSignal } = {}): Promise<VerifyResult> {
+export async function storeVerify (dataDir: string, options: { repair?: boolean, api?: CoordinatorApi, signal?: AbortSignal, progress?: boolean } = {}): Promise<VerifyResult> {
   return await withStore(dataDir, async store => {
     const signal = options.signal === undefined ? {} : { signal: options.signal }
-    const report = await store.verify(signal)
+    const report = await rehash(store, signal, options.progress === true)
     const result: VerifyResult = { ...report, refetched: [], dropped: [] }
     if (options.repair !== true || (report.corrupt.length === 0 && report.missing.length === 0)) return result
     const damaged: Digest[] = []
@@ -89,6 +90,34 @@ export async function storeVerify (dataDir: string, options: { repair?: boolean,
     }
     return result
   })
+}
+
+/**
+ * store.verify() with a progress bar on a terminal (chunks and bytes rehashed, rate), or one line
+ * at the end when stderr is not one: a large store takes minutes.
+ */
+async function rehash (store: ContentStore, signal: { signal?: AbortSignal }, progress: boolean): Promise<VerifyReport> {
+  if (!progress) return await store.verify(signal)
+  const started = Date.now()
+  const rate = (bytes: number): string => formatBytes(bytes / Math.max((Date.now() - started) / 1000, 0.001))
+  const bar = process.stderr.isTTY === true
+    ? new cliProgress.SingleBar({ format: 'verifying {bar} {percentage}% | {done} of {all} | {rate}/s', stream: process.stderr }, cliProgress.Presets.shades_classic)
+    : undefined
+  bar?.start(1, 0, { done: '0 B', all: '?', rate: '0 B' })
+  try {
+    const report = await store.verify({
+      ...signal,
+      onProgress: p => {
+        bar?.setTotal(Math.max(p.totalBytes, 1))
+        bar?.update(p.bytes, { done: formatBytes(p.bytes), all: formatBytes(p.totalBytes), rate: rate(p.bytes) })
+      }
+    })
+    const secs = (Date.now() - started) / 1000
+    if (bar === undefined) process.stderr.write(`rehashed ${formatBytes(report.bytesChecked)} in ${secs.toFixed(secs < 10 ? 2 : 1)} s (${rate(report.bytesChecked)}/s)\n`)
+    return report
+  } finally {
+    bar?.stop()
+  }
 }
 
 export async function storeGc (dataDir: string, keepRuns: number, logger: Logger): Promise<{ removedRuns: number, removedArtifacts: number, removedChunks: number, removedEnvironments: number, freedBytes: number }> {

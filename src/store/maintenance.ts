@@ -12,7 +12,13 @@ import { absentChunks, closureOf } from './reach.js'
 import type { Digest } from './types.js'
 
 export interface VerifyReport { chunksChecked: number, bytesChecked: number, corrupt: Digest[], missing: Digest[], repaired: Digest[] }
-export interface VerifyOptions { repair?: (chunk: Digest) => Promise<Uint8Array | undefined>, signal?: AbortSignal }
+export interface VerifyProgress { chunks: number, bytes: number, totalChunks: number, totalBytes: number }
+export interface VerifyOptions {
+  repair?: (chunk: Digest) => Promise<Uint8Array | undefined>
+  signal?: AbortSignal
+  /** Called after each chunk is checked: how far the rehash is, out of what the index held at its start. */
+  onProgress?: (progress: VerifyProgress) => void
+}
 export interface GcReport { removedArtifacts: number, removedChunks: number, freedBytes: number }
 
 const QUARANTINE_TTL_MS = 7 * 24 * 60 * 60 * 1000
@@ -25,6 +31,10 @@ export async function verifyStore (db: StoreDb, chunks: Chunks, options: VerifyO
       await chunks.put(d, bytes)
       report.repaired.push(d)
     }
+  }
+  const progress: VerifyProgress = { chunks: 0, bytes: 0, totalChunks: 0, totalBytes: 0 }
+  if (options.onProgress !== undefined) {
+    for await (const record of db.chunks.values()) { progress.totalChunks++; progress.totalBytes += record.size }
   }
   await forEachLimit(db.chunks.iterator(), 2, async ([key, record]) => {
     const d = key as Digest
@@ -44,6 +54,9 @@ export async function verifyStore (db: StoreDb, chunks: Chunks, options: VerifyO
       else throw err
       await tryRepair(d)
     }
+    progress.chunks++
+    progress.bytes += record.size
+    options.onProgress?.(progress)
   }, options.signal)
   // Chunks quarantined earlier (or lost with their index entry) that held artifacts still need.
   const seen = new Set<Digest>([...report.corrupt, ...report.missing])

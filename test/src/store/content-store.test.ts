@@ -326,8 +326,12 @@ describe('corruption', () => {
     const ref = await store.ingest(path.join(dir, 'f'))
     await peer.ingest(path.join(dir, 'f'))
     for (const body of (await bodiesOf(store, ref.digest)).slice(0, 2)) await flipByte(body, 0)
-    const clean = await store.verify()
+    const seen: Array<{ chunks: number, bytes: number, totalChunks: number, totalBytes: number }> = []
+    const clean = await store.verify({ onProgress: p => { seen.push({ ...p }) } })
     expect(clean.chunksChecked).toBe(4)
+    // Progress counts every chunk checked, the corrupt ones too, out of what the index held.
+    expect(seen.map(p => p.chunks)).toEqual([1, 2, 3, 4])
+    expect(seen.at(-1)).toEqual({ chunks: 4, bytes: 4 * CHUNK, totalChunks: 4, totalBytes: 4 * CHUNK })
     expect(clean.corrupt).toHaveLength(2)
     expect(clean.repaired).toEqual([])
     expect(await store.has(ref.digest)).toBe(false)
