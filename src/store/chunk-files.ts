@@ -1,7 +1,8 @@
 // Chunk bodies too large for LevelDB: written to pack files (packs.ts; measured 2.5-5x faster to
 // write than LevelDB values, with no compaction rewriting them), and read from packs or, in stores
 // written before packs, from one file per chunk, `<dir>/chunks/ab/<hex>`. The bulk paths (ingest,
-// materialize, peers' chunks) hash and move bodies on the chunk workers.
+// materialize, peers' chunks) hash and move bodies on the chunk workers. Writes made on the main
+// thread get a pack lane here: their write group's one lane, or one of a few shared lanes.
 
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'

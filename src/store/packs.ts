@@ -7,11 +7,15 @@
 //
 // A pack is only ever appended to while it is the open one of its lane; regions are reserved on
 // the main thread and written by whoever reserved them (a chunk worker, libuv's pool), so writers
-// never share bytes. Each lane has its own open pack, and a lane has one writer at a time (a
-// chunk worker, or a holder of a main-thread lane in chunk-files.ts): ext4 serializes writes to
-// one file, and two threads writing one pack spent 2-4x the system time of two packs. A region nobody indexed (a duplicate, a body that failed its hash, a crash before
-// the index write) is dead space: a pack with no live region is deleted once sealed, and gc
-// deletes unreferenced packs and rewrites mostly-dead ones (maintenance.ts).
+// never share bytes. Each lane has its own open pack and one writer at a time (a chunk worker, or
+// a holder of a main-thread lane in chunk-files.ts): ext4 serializes writes to one file, and two
+// threads writing one pack spent 2-4x the system time of two packs. Lane names start with their
+// write group's (`g12/w0`): an ingest or a fetch fills packs of its own and seals them when it
+// ends (sealLanes), so an artifact's chunks lie together and removing it frees whole packs.
+//
+// A region nobody indexed (a duplicate, a body that failed its hash, a crash before the index
+// write) is dead space: a pack with no live region is deleted once sealed, and gc deletes
+// unreferenced packs and rewrites mostly-dead ones (maintenance.ts).
 
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
