@@ -18,7 +18,8 @@ import { CheckpointSaver, checkpointLabel } from './checkpoints.js'
 
 /** What the executor needs of the content store (src/store/content-store.ts implements it). */
 export interface ContentStoreLike {
-  ingest: (path: string, options?: { signal?: AbortSignal, label?: string }) => Promise<ArtifactRef>
+  /** `adopt`: the files may be moved into the store instead of copied (see IngestOptions.adopt). */
+  ingest: (path: string, options?: { signal?: AbortSignal, label?: string, adopt?: boolean }) => Promise<ArtifactRef>
   /** `dest` must not exist; nothing is left there on failure. */
   materialize: (digest: Digest, dest: string, options?: { signal?: AbortSignal, readOnly?: boolean }) => Promise<void>
 }
@@ -284,12 +285,12 @@ async function collect (task: Task, deps: AttemptDeps, workdir: string, inputsBe
     }
   }
   const missing: string[] = []
-  const found: Array<{ name: string, path: string }> = []
+  const found: Array<{ name: string, path: string, linked: boolean }> = []
   for (const name of task.outputs) {
     const path = join(workdir, 'outputs', name)
     const st = await lstat(path).catch(() => undefined)
     if (st === undefined) { missing.push(name); continue }
-    if (!st.isSymbolicLink()) { found.push({ name, path }); continue }
+    if (!st.isSymbolicLink()) { found.push({ name, path, linked: false }); continue }
     // A link to something the step wrote elsewhere in its workdir is stored as that content.
     const target = await realpath(path).catch(() => undefined)
     const root = await realpath(workdir)
@@ -297,16 +298,21 @@ async function collect (task: Task, deps: AttemptDeps, workdir: string, inputsBe
     if (target !== root && !target.startsWith(root + sep)) {
       return finish('failed', { ...base, error: wire('UNSAFE_PATH', `${step}: output "${name}" is a link to ${target}, outside the step's working directory`) })
     }
-    found.push({ name, path: target })
+    found.push({ name, path: target, linked: true })
   }
   if (missing.length > 0) {
     const list = missing.map(n => `"${n}" (expected at outputs/${n})`).join(', ')
     return finish('failed', { ...base, error: wire('MISSING_OUTPUT', `${step} exited 0 but did not write its declared output${missing.length > 1 ? 's' : ''} ${list}`) })
   }
   const outputs: Record<string, ArtifactRef> = {}
+  // The working directory goes once the attempt is over, so its outputs are moved into the store,
+  // not copied (unless it is kept for debugging). An output that is a link may point into
+  // another output: those are stored first, by copy, before what they point at is moved away.
+  const adopt = !deps.workdirs.keeps
+  found.sort((a, b) => Number(b.linked) - Number(a.linked))
   try {
-    for (const { name, path } of found) {
-      outputs[name] = await deps.store.ingest(path, { ...signalOpt(deps.signal), label: `${task.runId}/${task.stepId}/${name}` })
+    for (const { name, path, linked } of found) {
+      outputs[name] = await deps.store.ingest(path, { ...signalOpt(deps.signal), label: `${task.runId}/${task.stepId}/${name}`, adopt: adopt && !linked })
     }
   } catch (err) {
     if (deps.signal?.aborted === true) return finish('cancelled', { ...base, error: cancelledError(task) })

@@ -40,6 +40,11 @@ export class WorkdirPool {
 
   constructor (readonly root: string, private readonly options: WorkdirOptions = {}) {}
 
+  /** Whether attempts' directories are kept as they were left (WorkdirOptions.keep). */
+  get keeps (): boolean {
+    return this.options.keep === true
+  }
+
   /**
    * Directories for one attempt, synchronously (a thread-pool round trip cost more than the
    * mkdir). With `forCode`, `cwd` does not exist yet: the code snapshot is materialized there.

@@ -92,9 +92,13 @@ export class ChunkWorkers {
     return this.ingestSize
   }
 
-  /** Hashes `size` bytes of `fd` at `position` (a body just written there); `n` is how many were read. */
-  async hash (fd: number, position: number, size: number): Promise<JobResult & { digest: Digest }> {
-    return await this.submit({ op: 'hash', fd, position, size }) as JobResult & { digest: Digest }
+  /**
+   * Hashes `size` bytes of `fd` at `position` (a body just written there); `n` is how many were
+   * read. With a `lane`, on that ingest lane's worker (a whole file being hashed, as ingest).
+   */
+  async hash (fd: number, position: number, size: number, lane?: number): Promise<JobResult & { digest: Digest }> {
+    const job: Job = { op: 'hash', fd, position, size }
+    return await (lane === undefined ? this.submit(job) : this.submit(job, [], this.ingestSize, lane)) as JobResult & { digest: Digest }
   }
 
   /** Reads up to `size` bytes of a body; `digest` is their hash. Rejects ENOENT when absent. */

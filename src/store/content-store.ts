@@ -42,6 +42,14 @@ export interface IngestOptions {
   label?: string
   /** Files read by an earlier ingest, not read again while unchanged (see FileDigestMemo). */
   memo?: FileDigestMemo
+  /**
+   * The caller gives up the files (a finished step's outputs): each regular file of a chunk or
+   * more, with a single link and on the store's filesystem, is moved into the store as a pack of
+   * its own and hashed where it lies, instead of copied, and its path is left empty. Half the
+   * disk writes, and no second copy of a large output on disk. Other files are copied as usual.
+   * If the ingest fails, a file it was storing is put back.
+   */
+  adopt?: boolean
 }
 
 export interface MaterializeOptions {
@@ -123,6 +131,7 @@ export class ContentStore {
       onProgress: options.onProgress,
       bytes: 0,
       memo: options.memo,
+      adopt: options.adopt,
       group: this.chunks.files.newGroup()
     }
   }

@@ -6,10 +6,10 @@
 // symlinks that stay inside the tree are accepted.
 
 import type { Stats } from 'node:fs'
-import type { FileHandle } from 'node:fs/promises'
+import { lstat, type FileHandle } from 'node:fs/promises'
 import { PipemeshError, UnsafePathError, throwIfAborted } from '../errors.js'
 import type { IngestedChunk } from './chunk-files.js'
-import { chunkWorkers } from './chunk-workers.js'
+import { chunkWorkers, type JobResult } from './chunk-workers.js'
 import { INLINE_MAX, type Chunks } from './chunks.js'
 import type { Batcher, ChunkRecord, StoreDb } from './db.js'
 import { encodeManifest, sha256Digest, type ChunkRef, type FileManifest } from './manifest.js'
@@ -43,6 +43,8 @@ export interface IngestContext {
   memo?: FileDigestMemo | undefined
   /** The write group (see ChunkFiles.newGroup) whose packs this ingest fills. */
   group: string
+  /** The caller gives the files up: large ones are moved into the store, not copied (adoptFile). */
+  adopt?: boolean | undefined
 }
 
 export interface IngestedFile { digest: Digest, size: number, executable: boolean }
@@ -70,6 +72,10 @@ async function storeIfNew (ctx: IngestContext, digest: Digest, bytes: Buffer): P
 
 /** Chunks one regular file and queues its chunks and manifest; the file digest is returned. */
 export async function ingestFile (ctx: IngestContext, abs: string): Promise<IngestedFile> {
+  if (ctx.adopt === true) {
+    const adopted = await adoptFile(ctx, abs)
+    if (adopted !== undefined) return adopted
+  }
   const fh = await openWalkedFile(abs)
   const chunks: ChunkRef[] = []
   let size = 0
@@ -197,6 +203,98 @@ async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, statSize: num
     }
   }
   return size
+}
+
+/**
+ * Stores a file of at least one chunk by making the file itself a pack (Packs.adopt) and
+ * indexing its chunks where they lie: hashed on the chunk workers, nothing written. Undefined
+ * when the file cannot be adopted (see Packs.adopt), which leaves it to be copied. A file the
+ * store mostly had already (less than half of its bytes new) is not kept as a pack, since it
+ * would be mostly dead space: its new chunks are copied to the group's packs and it is deleted.
+ * If storing fails, the file is put back where it was.
+ */
+async function adoptFile (ctx: IngestContext, abs: string): Promise<IngestedFile | undefined> {
+  const st = await lstat(abs).catch(() => undefined)
+  if (st === undefined || !st.isFile() || st.size < ctx.chunkSize) return undefined
+  const packs = ctx.chunks.files.packs
+  const pack = await packs.adopt(abs)
+  if (pack === undefined) return undefined
+  const size = pack.end
+  const cs = ctx.chunkSize
+  const count = Math.ceil(size / cs)
+  let kept = 0
+  let stored = false
+  try {
+    const chunks: ChunkRef[] = []
+    // Chunks of a pack's size not yet known to the index: looked up a group at a time.
+    const fresh: Array<{ digest: Digest, at: number, n: number }> = []
+    let pending: typeof fresh = []
+    const lookUp = async (): Promise<void> => {
+      const known = await ctx.chunks.hasMany(pending.map(c => c.digest))
+      for (const [j, c] of pending.entries()) if (known[j] !== true) fresh.push(c)
+      pending = []
+    }
+    const jobs = new Map<number, Promise<JobResult & { digest: Digest }>>()
+    const issue = (i: number): void => {
+      const p = chunkWorkers.hash(pack.fd, i * cs, Math.min(cs, size - i * cs), i)
+      p.catch(() => {})
+      jobs.set(i, p)
+    }
+    for (let i = 0; i < Math.min(count, chunkWorkers.depth); i++) issue(i)
+    try {
+      for (let i = 0; i < count; i++) {
+        throwIfAborted(ctx.signal)
+        const r = await jobs.get(i)!
+        jobs.delete(i)
+        if (i + chunkWorkers.depth < count) issue(i + chunkWorkers.depth)
+        const at = i * cs
+        if (r.n !== Math.min(cs, size - at)) {
+          throw new PipemeshError('CONFLICT', `${abs} changed while it was being stored: ${r.n} bytes at offset ${at}, where ${size} bytes were expected in all`, { hint: 'a process still running after the step exited may be writing to it' })
+        }
+        chunks.push({ digest: r.digest, size: r.n })
+        countBytes(ctx, r.n)
+        if (!ctx.batch.claim(r.digest)) continue
+        if (r.n < INLINE_MAX) {
+          // Only a short last chunk: inline in the index, like any small body.
+          const bytes = Buffer.alloc(r.n)
+          await pack.handle.read(bytes, 0, r.n, at)
+          ctx.batch.add(await ctx.chunks.storeBody(r.digest, bytes, ctx.group), r.n)
+          continue
+        }
+        pending.push({ digest: r.digest, at, n: r.n })
+        if (pending.length >= INDEX_GROUP) await lookUp()
+      }
+      await lookUp()
+    } finally {
+      // The descriptor must outlive every job still reading it.
+      await Promise.allSettled(jobs.values())
+    }
+    const freshBytes = fresh.reduce((sum, c) => sum + c.n, 0)
+    if (freshBytes * 2 >= size) {
+      for (const c of fresh) {
+        const record: ChunkRecord = { size: c.n, inline: false, pack: pack.name, at: c.at }
+        ctx.batch.add([{ type: 'put', sublevel: ctx.db.chunks, key: c.digest, value: record }])
+        kept++
+      }
+    } else {
+      for (const c of fresh) {
+        const bytes = Buffer.alloc(c.n)
+        await pack.handle.read(bytes, 0, c.n, c.at)
+        // Hashed again: the copy must be of the bytes that were hashed.
+        if (sha256Digest(bytes) !== c.digest) throw new PipemeshError('CONFLICT', `${abs} changed while it was being stored (the chunk at offset ${c.at})`)
+        ctx.batch.add(await ctx.chunks.storeBody(c.digest, bytes, ctx.group))
+      }
+    }
+    const manifest: FileManifest = { type: 'file', size, chunks }
+    const bytes = encodeManifest(manifest)
+    const digest = sha256Digest(bytes)
+    ctx.batch.add([{ type: 'put', sublevel: ctx.db.manifests, key: digest, value: bytes }], bytes.byteLength)
+    stored = true
+    return { digest, size, executable: ((pack.adoptedMode ?? 0) & 0o111) !== 0 }
+  } finally {
+    // A failure gives the file back; after a success its path is left empty, as promised.
+    await packs.settleAdopted(pack, kept, stored ? undefined : abs)
+  }
 }
 
 /** The store's side of a tree walk: files stored through the chunk workers, manifests batched. */

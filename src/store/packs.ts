@@ -27,6 +27,10 @@ export const PACK_BYTES = 64 * 1024 * 1024
 
 const NAME = /^p[0-9a-z]+-[0-9a-f]{12}$/
 
+function newName (): string {
+  return `p${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`
+}
+
 /** A pack being written: its regions are reserved until released. */
 export class OpenPack {
   /** Next free offset. */
@@ -36,6 +40,8 @@ export class OpenPack {
   /** Regions that callers index. */
   kept = 0
   sealed = false
+  /** An adopted file's own permission bits (given back if it is returned). */
+  adoptedMode: number | undefined
   /** Set once the pack is closed (and deleted when it kept nothing). */
   closed: Promise<void> | undefined
   constructor (readonly name: string, readonly file: string, readonly handle: FileHandle) {}
@@ -51,6 +57,8 @@ export class Packs {
   private readonly opening = new Map<string, Promise<OpenPack>>()
   private readonly open = new Set<OpenPack>()
   private readonly closing = new Set<Promise<void>>()
+  /** The device the pack directory is on (adopt() moves files only within it). */
+  private dev: number | undefined
 
   constructor (root: string) {
     this.dir = path.join(root, 'packs')
@@ -87,6 +95,67 @@ export class Packs {
       pack.users++
       return { pack, at }
     }
+  }
+
+  /**
+   * Takes a whole file in as a sealed pack of its own, by renaming it into the pack directory: a
+   * step's output, which its working directory is about to lose, becomes part of the store
+   * without being copied. Returns undefined, leaving the file where it is, when it is not a
+   * regular file with a single link (another name could still change its bytes) or not on this
+   * store's filesystem. The caller indexes regions of it and then calls settleAdopted().
+   */
+  async adopt (file: string): Promise<OpenPack | undefined> {
+    const st = await fs.lstat(file)
+    if (!st.isFile() || st.nlink !== 1) return undefined
+    this.dev ??= (await fs.stat(this.dir)).dev
+    if (st.dev !== this.dev) return undefined
+    const name = newName()
+    const dest = path.join(this.dir, name)
+    try {
+      await fs.rename(file, dest)
+    } catch (err) {
+      // A bind mount of the same device still refuses a rename across it.
+      if ((err as NodeJS.ErrnoException).code === 'EXDEV') return undefined
+      throw err
+    }
+    let handle: FileHandle | undefined
+    try {
+      // Whatever mode the step gave its output, the store must be able to read it.
+      await fs.chmod(dest, 0o644)
+      handle = await fs.open(dest, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
+      const now = await handle.stat()
+      // Replaced between the lstat and the rename: not the file that was checked.
+      if (!now.isFile() || now.ino !== st.ino || now.nlink !== 1) throw new Error('changed while being adopted')
+      const pack = new OpenPack(name, dest, handle)
+      pack.end = now.size
+      pack.users = 1
+      pack.sealed = true
+      pack.adoptedMode = st.mode & 0o7777
+      this.open.add(pack)
+      return pack
+    } catch {
+      await handle?.close().catch(() => {})
+      await fs.rename(dest, file).catch(() => {})
+      await fs.chmod(file, st.mode & 0o7777).catch(() => {})
+      return undefined
+    }
+  }
+
+  /**
+   * Ends an adoption with the number of regions indexed in it. A pack that kept none is
+   * deleted, or, with `restoreTo`, renamed back there with its own mode (an ingest that failed
+   * leaves the file as it found it).
+   */
+  async settleAdopted (pack: OpenPack, kept: number, restoreTo?: string): Promise<void> {
+    pack.kept += kept
+    if (pack.kept === 0 && restoreTo !== undefined) {
+      try {
+        await fs.rename(pack.file, restoreTo)
+        if (pack.adoptedMode !== undefined) await fs.chmod(restoreTo, pack.adoptedMode)
+      } catch { /* then it is deleted below, as a pack that kept nothing */ }
+    }
+    pack.users--
+    await this.closeIfDone(pack)
   }
 
   /** Ends a reservation; `kept` when the caller indexes the region. */
@@ -173,7 +242,7 @@ export class Packs {
     if (opening !== undefined) return await opening
     opening = (async () => {
       try {
-        const name = `p${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`
+        const name = newName()
         const file = path.join(this.dir, name)
         let handle: FileHandle
         try {

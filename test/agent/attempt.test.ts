@@ -118,6 +118,29 @@ describe('runAttempt', () => {
     expect(await leftovers()).toEqual([])
   })
 
+  it('moves a large output into the store instead of copying it; an output linking to it is stored first, by copy', async () => {
+    // 3 MiB and 5 bytes: three whole chunks of the default size and a tail.
+    const r = await runAttempt(task({ command: 'head -c 3145733 /dev/urandom > outputs/model', outputs: ['model'] }), deps)
+    expect(r.error).toBeUndefined()
+    const model = r.outputs.model as ArtifactRef
+    expect(model.size).toBe(3145733)
+    // The model's whole chunks lie in one pack at their offsets in the file: that file itself.
+    const places = await Promise.all((await store.listChunks(model.digest)).slice(0, 3).map(async c => await store.chunkLocation(c.digest)))
+    expect(places.map(p => p?.offset)).toEqual([0, 1048576, 2097152])
+    expect(new Set(places.map(p => p?.file)).size).toBe(1)
+    expect(await leftovers()).toEqual([])
+
+    // Were the file moved first, the link would find nothing.
+    const linked = await runAttempt(task({ command: 'head -c 3145733 /dev/urandom > outputs/model && ln -s model outputs/latest', outputs: ['model', 'latest'] }), deps)
+    expect(linked.error).toBeUndefined()
+    expect(linked.outputs.latest).toEqual(linked.outputs.model)
+
+    // A kept working directory keeps its outputs: they are copied.
+    const kept = task({ command: 'head -c 3145733 /dev/urandom > outputs/model', outputs: ['model'] })
+    expect((await runAttempt(kept, { ...deps, workdirs: new WorkdirPool(workRoot, { keep: true }) })).status).toBe('succeeded')
+    expect(existsSync(join(workRoot, 'run-1', `train.${kept.attempt}`, 'outputs', 'model'))).toBe(true)
+  })
+
   it('fails a step that did not write a declared output, naming it and the expected path', async () => {
     const r = await runAttempt(task({ command: 'echo done > outputs/test', outputs: ['train', 'test', 'extra'] }), deps)
     expect(r.status).toBe('failed')

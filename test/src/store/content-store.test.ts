@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
@@ -473,6 +474,96 @@ describe('stores written before packs', () => {
     for (const file of loose) await fs.access(file)
     expect(await store.gc([])).toMatchObject({ removedChunks: 3, freedBytes: 3 * CHUNK })
     for (const file of loose) await expect(fs.access(file)).rejects.toThrow()
+  })
+})
+
+describe('adopting files given up by the caller (a step\'s outputs)', () => {
+  /** The pack files on disk, by name. */
+  async function packFiles (storeDir: string): Promise<string[]> {
+    return (await fs.readdir(path.join(storeDir, 'packs'))).sort()
+  }
+
+  it('moves a multi-chunk file in as a pack of its own: same digest as a copy, nothing copied, its path left empty', async () => {
+    const copied = await openStore('copied')
+    const adopting = await openStore('adopting')
+    // Five whole chunks and a tail small enough to go inline in the index.
+    const data = randomBytes(5 * CHUNK + 100)
+    const file = path.join(dir, 'model.bin')
+    await fs.writeFile(file, data)
+    const byCopy = await copied.ingest(file)
+    const ino = (await fs.stat(file)).ino
+    const adopted = await adopting.ingest(file, { adopt: true })
+    expect(adopted).toEqual(byCopy)
+    await expect(fs.access(file)).rejects.toThrow(/ENOENT/)
+    // The file itself is the store's only pack, its chunks where they always were in it.
+    const [pack] = await packFiles(path.join(dir, 'adopting'))
+    const packFile = path.join(dir, 'adopting', 'packs', pack!)
+    expect((await fs.stat(packFile)).ino).toBe(ino)
+    expect(await packFiles(path.join(dir, 'adopting'))).toHaveLength(1)
+    expect((await bodiesOf(adopting, adopted.digest)).map(b => [b.file, b.offset])).toEqual([0, 1, 2, 3, 4].map(i => [packFile, i * CHUNK]))
+    const out = path.join(dir, 'out')
+    await adopting.materialize(adopted.digest, out)
+    expect((await fs.readFile(out)).equals(data)).toBe(true)
+    expect(await adopting.verify()).toMatchObject({ corrupt: [] })
+  })
+
+  it('in a directory, adopts large files with one link and copies the rest, leaving those in place', async () => {
+    const store = await openStore('s')
+    const tree = path.join(dir, 'outputs')
+    await fs.mkdir(path.join(tree, 'sub'), { recursive: true })
+    // Executable: the bit travels in the tree, from the mode the file had before it was moved.
+    await fs.writeFile(path.join(tree, 'sub/big.bin'), randomBytes(3 * CHUNK), { mode: 0o755 })
+    await fs.writeFile(path.join(tree, 'small.txt'), 'a small file\n')
+    // A second name for a large file: whoever holds it could still change the bytes.
+    await fs.writeFile(path.join(dir, 'elsewhere.bin'), randomBytes(2 * CHUNK))
+    await fs.link(path.join(dir, 'elsewhere.bin'), path.join(tree, 'linked.bin'))
+    const expected = await describeTree(tree)
+    const ref = await store.ingest(tree, { adopt: true })
+    expect(existsSync(path.join(tree, 'sub/big.bin'))).toBe(false)
+    expect(existsSync(path.join(tree, 'small.txt'))).toBe(true)
+    expect(existsSync(path.join(tree, 'linked.bin'))).toBe(true)
+    await store.materialize(ref.digest, path.join(dir, 'back'))
+    expect(await describeTree(path.join(dir, 'back'))).toEqual(expected)
+  })
+
+  it('does not keep a file the store mostly had: its new chunk is copied and the file deleted; a duplicate costs nothing', async () => {
+    const store = await openStore('s')
+    const data = randomBytes(4 * CHUNK)
+    await fs.writeFile(path.join(dir, 'v1'), data)
+    await store.ingest(path.join(dir, 'v1'))
+    const before = await packBytes(path.join(dir, 's'))
+    // One chunk of four changed: a pack of the whole file would be three quarters dead.
+    const v2 = Buffer.from(data)
+    randomBytes(CHUNK).copy(v2, 3 * CHUNK)
+    await fs.writeFile(path.join(dir, 'v2'), v2)
+    const ref = await store.ingest(path.join(dir, 'v2'), { adopt: true })
+    await expect(fs.access(path.join(dir, 'v2'))).rejects.toThrow(/ENOENT/)
+    expect(await packBytes(path.join(dir, 's'))).toBe(before + CHUNK)
+    await store.materialize(ref.digest, path.join(dir, 'v2-back'))
+    expect((await fs.readFile(path.join(dir, 'v2-back'))).equals(v2)).toBe(true)
+    await fs.writeFile(path.join(dir, 'v1-again'), data)
+    await store.ingest(path.join(dir, 'v1-again'), { adopt: true })
+    expect(await packBytes(path.join(dir, 's'))).toBe(before + CHUNK)
+  })
+
+  it('puts the file back, bytes and mode, when storing it fails', async () => {
+    const store = await openStore('s', { maxArtifactBytes: 3 * CHUNK })
+    const data = randomBytes(4 * CHUNK)
+    const file = path.join(dir, 'too-big')
+    await fs.writeFile(file, data, { mode: 0o600 })
+    await expect(store.ingest(file, { adopt: true })).rejects.toThrow(/over the store's artifact size limit/)
+    expect((await fs.readFile(file)).equals(data)).toBe(true)
+    expect((await fs.stat(file)).mode & 0o777).toBe(0o600)
+    expect(await packFiles(path.join(dir, 's'))).toEqual([])
+  })
+
+  it('gc deletes an adopted file once nothing references it', async () => {
+    const store = await openStore('s')
+    await fs.writeFile(path.join(dir, 'out'), randomBytes(3 * CHUNK))
+    await store.ingest(path.join(dir, 'out'), { adopt: true })
+    expect(await packFiles(path.join(dir, 's'))).toHaveLength(1)
+    expect(await store.gc([])).toMatchObject({ removedArtifacts: 1, removedChunks: 3, freedBytes: 3 * CHUNK })
+    expect(await packFiles(path.join(dir, 's'))).toEqual([])
   })
 })
 
