@@ -96,7 +96,7 @@ export async function benchStore (scratch: string, reps: number, bytes: number, 
       { workload, system: 'pipemesh', metric: 'ingest', unit: 'MiB/s', better: 'higher', samples: ingest, vs: 'cp', vsMetric: 'copy', check },
       { workload, system: 'pipemesh', metric: 'materialize', unit: 'MiB/s', better: 'higher', samples: materialize, vs: 'cp', vsMetric: 'copy' },
       { workload, system: 'pipemesh', metric: 'adopt output', unit: 'MiB/s', better: 'higher', samples: adopt, vs: 'cp', vsMetric: 'copy', note: 'a step\'s output moved in, hashed in place' },
-      { workload, system: 'pipemesh', metric: 'peak RSS', unit: 'MB', better: 'lower', samples: rss, note: 'store child process, ingest + materialize' }
+      { workload, system: 'pipemesh', metric: 'peak RSS', unit: 'MB', better: 'lower', samples: rss, note: 'store child process: ingest, materialize, adopt' }
     ]
   }
 }
