@@ -173,20 +173,43 @@ async function sweepPacks (db: StoreDb, chunks: Chunks, rewriteMaxBytes: number)
       candidates.push({ name, live, onDisk })
     }
   }
-  // The deadest packs first, and no more live bytes moved than rewriteMaxBytes (but at least one
-  // pack's): gc holds the store, so steps and transfers wait while it runs; later runs do the rest.
+  // The deadest packs first, and no more live bytes moved than rewriteMaxBytes: gc holds the
+  // store, so steps and transfers wait while it runs. A pack with more live bytes than the budget
+  // leaves (an adopted output can be tens of GiB) is drained a part at a time, its lowest offsets
+  // first (at least one chunk a run), and deleted by the run that moves its last live chunk.
   candidates.sort((a, b) => a.live / a.onDisk - b.live / b.onDisk)
-  const rewrite = new Set<string>()
+  /** Pack name to the bytes that may move out of it this run. */
+  const allowance = new Map<string, number>()
   let moving = 0
   for (const c of candidates) {
-    if (rewrite.size > 0 && moving + c.live > rewriteMaxBytes) break
-    rewrite.add(c.name)
-    moving += c.live
+    const room = rewriteMaxBytes - moving
+    if (c.live <= room) {
+      allowance.set(c.name, c.live)
+      moving += c.live
+      continue
+    }
+    if (room > 0 || allowance.size === 0) allowance.set(c.name, Math.max(room, 0))
+    break
   }
-  if (rewrite.size === 0) return freed
-  const moves: Array<{ digest: Digest, record: ChunkRecord }> = []
+  if (allowance.size === 0) return freed
+  const byPack = new Map<string, Array<{ digest: Digest, record: ChunkRecord }>>()
   for await (const [key, record] of db.chunks.iterator()) {
-    if (record.pack !== undefined && rewrite.has(record.pack)) moves.push({ digest: key as Digest, record })
+    if (record.pack === undefined || !allowance.has(record.pack)) continue
+    let list = byPack.get(record.pack)
+    if (list === undefined) byPack.set(record.pack, list = [])
+    list.push({ digest: key as Digest, record })
+  }
+  const moves: Array<{ digest: Digest, record: ChunkRecord }> = []
+  const emptied: string[] = []
+  for (const [name, may] of allowance) {
+    const list = (byPack.get(name) ?? []).sort((a, b) => (a.record.at ?? 0) - (b.record.at ?? 0))
+    let taken = 0
+    let bytes = 0
+    while (taken < list.length && (taken === 0 || bytes + list[taken]!.record.size <= may)) bytes += list[taken++]!.record.size
+    moves.push(...list.slice(0, taken))
+    // Chunks moved out of a pack that stays are on disk twice until a later run deletes it (freed
+    // bytes are reported by runs that delete, never below zero: agents send them as such).
+    if (taken === list.length) emptied.push(name)
   }
   // The bodies kept go to packs of their own, sealed before the old ones are deleted.
   const group = chunks.files.newGroup()
@@ -205,7 +228,7 @@ async function sweepPacks (db: StoreDb, chunks: Chunks, rewriteMaxBytes: number)
   } finally {
     await chunks.files.endGroup(group)
   }
-  for (const name of rewrite) {
+  for (const name of emptied) {
     const st = await fs.stat(packs.pathOf(name)).catch(() => undefined)
     await packs.remove(name)
     freed += (st?.blocks ?? 0) * 512 - (liveBytes.get(name) ?? 0)

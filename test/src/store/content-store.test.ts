@@ -654,6 +654,30 @@ describe('gc', () => {
     }
   })
 
+  it('drains a pack with more live bytes than its budget a part at a time, and deletes it when the last part moves', async () => {
+    const store = await openStore('s', { packRewriteMaxBytes: 2 * CHUNK })
+    // An adopted output of ten chunks: one pack of its own.
+    const data = randomBytes(10 * CHUNK)
+    await fs.writeFile(path.join(dir, 'model'), data)
+    await store.ingest(path.join(dir, 'model'), { adopt: true })
+    const [adopted] = await fs.readdir(path.join(dir, 's', 'packs'))
+    // Another artifact made of its first four chunks keeps those alive when the model goes.
+    await fs.writeFile(path.join(dir, 'head'), data.subarray(0, 4 * CHUNK))
+    const head = await store.ingest(path.join(dir, 'head'))
+    const inAdopted = async (): Promise<number> => (await bodiesOf(store, head.digest)).filter(b => path.basename(b.file) === adopted).length
+    expect(await inAdopted()).toBe(4)
+    await store.gc([head.digest])
+    // Two chunks moved, within the budget; the pack stays for the other two.
+    expect(await inAdopted()).toBe(2)
+    expect(await packBytes(path.join(dir, 's'))).toBe(12 * CHUNK)
+    await store.gc([head.digest])
+    expect(await inAdopted()).toBe(0)
+    expect(await fs.readdir(path.join(dir, 's', 'packs'))).not.toContain(adopted)
+    expect(await packBytes(path.join(dir, 's'))).toBe(4 * CHUNK)
+    await store.materialize(head.digest, path.join(dir, 'head-back'))
+    expect((await fs.readFile(path.join(dir, 'head-back'))).equals(data.subarray(0, 4 * CHUNK))).toBe(true)
+  })
+
   it('waits for an ingest in flight instead of collecting its chunks', async () => {
     const store = await openStore('s')
     const reference = await openStore('ref')
