@@ -18,7 +18,7 @@ import { loadOrCreatePrivateKey } from '../src/net/identity.js'
 import { openChannel, type MessageChannel } from '../src/protocol/channel.js'
 import { fetchArtifact, serveArtifacts, transferStats, type TransferStats } from '../src/net/transfer.js'
 import {
-  CHECKPOINT_SOURCE, CHECKPOINT_SWEEP_BYTES, CHECKPOINT_SWEEP_MS, CODE_SOURCE, CONTROL_PROTOCOL, CONTROL_REVISION, ENVIRONMENT_SOURCE, ENVIRONMENT_UNUSED_MS, FETCH_PROGRESS_MS, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, coordinatorMessageSchema, describeSource,
+  CHECKPOINT_SOURCE, CHECKPOINT_SWEEP_BYTES, CHECKPOINT_SWEEP_MS, CODE_SOURCE, CONTROL_PROTOCOL, CONTROL_REVISION, ENVIRONMENT_SOURCE, ENVIRONMENT_UNUSED_MS, FETCH_PROGRESS_MS, HOLDINGS_BATCH, MAX_CONTROL_MESSAGE_BYTES, STORING_REVISION, coordinatorMessageSchema, describeSource,
   type AgentMessage, type CoordinatorMessage, type PeerAddress, type WireCapabilities
 } from '../src/protocol/messages.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
@@ -83,6 +83,8 @@ export class Agent {
   /** Drop lists of a coordinator's gc request, gathered until its last batch. */
   private readonly gcDrops = new Map<string, Digest[]>()
   private channel: MessageChannel<CoordinatorMessage, AgentMessage> | undefined
+  /** The connected coordinator's CONTROL_REVISION: newer messages go only where it reads them. */
+  private coordinatorRevision = 1
   private readonly stopping = new AbortController()
   private connectLoop: Promise<void> | undefined
   private heartbeat: NodeJS.Timeout | undefined
@@ -260,6 +262,7 @@ export class Agent {
         if (!welcomed) {
           if (msg.type !== 'welcome') throw new PipemeshError('PROTOCOL', `expected welcome, got ${msg.type}`)
           welcomed = true
+          this.coordinatorRevision = msg.revision ?? 1
           this.channel = channel
           await this.sendHoldings(channel)
           await this.flushOutbox()
@@ -456,6 +459,9 @@ export class Agent {
         trackDir: join(this.options.dataDir, 'pids'),
         ...(this.options.maxLogBytes === undefined ? {} : { maxLogBytes: this.options.maxLogBytes }),
         repairContent: async (what, digest) => { await this.repairContent(what, digest, sources, signal, log) },
+        onStoring: p => {
+          if (this.coordinatorRevision >= STORING_REVISION) this.sendNow({ type: 'storing', attemptId: task.attemptId, ...p })
+        },
         onCheckpoint: ref => {
           this.deliver({ type: 'checkpoint', attemptId: task.attemptId, ref, at: Date.now() })
           saves.push(ref.digest)

@@ -7,7 +7,7 @@ import { chmod, lstat, realpath } from 'node:fs/promises'
 import { dirname, isAbsolute, join, sep } from 'node:path'
 import { CorruptContentError, MissingContentError, PipemeshError, toWireError, type WireError } from '../src/errors.js'
 import type { Logger } from 'pino'
-import { CHECKPOINT_SOURCE, CODE_SOURCE, describeSource } from '../src/protocol/messages.js'
+import { CHECKPOINT_SOURCE, CODE_SOURCE, FETCH_PROGRESS_MS, STORING_REPORT_BYTES, describeSource } from '../src/protocol/messages.js'
 import type { AttemptResult, LogLine, Task } from '../src/protocol/task.js'
 import type { ArtifactRef, Digest } from '../src/store/types.js'
 import type { EnvironmentManager, PreparedEnvironment } from './environments.js'
@@ -19,10 +19,12 @@ import { CheckpointSaver, checkpointLabel } from './checkpoints.js'
 /** What the executor needs of the content store (src/store/content-store.ts implements it). */
 export interface ContentStoreLike {
   /** `adopt`: the files may be moved into the store instead of copied (see IngestOptions.adopt). */
-  ingest: (path: string, options?: { signal?: AbortSignal, label?: string, adopt?: boolean }) => Promise<ArtifactRef>
+  ingest: (path: string, options?: { signal?: AbortSignal, label?: string, adopt?: boolean, onProgress?: (bytes: number) => void, onScanned?: (bytes: number) => void }) => Promise<ArtifactRef>
   /** `dest` must not exist; nothing is left there on failure. */
   materialize: (digest: Digest, dest: string, options?: { signal?: AbortSignal, readOnly?: boolean }) => Promise<void>
 }
+
+export interface StoringProgress { output: string, bytes: number, totalBytes: number, elapsedMs: number, done: boolean }
 
 export interface AttemptDeps {
   store: ContentStoreLike
@@ -52,6 +54,13 @@ export interface AttemptDeps {
   repairContent?: (what: string, digest: Digest) => Promise<void>
   /** A save of the step's checkpoint directory taken while it runs (see checkpoints.ts). */
   onCheckpoint?: (ref: ArtifactRef) => void
+  /**
+   * Progress of storing an output after exit 0: every `progressMs` (default FETCH_PROGRESS_MS)
+   * once it has taken that long, then once with `done`; an output stored sooner is reported
+   * only if it has STORING_REPORT_BYTES or more.
+   */
+  onStoring?: (progress: StoringProgress) => void
+  progressMs?: number
   logger?: Logger
 }
 
@@ -312,7 +321,9 @@ async function collect (task: Task, deps: AttemptDeps, workdir: string, inputsBe
   found.sort((a, b) => Number(b.linked) - Number(a.linked))
   try {
     for (const { name, path, linked } of found) {
-      outputs[name] = await deps.store.ingest(path, { ...signalOpt(deps.signal), label: `${task.runId}/${task.stepId}/${name}`, adopt: adopt && !linked })
+      const progress = storingProgress(name, deps)
+      outputs[name] = await deps.store.ingest(path, { ...signalOpt(deps.signal), label: `${task.runId}/${task.stepId}/${name}`, adopt: adopt && !linked, ...progress.options })
+      progress.done(outputs[name].size)
     }
   } catch (err) {
     if (deps.signal?.aborted === true) return finish('cancelled', { ...base, error: cancelledError(task) })
@@ -322,6 +333,35 @@ async function collect (task: Task, deps: AttemptDeps, workdir: string, inputsBe
     return finish('failed', { ...base, error: { ...w, message: `${step}: storing its outputs failed: ${w.message}` } })
   }
   return finish('succeeded', { ...base, outputs })
+}
+
+/**
+ * Reports the progress of storing one output through deps.onStoring (see there): silent for the
+ * usual small, quick output, so that a step costs no extra messages.
+ */
+function storingProgress (output: string, deps: AttemptDeps): { options: { onProgress?: (bytes: number) => void, onScanned?: (bytes: number) => void }, done: (size: number) => void } {
+  const onStoring = deps.onStoring
+  if (onStoring === undefined) return { options: {}, done: () => {} }
+  const every = deps.progressMs ?? FETCH_PROGRESS_MS
+  const started = performance.now()
+  let reportedAt = started
+  let reported = false
+  let total = 0
+  return {
+    options: {
+      onScanned: bytes => { total = bytes },
+      onProgress: bytes => {
+        const now = performance.now()
+        if (now - reportedAt < every) return
+        reportedAt = now
+        reported = true
+        onStoring({ output, bytes, totalBytes: Math.max(total, bytes), elapsedMs: Math.round(now - started), done: false })
+      }
+    },
+    done: size => {
+      if (reported || size >= STORING_REPORT_BYTES) onStoring({ output, bytes: size, totalBytes: size, elapsedMs: Math.round(performance.now() - started), done: true })
+    }
+  }
 }
 
 function unsafeNames (task: Task): string | undefined {

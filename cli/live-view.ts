@@ -1,6 +1,7 @@
 // Shows a run as it moves: on a terminal, one redrawn line per step with its state and elapsed
-// time, and the inputs its agent is still fetching from peers (bytes, rate); elsewhere (pipes,
-// CI logs), one printed line per state change and per input fetched.
+// time, the inputs its agent is still fetching from peers and the outputs it is storing (bytes,
+// rate); elsewhere (pipes, CI logs), one printed line per state change, per input fetched and
+// per large output stored.
 
 import logUpdate from 'log-update'
 import { describeSource as inputLabel } from '../src/protocol/messages.js'
@@ -10,6 +11,9 @@ import { headline } from '../src/errors.js'
 import { saveName } from '../src/run/saves.js'
 
 type FetchEvent = Extract<RunEvent, { type: 'fetch' }>
+type StoreEvent = Extract<RunEvent, { type: 'store' }>
+/** Bytes moved so far and how long it took: a fetch's or a store's progress. */
+type Moving = Pick<FetchEvent, 'bytes' | 'totalBytes' | 'elapsedMs'>
 
 const SYMBOL: Record<StepStatus, string> = {
   pending: '·',
@@ -24,8 +28,8 @@ const SYMBOL: Record<StepStatus, string> = {
 
 export class LiveView {
   private readonly steps = new Map<string, StepSummary>()
-  /** Inputs being fetched, per step: the latest progress of each. */
-  private readonly fetches = new Map<string, Map<string, FetchEvent>>()
+  /** Inputs being fetched and outputs being stored, per step: the latest progress of each. */
+  private readonly moving = new Map<string, Map<string, FetchEvent | StoreEvent>>()
   private readonly tty: boolean
   private timer: NodeJS.Timeout | undefined
   private runStatus = 'running'
@@ -49,12 +53,12 @@ export class LiveView {
       if (this.tty) this.render()
       return
     }
-    if (event.type === 'fetch') {
-      this.fetched(event)
+    if (event.type === 'fetch' || event.type === 'store') {
+      this.moved(event)
       return
     }
-    // A step that moved on is no longer waiting for its inputs (nor is a retry of it, yet).
-    if (event.step.status !== 'running') this.fetches.delete(event.step.id)
+    // A step that moved on is no longer moving its inputs or outputs (nor is a retry of it, yet).
+    if (event.step.status !== 'running') this.moving.delete(event.step.id)
     const before = this.steps.get(event.step.id)
     this.steps.set(event.step.id, event.step)
     if (this.tty) return
@@ -70,13 +74,15 @@ export class LiveView {
     if (this.tty) { this.render(); logUpdate.done() }
   }
 
-  private fetched (event: FetchEvent): void {
-    let inputs = this.fetches.get(event.stepId)
-    if (inputs === undefined) { inputs = new Map(); this.fetches.set(event.stepId, inputs) }
-    if (event.done) inputs.delete(event.input)
-    else inputs.set(event.input, event)
+  /** An input fetched or an output stored: shown with its step while it moves, printed when done. */
+  private moved (event: FetchEvent | StoreEvent): void {
+    const key = event.type === 'fetch' ? `input ${event.input}` : `output ${event.output}`
+    let moving = this.moving.get(event.stepId)
+    if (moving === undefined) { moving = new Map(); this.moving.set(event.stepId, moving) }
+    if (event.done) moving.delete(key)
+    else moving.set(key, event)
     if (!this.tty && event.done) {
-      process.stdout.write(`${new Date(event.at).toISOString().slice(11, 19)} ${SYMBOL.running} ${event.stepId} fetched ${inputLabel(event.input)}: ${formatBytes(event.totalBytes)} in ${formatDuration(event.elapsedMs)}${rate(event)}\n`)
+      process.stdout.write(`${new Date(event.at).toISOString().slice(11, 19)} ${SYMBOL.running} ${event.stepId} ${event.type === 'fetch' ? 'fetched' : 'stored'} ${what(event)}: ${formatBytes(event.totalBytes)} in ${formatDuration(event.elapsedMs)}${rate(event)}\n`)
     }
   }
 
@@ -97,8 +103,8 @@ export class LiveView {
       text += `, resumed from the checkpoint of ${saveName(step.resumedFrom, this.runId)}`
     }
     if (step.status === 'running') {
-      for (const f of this.fetches.get(step.id)?.values() ?? []) {
-        text += `, fetching ${inputLabel(f.input)} ${formatBytes(f.bytes)} of ${formatBytes(f.totalBytes)}${rate(f)}`
+      for (const m of this.moving.get(step.id)?.values() ?? []) {
+        text += `, ${m.type === 'fetch' ? 'fetching' : 'storing'} ${what(m)} ${formatBytes(m.bytes)} of ${formatBytes(m.totalBytes)}${rate(m)}`
       }
     }
     if (step.status === 'queued' || step.status === 'failed' || step.status === 'skipped') {
@@ -108,7 +114,11 @@ export class LiveView {
   }
 }
 
-function rate (f: FetchEvent): string {
+function what (event: FetchEvent | StoreEvent): string {
+  return event.type === 'fetch' ? inputLabel(event.input) : `output ${event.output}`
+}
+
+function rate (f: Moving): string {
   return f.elapsedMs > 0 ? ` at ${formatBytes(f.bytes / (f.elapsedMs / 1000))}/s` : ''
 }
 

@@ -149,11 +149,12 @@ export async function startApiServer (options: ApiServerOptions): Promise<{ serv
     reply.raw.end()
   })
 
-  server.get<{ Params: { run: string }, Querystring: { only?: string } }>('/v1/runs/:run/events', async (request, reply) => {
-    const only = request.query.only
+  server.get<{ Params: { run: string }, Querystring: { only?: string, store?: string } }>('/v1/runs/:run/events', async (request, reply) => {
+    const { only, store } = request.query
     if (only !== undefined && only !== 'run') throw new PipemeshError('INVALID_ARGUMENT', `events: unknown value "${only}" for "only"; expected "run" (the run's own events alone), or leave it out for every event`)
+    if (store !== undefined && store !== '1') throw new PipemeshError('INVALID_ARGUMENT', `events: unknown value "${store}" for "store"; expected "1" (with the progress of outputs being stored), or leave it out`)
     const controller = abortOnClose(reply)
-    const iterator = api.events(request.params.run, { signal: controller.signal, ...only === undefined ? {} : { only } })[Symbol.asyncIterator]()
+    const iterator = api.events(request.params.run, { signal: controller.signal, ...only === undefined ? {} : { only }, store: store === '1' })[Symbol.asyncIterator]()
     const first = await iterator.next()
     reply.hijack()
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })

@@ -359,6 +359,9 @@ export class Coordinator implements CoordinatorApi {
       case 'fetching':
         this.runs.attemptFetching(agentId, msg)
         break
+      case 'storing':
+        this.runs.attemptStoring(agentId, msg)
+        break
       case 'finished':
         this.runs.attemptFinished(agentId, msg.result)
         break
@@ -606,7 +609,7 @@ export class Coordinator implements CoordinatorApi {
       yield { type: 'run', runId, status: snapshot.status, at: now }
       if (snapshot.status !== 'running') return
       for await (const [event] of live as AsyncIterable<[RunEvent]>) {
-        if (event.runId !== runId) continue
+        if (event.runId !== runId || (event.type === 'store' && options.store !== true)) continue
         yield event
         if (event.type === 'run' && event.status !== 'running') return
       }

@@ -269,11 +269,24 @@ export class RunManager {
 
   /** Progress of an input an attempt's agent is fetching: passed on to whoever follows the run. */
   attemptFetching (agentId: string, progress: Extract<AgentMessage, { type: 'fetching' }>): void {
-    const index = this.attempts.get(progress.attemptId)
-    if (index === undefined || index.agentId !== agentId || this.events.listenerCount('event') === 0) return
+    const { type: _, attemptId, input, ...moving } = progress
+    const at = this.followed(agentId, attemptId)
+    if (at !== undefined) this.emit({ type: 'fetch', ...at, input, ...moving, at: Date.now() })
+  }
+
+  /** Progress of an output an attempt's agent is storing: passed on like attemptFetching's. */
+  attemptStoring (agentId: string, progress: Extract<AgentMessage, { type: 'storing' }>): void {
+    const { type: _, attemptId, output, ...moving } = progress
+    const at = this.followed(agentId, attemptId)
+    if (at !== undefined) this.emit({ type: 'store', ...at, output, ...moving, at: Date.now() })
+  }
+
+  /** The run, step and attempt number of `agentId`'s attempt, while anyone follows runs. */
+  private followed (agentId: string, attemptId: string): { runId: string, stepId: string, attempt: number } | undefined {
+    const index = this.attempts.get(attemptId)
+    if (index === undefined || index.agentId !== agentId || this.events.listenerCount('event') === 0) return undefined
     const step = this.active.get(index.runId)?.steps.get(index.stepId)
-    const { input, bytes, totalBytes, elapsedMs, done } = progress
-    this.emit({ type: 'fetch', runId: index.runId, stepId: index.stepId, attempt: step?.attempts.at(-1)?.number ?? 0, input, bytes, totalBytes, elapsedMs, done, at: Date.now() })
+    return { runId: index.runId, stepId: index.stepId, attempt: step?.attempts.at(-1)?.number ?? 0 }
   }
 
   /** Capacity changed (an agent connected or freed up): try to place queued steps. */

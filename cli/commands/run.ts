@@ -95,7 +95,7 @@ async function follow (api: CoordinatorApi, started: RunSummary, options: RunOpt
     for (;;) {
       try {
         // Without a view, only the run's end matters: no step events need to come this way.
-        for await (const event of api.events(started.runId, { signal: interrupt.signal, ...view === undefined ? { only: 'run' as const } : {} })) {
+        for await (const event of api.events(started.runId, { signal: interrupt.signal, ...view === undefined ? { only: 'run' as const } : { store: true } })) {
           view?.update(event)
           lostSince = undefined
         }

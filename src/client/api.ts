@@ -46,6 +46,11 @@ export interface LogEntry extends LogLine {
 export interface EventOptions {
   signal?: AbortSignal
   only?: 'run'
+  /**
+   * `store` events too (outputs being stored). Sent only to followers that ask: clients from
+   * before they existed could not read them.
+   */
+  store?: boolean
 }
 
 /** Which agent pulled an upload (peer id and name; both null when the mesh held everything already). */

@@ -14,6 +14,8 @@ import type { SubmitRequest } from './submit-request.js'
 import type { PeerAddress } from '../protocol/messages.js'
 import type { ArtifactRef, Digest } from '../store/types.js'
 
+const KNOWN_EVENTS = new Set<string>(['run', 'step', 'log', 'fetch', 'store'] satisfies Array<RunEvent['type']>)
+
 export class HttpCoordinatorClient implements CoordinatorApi {
   private readonly base: string
 
@@ -111,14 +113,21 @@ export class HttpCoordinatorClient implements CoordinatorApi {
   }
 
   async * events (runId: string, options: EventOptions = {}): AsyncIterable<RunEvent> {
-    const query = options.only === undefined ? '' : `?only=${options.only}`
+    const params = new URLSearchParams()
+    if (options.only !== undefined) params.set('only', options.only)
+    if (options.store === true) params.set('store', '1')
+    const query = params.size > 0 ? `?${params.toString()}` : ''
     const response = await this.request('GET', `/v1/runs/${encodeURIComponent(runId)}/events${query}`, undefined, options.signal)
     const queue: RunEvent[] = []
     let failure: PipemeshError | undefined
     const parser = createParser({
       onEvent: (event) => {
         if (event.event === 'error') failure = fromWireError(JSON.parse(event.data) as WireError)
-        else queue.push(JSON.parse(event.data) as RunEvent)
+        else {
+          const value = JSON.parse(event.data) as RunEvent
+          // A newer coordinator may send kinds this client does not know: passed over.
+          if (KNOWN_EVENTS.has(value.type)) queue.push(value)
+        }
       }
     })
     for await (const chunk of readText(response, options.signal)) {

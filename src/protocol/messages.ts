@@ -14,10 +14,13 @@ export const CONTROL_PROTOCOL = '/pipemesh/control/1.0.0'
  * only sends a newer message where the other's revision reads it; a newer field is ignored by an
  * older reader.
  *   2: checkpoint directories (task.checkpoint, the 'checkpoint' message, result.checkpoint).
+ *   3: the progress of storing a step's outputs (the 'storing' message).
  */
-export const CONTROL_REVISION = 2
+export const CONTROL_REVISION = 3
 /** The first revision whose agents save and restore a step's checkpoint directory. */
 export const CHECKPOINT_REVISION = 2
+/** The first revision whose coordinators read 'storing'. */
+export const STORING_REVISION = 3
 /** Largest control message; holdings are sent in batches to stay under it. */
 export const MAX_CONTROL_MESSAGE_BYTES = 4 * 1024 * 1024
 export const HOLDINGS_BATCH = 2000
@@ -51,6 +54,8 @@ export function describeSource (name: string): string {
 
 /** How often an agent reports the progress of an input it is fetching. */
 export const FETCH_PROGRESS_MS = 500
+/** An output this large is reported as stored (size, time) even when that was quick. */
+export const STORING_REPORT_BYTES = 64 * 1024 * 1024
 
 const digest = z.string().regex(/^sha256:[0-9a-f]{64}$/) as unknown as z.ZodType<Digest>
 const name = z.string().min(1).max(256)
@@ -133,6 +138,15 @@ const attemptResult: z.ZodType<AttemptResult> = z.object({
 }) as z.ZodType<AttemptResult>
 
 /** Messages an agent sends to the coordinator. */
+/** An attempt's progress moving an artifact (an input fetched, an output stored). */
+const movingFields = {
+  attemptId: name,
+  bytes: z.number().nonnegative(),
+  totalBytes: z.number().nonnegative(),
+  elapsedMs: z.number().nonnegative(),
+  done: z.boolean()
+}
+
 export const agentMessageSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('hello'),
@@ -162,15 +176,13 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
    * An input the attempt is fetching from peers before its process starts: bytes present so far
    * of its chunk bytes, at most every FETCH_PROGRESS_MS, and once when it is all here.
    */
-  z.object({
-    type: z.literal('fetching'),
-    attemptId: name,
-    input: name,
-    bytes: z.number().nonnegative(),
-    totalBytes: z.number().nonnegative(),
-    elapsedMs: z.number().nonnegative(),
-    done: z.boolean()
-  }),
+  z.object({ type: z.literal('fetching'), input: name, ...movingFields }),
+  /**
+   * Storing an output of an attempt that exited 0, before its result: bytes stored so far of
+   * those found, at most every FETCH_PROGRESS_MS once it has taken that long, and once at the
+   * end if it was reported or is large (STORING_REPORT_BYTES). A small output sends nothing.
+   */
+  z.object({ type: z.literal('storing'), output: name, ...movingFields }),
   z.object({ type: z.literal('finished'), result: attemptResult }),
   /** Answer to a coordinator's `fetch`: which artifacts the agent now holds. */
   z.object({ type: z.literal('fetched'), requestId: name, refs: z.array(artifactRef).max(HOLDINGS_BATCH), error: wireError.optional() }),

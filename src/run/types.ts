@@ -178,3 +178,5 @@ export type RunEvent =
   | { type: 'log', runId: string, stepId: string, attempt: number, seq?: number, lines: Array<{ t: number, stream: 'stdout' | 'stderr', line: string }> }
   /** An input the step's agent is fetching from peers (its chunk bytes present so far), not stored. */
   | { type: 'fetch', runId: string, stepId: string, attempt: number, input: string, bytes: number, totalBytes: number, elapsedMs: number, done: boolean, at: number }
+  /** An output of a step that exited 0, being stored by its agent (bytes so far of those found). */
+  | { type: 'store', runId: string, stepId: string, attempt: number, output: string, bytes: number, totalBytes: number, elapsedMs: number, done: boolean, at: number }

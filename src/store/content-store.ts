@@ -39,6 +39,8 @@ export interface IngestOptions {
   signal?: AbortSignal
   /** Called with the running total of bytes read. */
   onProgress?: (bytes: number) => void
+  /** Called with the running total of file sizes found, ahead of the reads (a directory is listed first). */
+  onScanned?: (bytes: number) => void
   label?: string
   /** Files read by an earlier ingest, not read again while unchanged (see FileDigestMemo). */
   memo?: FileDigestMemo
@@ -129,6 +131,7 @@ export class ContentStore {
       what,
       signal: options.signal,
       onProgress: options.onProgress,
+      onScanned: options.onScanned,
       bytes: 0,
       memo: options.memo,
       adopt: options.adopt,

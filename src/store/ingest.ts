@@ -38,6 +38,8 @@ export interface IngestContext {
   what: string
   signal?: AbortSignal | undefined
   onProgress?: ((bytes: number) => void) | undefined
+  /** Called with the running total of the file sizes found, before they are read. */
+  onScanned?: ((bytes: number) => void) | undefined
   /** Bytes read so far (onProgress reports this running total). */
   bytes: number
   memo?: FileDigestMemo | undefined
@@ -303,7 +305,10 @@ function storeSink (ctx: IngestContext): TreeSink {
     file: async (abs) => await ingestFile(ctx, abs),
     tree: (digest, bytes) => { ctx.batch.add([{ type: 'put', sublevel: ctx.db.manifests, key: digest, value: bytes }], bytes.byteLength) },
     chunkSize: ctx.chunkSize,
-    onScanned: (bytes) => { if (bytes > ctx.maxArtifactBytes) throw overLimit(ctx, bytes) },
+    onScanned: (bytes) => {
+      if (bytes > ctx.maxArtifactBytes) throw overLimit(ctx, bytes)
+      ctx.onScanned?.(bytes)
+    },
     signal: ctx.signal
   }
 }

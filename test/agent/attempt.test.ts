@@ -141,6 +141,22 @@ describe('runAttempt', () => {
     expect(existsSync(join(workRoot, 'run-1', `train.${kept.attempt}`, 'outputs', 'model'))).toBe(true)
   })
 
+  it('reports storing a large output as it goes and when done; a small, quick one not at all', async () => {
+    const seen: Array<{ output: string, bytes: number, totalBytes: number, done: boolean }> = []
+    const onStoring: AttemptDeps['onStoring'] = ({ output, bytes, totalBytes, done }) => { seen.push({ output, bytes, totalBytes, done }) }
+    // Reported at every chunk (no interval): 3 MiB and 5 bytes are four chunks.
+    const r = await runAttempt(task({ command: 'head -c 3145733 /dev/urandom > outputs/model && echo hi > outputs/note', outputs: ['model', 'note'] }), { ...deps, onStoring, progressMs: 0 })
+    expect(r.status).toBe('succeeded')
+    const model = seen.filter(p => p.output === 'model')
+    expect(model.at(-1)).toEqual({ output: 'model', bytes: 3145733, totalBytes: 3145733, done: true })
+    expect(model.filter(p => !p.done).map(p => p.bytes)).toEqual([1048576, 2097152, 3145728, 3145733])
+    expect(model.every(p => p.totalBytes === 3145733)).toBe(true)
+    // With the usual interval, a small output is stored long before it would be mentioned.
+    seen.length = 0
+    expect((await runAttempt(task({ command: 'echo hi > outputs/note', outputs: ['note'] }), { ...deps, onStoring })).status).toBe('succeeded')
+    expect(seen).toEqual([])
+  })
+
   it('fails a step that did not write a declared output, naming it and the expected path', async () => {
     const r = await runAttempt(task({ command: 'echo done > outputs/test', outputs: ['train', 'test', 'extra'] }), deps)
     expect(r.status).toBe('failed')

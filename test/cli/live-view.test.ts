@@ -46,4 +46,21 @@ describe('the line view', () => {
       '▶ u running on gpu-1, resumed from the checkpoint of attempt 3 of run r-old\n'
     ])
   })
+  it('prints a line for each input fetched and each large output stored, once done, with size, time and rate', () => {
+    const lines: string[] = []
+    vi.spyOn(process.stdout, 'write').mockImplementation(chunk => { lines.push(String(chunk)); return true })
+    const view = new LiveView('run r of p', { tty: false })
+    const at = Date.UTC(2026, 11, 7, 3, 14, 0)
+    const moving = { runId: 'r', stepId: 'train', attempt: 1, totalBytes: 2 * 1024 ** 3, elapsedMs: 2000, at }
+    view.update({ type: 'fetch', input: 'data', bytes: 1024 ** 3, done: false, ...moving })
+    view.update({ type: 'fetch', input: 'data', bytes: 2 * 1024 ** 3, done: true, ...moving })
+    view.update({ type: 'store', output: 'model', bytes: 1024 ** 3, done: false, ...moving })
+    view.update({ type: 'store', output: 'model', bytes: 2 * 1024 ** 3, done: true, ...moving })
+    view.done()
+    vi.restoreAllMocks()
+    expect(lines.slice(1).map(l => l.replace(/^\d\d:\d\d:\d\d /, ''))).toEqual([
+      '▶ train fetched input data: 2 GiB in 2s at 1 GiB/s\n',
+      '▶ train stored output model: 2 GiB in 2s at 1 GiB/s\n'
+    ])
+  })
 })

@@ -119,6 +119,22 @@ describe('pipemesh run (embedded coordinator and agent)', () => {
   })
 })
 
+describe('pipemesh run shows the storing of a large output', () => {
+  it('prints the output stored, with its size, when stdout is not a terminal', async () => {
+    const work = await tempDir()
+    try {
+      const dir = join(work.path, 'p')
+      // 64 MiB: large enough to be reported however quickly it is stored.
+      await writeTree(dir, { 'p.yaml': 'name: big-output\nsteps:\n  make:\n    command: head -c 67108864 /dev/zero > ${{outputs.blob}}\n    outputs: [blob]\n' })
+      const { exitCode, stdout, stderr } = await runCli(['--data', join(work.path, 'state'), 'run', join(dir, 'p.yaml')], { timeoutMs: 120_000 })
+      expect(exitCode, stderr).toBe(0)
+      expect(stdout).toMatch(/make stored output blob: 64 MiB in \S+/)
+    } finally {
+      await work.cleanup()
+    }
+  }, 150_000)
+})
+
 describe('pipemesh run with bad input', () => {
   it('exits 2 and names every problem without running or storing anything', async () => {
     const work = await tempDir()
