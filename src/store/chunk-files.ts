@@ -79,8 +79,8 @@ export class ChunkFiles {
   /** Prepares the directories and clears temp files left by a crash. */
   static async open (root: string): Promise<ChunkFiles> {
     const files = new ChunkFiles(root)
-    // Temp files are only ever half-written chunks from a crashed process (of a version that
-    // wrote chunk files).
+    // Temp files are only ever what a crashed process left: half-written chunks (of a version
+    // that wrote chunk files), or outputs it was adopting and had not yet indexed (Packs.adopt).
     await fs.rm(files.tmpDir, { recursive: true, force: true })
     await fs.mkdir(files.quarantineDir, { recursive: true })
     await files.packs.init()

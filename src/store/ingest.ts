@@ -273,6 +273,8 @@ async function adoptFile (ctx: IngestContext, abs: string): Promise<IngestedFile
     }
     const freshBytes = fresh.reduce((sum, c) => sum + c.n, 0)
     if (freshBytes * 2 >= size) {
+      // In the pack directory before the index can point into it.
+      await packs.placeAdopted(pack)
       for (const c of fresh) {
         const record: ChunkRecord = { size: c.n, inline: false, pack: pack.name, at: c.at }
         ctx.batch.add([{ type: 'put', sublevel: ctx.db.chunks, key: c.digest, value: record }])

@@ -42,6 +42,11 @@ export class OpenPack {
   sealed = false
   /** An adopted file's own permission bits (given back if it is returned). */
   adoptedMode: number | undefined
+  /**
+   * Where an adopted file waits until placeAdopted() moves it to `file`: the store's temp
+   * directory, which opening the store clears, so a crash while it is hashed leaves nothing.
+   */
+  staged: string | undefined
   /** Set once the pack is closed (and deleted when it kept nothing). */
   closed: Promise<void> | undefined
   constructor (readonly name: string, readonly file: string, readonly handle: FileHandle) {}
@@ -52,6 +57,8 @@ export interface Region { pack: OpenPack, at: number }
 
 export class Packs {
   readonly dir: string
+  /** The store's temp directory (cleared when the store opens): adopted files wait there. */
+  private readonly tmp: string
   /** The open pack of each lane. */
   private readonly current = new Map<string, OpenPack>()
   private readonly opening = new Map<string, Promise<OpenPack>>()
@@ -62,6 +69,7 @@ export class Packs {
 
   constructor (root: string) {
     this.dir = path.join(root, 'packs')
+    this.tmp = path.join(root, 'tmp')
   }
 
   async init (): Promise<void> {
@@ -98,11 +106,12 @@ export class Packs {
   }
 
   /**
-   * Takes a whole file in as a sealed pack of its own, by renaming it into the pack directory: a
-   * step's output, which its working directory is about to lose, becomes part of the store
-   * without being copied. Returns undefined, leaving the file where it is, when it is not a
-   * regular file with a single link (another name could still change its bytes) or not on this
-   * store's filesystem. The caller indexes regions of it and then calls settleAdopted().
+   * Takes a whole file in as a sealed pack of its own, by renaming it: a step's output, which its
+   * working directory is about to lose, becomes part of the store without being copied. It is
+   * staged in the store's temp directory (see OpenPack.staged) until placeAdopted(). Returns
+   * undefined, leaving the file where it is, when it is not a regular file with a single link
+   * (another name could still change its bytes) or not on this store's filesystem. The caller
+   * hashes it at pack.fd, places it before indexing any region of it, then calls settleAdopted().
    */
   async adopt (file: string): Promise<OpenPack | undefined> {
     const st = await fs.lstat(file)
@@ -110,9 +119,10 @@ export class Packs {
     this.dev ??= (await fs.stat(this.dir)).dev
     if (st.dev !== this.dev) return undefined
     const name = newName()
-    const dest = path.join(this.dir, name)
+    await fs.mkdir(this.tmp, { recursive: true })
+    const staged = path.join(this.tmp, `adopting-${name}`)
     try {
-      await fs.rename(file, dest)
+      await fs.rename(file, staged)
     } catch (err) {
       // A bind mount of the same device still refuses a rename across it.
       if ((err as NodeJS.ErrnoException).code === 'EXDEV') return undefined
@@ -121,24 +131,32 @@ export class Packs {
     let handle: FileHandle | undefined
     try {
       // Whatever mode the step gave its output, the store must be able to read it.
-      await fs.chmod(dest, 0o644)
-      handle = await fs.open(dest, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
+      await fs.chmod(staged, 0o644)
+      handle = await fs.open(staged, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
       const now = await handle.stat()
       // Replaced between the lstat and the rename: not the file that was checked.
       if (!now.isFile() || now.ino !== st.ino || now.nlink !== 1) throw new Error('changed while being adopted')
-      const pack = new OpenPack(name, dest, handle)
+      const pack = new OpenPack(name, path.join(this.dir, name), handle)
       pack.end = now.size
       pack.users = 1
       pack.sealed = true
       pack.adoptedMode = st.mode & 0o7777
+      pack.staged = staged
       this.open.add(pack)
       return pack
     } catch {
       await handle?.close().catch(() => {})
-      await fs.rename(dest, file).catch(() => {})
+      await fs.rename(staged, file).catch(() => {})
       await fs.chmod(file, st.mode & 0o7777).catch(() => {})
       return undefined
     }
+  }
+
+  /** Moves an adopted file from where it was staged into the pack directory. */
+  async placeAdopted (pack: OpenPack): Promise<void> {
+    if (pack.staged === undefined) return
+    await fs.rename(pack.staged, pack.file)
+    pack.staged = undefined
   }
 
   /**
@@ -148,11 +166,16 @@ export class Packs {
    */
   async settleAdopted (pack: OpenPack, kept: number, restoreTo?: string): Promise<void> {
     pack.kept += kept
-    if (pack.kept === 0 && restoreTo !== undefined) {
+    if (pack.kept === 0) {
+      const at = pack.staged ?? pack.file
       try {
-        await fs.rename(pack.file, restoreTo)
+        if (restoreTo === undefined) throw new Error('nowhere to put it back')
+        await fs.rename(at, restoreTo)
         if (pack.adoptedMode !== undefined) await fs.chmod(restoreTo, pack.adoptedMode)
-      } catch { /* then it is deleted below, as a pack that kept nothing */ }
+      } catch {
+        await fs.rm(at, { force: true })
+      }
+      pack.staged = undefined
     }
     pack.users--
     await this.closeIfDone(pack)

@@ -557,6 +557,22 @@ describe('adopting files given up by the caller (a step\'s outputs)', () => {
     expect(await packFiles(path.join(dir, 's'))).toEqual([])
   })
 
+  it('an output being adopted waits outside the pack directory: a crash before it is indexed leaves nothing once the store reopens', async () => {
+    const store = await openStore('s')
+    await fs.writeFile(path.join(dir, 'out'), randomBytes(3 * CHUNK))
+    // What a crash while hashing leaves: the file staged, never placed nor settled.
+    const pack = await store['chunks'].files.packs.adopt(path.join(dir, 'out'))
+    expect(pack).toBeDefined()
+    expect(await fs.readdir(path.join(dir, 's', 'packs'))).toEqual([])
+    expect(await fs.readdir(path.join(dir, 's', 'tmp'))).toHaveLength(1)
+    await pack!.handle.close()
+    stores.pop()
+    await store.close().catch(() => {})
+    await openStore('s')
+    await expect(fs.readdir(path.join(dir, 's', 'tmp'))).rejects.toThrow(/ENOENT/)
+    expect(await fs.readdir(path.join(dir, 's', 'packs'))).toEqual([])
+  })
+
   it('gc deletes an adopted file once nothing references it', async () => {
     const store = await openStore('s')
     await fs.writeFile(path.join(dir, 'out'), randomBytes(3 * CHUNK))
