@@ -11,6 +11,7 @@ import { ContentHasher, DigestCache } from '../src/client/digests.js'
 import { prepareSubmission, submissionRefs } from '../src/client/prepare.js'
 import type { Pipeline } from '../src/spec/types.js'
 import type { SubmissionArtifacts } from '../src/run/types.js'
+import { withReadingProgress } from './progress.js'
 
 export async function uploadSubmission (pipeline: Pipeline, api: CoordinatorApi, options: { dataDir: string, signal?: AbortSignal, progress: boolean }): Promise<SubmissionArtifacts> {
   const prepareOptions = options.signal === undefined ? {} : { signal: options.signal }
@@ -18,7 +19,7 @@ export async function uploadSubmission (pipeline: Pipeline, api: CoordinatorApi,
   let hashed: SubmissionArtifacts | undefined
   try {
     const cache = await DigestCache.load(join(clientDir, 'digests.json'))
-    hashed = (await prepareSubmission(pipeline, new ContentHasher(cache), prepareOptions)).artifacts
+    hashed = await withReadingProgress('hashing', options.progress, async onBytes => (await prepareSubmission(pipeline, new ContentHasher(cache), { ...prepareOptions, onBytes })).artifacts)
     await cache.save()
   } catch (err) {
     if (options.signal?.aborted === true) throw err
@@ -34,7 +35,7 @@ async function uploadFromStore (pipeline: Pipeline, api: CoordinatorApi, clientD
   const [{ ContentStore }, { default: prettyBytes }] = await Promise.all([import('../src/store/content-store.js'), import('pretty-bytes')])
   const store = await ContentStore.open(join(clientDir, 'store'))
   try {
-    const { artifacts } = await prepareSubmission(pipeline, store, prepareOptions)
+    const artifacts = await withReadingProgress('storing', options.progress, async onBytes => (await prepareSubmission(pipeline, store, { ...prepareOptions, onBytes })).artifacts)
     const refs = submissionRefs(artifacts)
     const missing = new Set(await api.missingArtifacts([...refs.keys()]))
     if (missing.size === 0) return artifacts

@@ -4,12 +4,11 @@
 
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import cliProgress from 'cli-progress'
-import prettyBytes from 'pretty-bytes'
 import { PipemeshError } from '../../src/errors.js'
 import type { CoordinatorApi } from '../../src/client/api.js'
 import { ContentStore } from '../../src/store/content-store.js'
 import { isDigest, type Digest } from '../../src/store/types.js'
+import { byteProgress } from '../progress.js'
 
 export interface GetResult { digest: Digest, dest: string, bytes: number, fetchedBytes: number }
 
@@ -47,30 +46,16 @@ export async function getArtifact (api: CoordinatorApi, spec: string, dest: stri
         await node.stop()
         throw new PipemeshError('MISSING_CONTENT', `no connected agent holds ${digest}`, { hint: 'the agents that made it may be offline; rerun the pipeline to rebuild it' })
       }
-      const bar = options.progress && process.stderr.isTTY === true
-        ? new cliProgress.SingleBar({
-          format: 'fetching {bar} {percentage}% | {done} of {all} | {rate}/s',
-          stream: process.stderr
-        }, cliProgress.Presets.shades_classic)
-        : undefined
-      const started = Date.now()
+      const shown = byteProgress({ doing: 'fetching', done: 'fetched', enabled: options.progress })
+      let fetched: number | undefined
       try {
-        bar?.start(1, 0, { done: '0 B', all: '?', rate: '0 B' })
         const result = await withRetries(async () => await fetchArtifact(node, store, digest, holders, {
-          onProgress: ({ bytes, totalBytes }: { bytes: number, totalBytes: number }) => {
-            const secs = Math.max((Date.now() - started) / 1000, 0.001)
-            bar?.setTotal(Math.max(totalBytes, 1))
-            bar?.update(bytes, { done: prettyBytes(bytes), all: prettyBytes(totalBytes), rate: prettyBytes(bytes / secs) })
-          }
+          onProgress: ({ bytes, totalBytes }: { bytes: number, totalBytes: number }) => { shown.update(bytes, totalBytes) }
         }))
-        fetchedBytes = result.bytes
+        fetched = fetchedBytes = result.bytes
       } finally {
-        bar?.stop()
+        shown.finish(fetched)
         await node.stop()
-      }
-      if (options.progress && bar === undefined) {
-        const secs = Math.max((Date.now() - started) / 1000, 0.001)
-        process.stderr.write(`fetched ${prettyBytes(fetchedBytes)} in ${secs.toFixed(1)} s (${prettyBytes(fetchedBytes / secs)}/s)\n`)
       }
     }
     await store.materialize(digest, dest)

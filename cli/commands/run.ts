@@ -57,7 +57,8 @@ export async function runPipeline (file: string, options: RunOptions): Promise<{
   const embedded = await (await import('../embedded.js')).startEmbedded(options.dataDir, createLogger(options.logLevel), { signal: interrupt.signal })
   try {
     const { prepareSubmission } = await import('../../src/client/prepare.js')
-    const submission = await prepareSubmission(pipeline, embedded.agent.store, { signal: interrupt.signal })
+    const { withReadingProgress } = await import('../progress.js')
+    const submission = await withReadingProgress('storing', !options.json && options.quiet !== true, async onBytes => await prepareSubmission(pipeline, embedded.agent.store, { signal: interrupt.signal, onBytes }))
     const request: SubmitRequest = { ...base, artifacts: submission.artifacts, uploadedTo: embedded.agent.peerId }
     const api: CoordinatorApi = embedded.coordinator
     const started = await api.submit(request)

@@ -4,7 +4,6 @@
 // coordinator, and otherwise drops them, so that the next run rebuilds them.
 
 import { existsSync } from 'node:fs'
-import cliProgress from 'cli-progress'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { generateKeyPair } from '@libp2p/crypto/keys'
@@ -16,6 +15,7 @@ import { formatBytes } from '../../src/util/units.js'
 import { ENVIRONMENT_UNUSED_MS } from '../../src/protocol/messages.js'
 import { openOffline } from '../embedded.js'
 import { isAgentDaemonDir } from '../data-dir.js'
+import { byteProgress } from '../progress.js'
 
 /** The store of the embedded agent (<data>/agent/store), or of an agent daemon run with --data <data>. */
 function storeDir (dataDir: string): string {
@@ -93,30 +93,17 @@ export async function storeVerify (dataDir: string, options: { repair?: boolean,
 }
 
 /**
- * store.verify() with a progress bar on a terminal (chunks and bytes rehashed, rate), or one line
- * at the end when stderr is not one: a large store takes minutes.
+ * store.verify() with a progress bar on a terminal (bytes rehashed of the index's total, rate),
+ * or one line at the end when stderr is not one: a large store takes minutes.
  */
 async function rehash (store: ContentStore, signal: { signal?: AbortSignal }, progress: boolean): Promise<VerifyReport> {
-  if (!progress) return await store.verify(signal)
-  const started = Date.now()
-  const rate = (bytes: number): string => formatBytes(bytes / Math.max((Date.now() - started) / 1000, 0.001))
-  const bar = process.stderr.isTTY === true
-    ? new cliProgress.SingleBar({ format: 'verifying {bar} {percentage}% | {done} of {all} | {rate}/s', stream: process.stderr }, cliProgress.Presets.shades_classic)
-    : undefined
-  bar?.start(1, 0, { done: '0 B', all: '?', rate: '0 B' })
+  const shown = byteProgress({ doing: 'verifying', done: 'rehashed', enabled: progress })
+  let report: VerifyReport | undefined
   try {
-    const report = await store.verify({
-      ...signal,
-      onProgress: p => {
-        bar?.setTotal(Math.max(p.totalBytes, 1))
-        bar?.update(p.bytes, { done: formatBytes(p.bytes), all: formatBytes(p.totalBytes), rate: rate(p.bytes) })
-      }
-    })
-    const secs = (Date.now() - started) / 1000
-    if (bar === undefined) process.stderr.write(`rehashed ${formatBytes(report.bytesChecked)} in ${secs.toFixed(secs < 10 ? 2 : 1)} s (${rate(report.bytesChecked)}/s)\n`)
+    report = await store.verify({ ...signal, onProgress: p => { shown.update(p.bytes, p.totalBytes) } })
     return report
   } finally {
-    bar?.stop()
+    shown.finish(report?.bytesChecked)
   }
 }
 

@@ -19,6 +19,7 @@ import path from 'node:path'
 import { UnsafePathError, throwIfAborted } from '../errors.js'
 import { encodeManifest, sha256Digest, type ChunkRef } from '../store/manifest.js'
 import { openWalkedFile, readFull, walkListed, walkPath, type TreeSink, type WalkedFile } from '../store/tree-walk.js'
+import type { ReadProgress } from './prepare.js'
 import type { ArtifactRef, Digest } from '../store/types.js'
 
 /** The chunk size of a ContentStore opened with default options (DEFAULT_CHUNK_SIZE). */
@@ -107,22 +108,32 @@ function isEntry (e: unknown): e is CacheEntry {
 export class ContentHasher {
   constructor (private readonly cache?: DigestCache) {}
 
-  async ingest (source: string, options: { signal?: AbortSignal } = {}): Promise<ArtifactRef> {
-    const { digest, kind, size } = await walkPath(path.resolve(source), this.sink(options.signal))
+  async ingest (source: string, options: { signal?: AbortSignal } & ReadProgress = {}): Promise<ArtifactRef> {
+    const { digest, kind, size } = await walkPath(path.resolve(source), this.sink(options))
     return { digest, kind, size }
   }
 
-  async ingestFiles (baseDir: string, relPaths: string[], options: { signal?: AbortSignal } = {}): Promise<{ ref: ArtifactRef, files: Record<string, Digest> }> {
-    const tree = await walkListed(path.resolve(baseDir), relPaths, this.sink(options.signal))
+  async ingestFiles (baseDir: string, relPaths: string[], options: { signal?: AbortSignal } & ReadProgress = {}): Promise<{ ref: ArtifactRef, files: Record<string, Digest> }> {
+    const tree = await walkListed(path.resolve(baseDir), relPaths, this.sink(options))
     return { ref: { digest: tree.digest, kind: 'tree', size: tree.size }, files: tree.files }
   }
 
-  private sink (signal: AbortSignal | undefined): TreeSink {
-    return { file: async (abs) => await this.hashFile(abs, signal), tree: () => {}, chunkSize: CHUNK_SIZE, signal }
+  private sink (options: { signal?: AbortSignal } & ReadProgress): TreeSink {
+    const { signal, onProgress, onScanned } = options
+    // Bytes hashed so far in this walk (files are hashed a few at a time), as the store counts them.
+    let read = 0
+    const count = onProgress === undefined ? undefined : (n: number): void => { read += n; onProgress(read) }
+    return {
+      file: async (abs) => await this.hashFile(abs, signal, count),
+      tree: () => {},
+      chunkSize: CHUNK_SIZE,
+      signal,
+      ...(onScanned === undefined ? {} : { onScanned })
+    }
   }
 
   /** The file manifest's digest: 1 MiB chunks, each hashed, as the store chunks the file. */
-  private async hashFile (abs: string, signal?: AbortSignal): Promise<WalkedFile> {
+  private async hashFile (abs: string, signal?: AbortSignal, count?: (bytes: number) => void): Promise<WalkedFile> {
     const fh = await openWalkedFile(abs)
     try {
       const before = await fh.stat({ bigint: true })
@@ -130,7 +141,10 @@ export class ContentHasher {
       const cacheable = this.cache !== undefined && before.size >= BigInt(CACHE_MIN_BYTES)
       if (cacheable) {
         const hit = this.cache.lookup(abs, before)
-        if (hit !== undefined) return hit
+        if (hit !== undefined) {
+          count?.(hit.size)
+          return hit
+        }
       }
       // File times are wall-clock times.
       const startedNs = BigInt(Date.now()) * 1_000_000n
@@ -143,11 +157,12 @@ export class ContentHasher {
         if (n <= Number(before.size)) {
           if (n > 0) chunks.push({ digest: sha256Digest(buf.subarray(0, n)), size: n })
           size = n
+          count?.(n)
         } else {
-          size = await chunkAll(fh, chunks, signal)
+          size = await chunkAll(fh, chunks, signal, count)
         }
       } else {
-        size = await chunkAll(fh, chunks, signal)
+        size = await chunkAll(fh, chunks, signal, count)
       }
       const digest = sha256Digest(encodeManifest({ type: 'file', size, chunks }))
       const executable = (Number(before.mode) & 0o111) !== 0
@@ -160,7 +175,7 @@ export class ContentHasher {
 }
 
 /** Hashes the whole file in CHUNK_SIZE pieces, reading the next piece while hashing this one. */
-async function chunkAll (fh: FileHandle, chunks: ChunkRef[], signal?: AbortSignal): Promise<number> {
+async function chunkAll (fh: FileHandle, chunks: ChunkRef[], signal?: AbortSignal, count?: (bytes: number) => void): Promise<number> {
   const bufs = [Buffer.allocUnsafe(CHUNK_SIZE), Buffer.allocUnsafe(CHUNK_SIZE)]
   let size = 0
   let next = readFull(fh, bufs[0]!, 0)
@@ -172,6 +187,7 @@ async function chunkAll (fh: FileHandle, chunks: ChunkRef[], signal?: AbortSigna
     if (n === CHUNK_SIZE) next = readFull(fh, bufs[(i + 1) % 2]!, (i + 1) * CHUNK_SIZE)
     chunks.push({ digest: sha256Digest(buf.subarray(0, n)), size: n })
     size += n
+    count?.(n)
     if (n < CHUNK_SIZE) break
   }
   return size

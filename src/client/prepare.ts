@@ -13,12 +13,22 @@ import type { Submission, SubmissionArtifacts } from '../run/types.js'
 export interface PrepareOptions {
   signal?: AbortSignal
   onProgress?: (what: string) => void
+  /** Bytes read so far of those found, across everything being read (a few items at a time). */
+  onBytes?: (bytes: number, totalBytes: number) => void
+}
+
+/** Running totals of one item's reading, as the store reports them (see IngestOptions). */
+export interface ReadProgress {
+  /** Bytes read so far. */
+  onProgress?: (bytes: number) => void
+  /** File sizes found so far (a directory is listed before it is read). */
+  onScanned?: (bytes: number) => void
 }
 
 /** What prepareSubmission needs of a store: a ContentStore, or a ContentHasher that stores nothing. */
 export interface Ingester {
-  ingest: (source: string, options?: { signal?: AbortSignal, label?: string }) => Promise<ArtifactRef>
-  ingestFiles: (baseDir: string, relPaths: string[], options?: { signal?: AbortSignal }) => Promise<{ ref: ArtifactRef, files: Record<string, Digest> }>
+  ingest: (source: string, options?: { signal?: AbortSignal, label?: string } & ReadProgress) => Promise<ArtifactRef>
+  ingestFiles: (baseDir: string, relPaths: string[], options?: { signal?: AbortSignal } & ReadProgress) => Promise<{ ref: ArtifactRef, files: Record<string, Digest> }>
 }
 
 /**
@@ -28,7 +38,21 @@ export interface Ingester {
 const PREPARE_PARALLEL = 4
 
 export async function prepareSubmission (pipeline: Pipeline, store: Ingester, options: PrepareOptions = {}): Promise<Submission> {
-  const opts = options.signal === undefined ? {} : { signal: options.signal }
+  const signal = options.signal === undefined ? {} : { signal: options.signal }
+  // Each item's running totals, summed for onBytes.
+  const items: Array<{ bytes: number, scanned: number }> = []
+  const opts = (): { signal?: AbortSignal } & ReadProgress => {
+    if (options.onBytes === undefined) return signal
+    const item = { bytes: 0, scanned: 0 }
+    items.push(item)
+    const report = (): void => {
+      let bytes = 0
+      let total = 0
+      for (const i of items) { bytes += i.bytes; total += Math.max(i.scanned, i.bytes) }
+      options.onBytes?.(bytes, total)
+    }
+    return { ...signal, onProgress: b => { item.bytes = b; report() }, onScanned: b => { item.scanned = b; report() } }
+  }
   const inputs = new Map<string, ArtifactRef>()
   // Steps that list the same code files share one snapshot.
   const snapshots = new Map<string, SubmissionArtifacts['code'][string]>()
@@ -37,7 +61,7 @@ export async function prepareSubmission (pipeline: Pipeline, store: Ingester, op
   for (const [name, path] of Object.entries(pipeline.inputs)) {
     jobs.push(async () => {
       options.onProgress?.(`input ${name}`)
-      inputs.set(name, await store.ingest(resolve(pipeline.baseDir, path), { ...opts, label: `${pipeline.name} input ${name}` }))
+      inputs.set(name, await store.ingest(resolve(pipeline.baseDir, path), { ...opts(), label: `${pipeline.name} input ${name}` }))
     })
   }
   const codeKey = (code: string[]): string => JSON.stringify(code)
@@ -48,14 +72,14 @@ export async function prepareSubmission (pipeline: Pipeline, store: Ingester, op
   for (const [key, { step, code }] of codeLists) {
     jobs.push(async () => {
       options.onProgress?.(`code of ${step}`)
-      snapshots.set(key, await store.ingestFiles(pipeline.baseDir, code, opts))
+      snapshots.set(key, await store.ingestFiles(pipeline.baseDir, code, opts()))
     })
   }
   for (const env of Object.values(pipeline.environments)) {
     jobs.push(async () => {
       options.onProgress?.(`environment ${env.name}`)
       const root = commonDirectory(env.files.map(f => resolve(pipeline.baseDir, f)))
-      const files = await store.ingestFiles(root, env.files.map(f => relative(root, resolve(pipeline.baseDir, f))), opts)
+      const files = await store.ingestFiles(root, env.files.map(f => relative(root, resolve(pipeline.baseDir, f))), opts())
       environments.set(env.name, { files: files.ref, digest: environmentDigest(files.ref.digest, env.setup) })
     })
   }

@@ -79,9 +79,18 @@ describe('ContentHasher', () => {
       '  c: { command: "true", code: [bin/run.sh, README] }',
       '  d: { command: "true" }'
     ].join('\n'), { file: path.join(src, 'p.yaml'), baseDir: src })
-    const hashed = await prepareSubmission(pipeline, new ContentHasher())
-    const stored = await prepareSubmission(pipeline, store)
+    // Progress: running totals across everything read; both end at every byte read, the same.
+    const progress = { hashed: [] as Array<[number, number]>, stored: [] as Array<[number, number]> }
+    const hashed = await prepareSubmission(pipeline, new ContentHasher(), { onBytes: (b, t) => { progress.hashed.push([b, t]) } })
+    const stored = await prepareSubmission(pipeline, store, { onBytes: (b, t) => { progress.stored.push([b, t]) } })
     expect(hashed.artifacts).toEqual(stored.artifacts)
+    // Read: both inputs (the odd file twice: alone and in the tree), each code snapshot and the environment.
+    const { code, environments, inputs } = hashed.artifacts
+    const read = inputs.big!.size + inputs.tree!.size + code.a!.ref.size + code.b!.ref.size + environments.e!.files.size
+    for (const seen of [progress.hashed, progress.stored]) {
+      expect(seen.at(-1)).toEqual([read, read])
+      expect(seen.every(([b, t], i) => b <= t && (i === 0 || b >= seen[i - 1]![0]))).toBe(true)
+    }
     // Read concurrently, assembled per step in pipeline order; steps listing the same files share a snapshot.
     expect(Object.keys(hashed.artifacts.code)).toEqual(['a', 'b', 'c'])
     expect(hashed.artifacts.code.c).toEqual(hashed.artifacts.code.a)
