@@ -2,8 +2,9 @@
 // is tree-walk.ts, shared with the client's hasher). Multi-chunk files are read, hashed and
 // written by the chunk workers (a few chunks in flight, each worker with one reusable buffer), so
 // memory stays flat whatever the file size and hashing uses every core; small files are hashed on
-// the main thread, where open/read/close latency dominates. Only regular files, directories and
-// symlinks that stay inside the tree are accepted.
+// the main thread, where open/read/close latency dominates. Files the caller gives up (a step's
+// outputs) are not copied at all: each becomes a pack of its own, hashed in place (adoptFile).
+// Only regular files, directories and symlinks that stay inside the tree are accepted.
 
 import type { Stats } from 'node:fs'
 import { lstat, type FileHandle } from 'node:fs/promises'

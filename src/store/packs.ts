@@ -16,6 +16,9 @@
 // A region nobody indexed (a duplicate, a body that failed its hash, a crash before the index
 // write) is dead space: a pack with no live region is deleted once sealed, and gc deletes
 // unreferenced packs and rewrites mostly-dead ones (maintenance.ts).
+//
+// A pack can also be a whole file taken in as it is (adopt): a step's output, renamed into the
+// store instead of copied, sealed from the start and of any size.
 
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
