@@ -109,8 +109,16 @@ export class ContentStore {
     if (!(packRewriteMaxBytes >= 0)) throw new PipemeshError('INVALID_ARGUMENT', `store packRewriteMaxBytes must be >= 0, got ${packRewriteMaxBytes}`)
     const root = path.resolve(dir)
     await fs.mkdir(root, { recursive: true })
-    const files = await ChunkFiles.open(root)
+    // The index first: its lock says no other process has this store open, and only then may
+    // what a crash left in tmp/ be cleared (a live agent stages the outputs it adopts there).
     const db = await StoreDb.open(path.join(root, 'index'), root)
+    let files: ChunkFiles
+    try {
+      files = await ChunkFiles.open(root)
+    } catch (err) {
+      await db.close().catch(() => {})
+      throw err
+    }
     return new ContentStore(root, db, new Chunks(db, files), chunkSize, maxArtifactBytes, packRewriteMaxBytes)
   }
 

@@ -573,6 +573,17 @@ describe('adopting files given up by the caller (a step\'s outputs)', () => {
     expect(await fs.readdir(path.join(dir, 's', 'packs'))).toEqual([])
   })
 
+  it('a second opening of a store in use is refused before it touches the outputs being adopted', async () => {
+    const store = await openStore('s')
+    await fs.writeFile(path.join(dir, 'out'), randomBytes(3 * CHUNK))
+    const pack = await store['chunks'].files.packs.adopt(path.join(dir, 'out'))
+    // `pipemesh store stats` on an agent's data dir while the agent stores an output.
+    await expect(ContentStore.open(path.join(dir, 's'), { chunkSize: CHUNK })).rejects.toThrow(/in use by another process/)
+    expect(await fs.readdir(path.join(dir, 's', 'tmp'))).toHaveLength(1)
+    await store['chunks'].files.packs.settleAdopted(pack!, 0, path.join(dir, 'out'))
+    expect((await fs.stat(path.join(dir, 'out'))).size).toBe(3 * CHUNK)
+  })
+
   it('gc deletes an adopted file once nothing references it', async () => {
     const store = await openStore('s')
     await fs.writeFile(path.join(dir, 'out'), randomBytes(3 * CHUNK))
