@@ -126,10 +126,11 @@ export class Packs {
     const staged = path.join(this.tmp, `adopting-${name}`)
     try {
       await fs.rename(file, staged)
-    } catch (err) {
-      // A bind mount of the same device still refuses a rename across it.
-      if ((err as NodeJS.ErrnoException).code === 'EXDEV') return undefined
-      throw err
+    } catch {
+      // Then it is copied, as any file that cannot be moved: a bind mount of the same device
+      // refuses a rename across it (EXDEV), a step may have made its output directory read-only
+      // (EACCES), a file may have gone (the copy then says so).
+      return undefined
     }
     let handle: FileHandle | undefined
     try {
