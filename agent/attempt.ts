@@ -149,6 +149,7 @@ export async function runAttempt (task: Task, deps: AttemptDeps): Promise<Attemp
       everyMs: task.checkpoint.everyMs,
       store: deps.store,
       label: checkpointLabel(task),
+      adoptLast: !deps.workdirs.keeps,
       ...(task.checkpoint.restore === undefined ? {} : { initial: task.checkpoint.restore.digest }),
       onSaved: ref => { deps.onCheckpoint?.(ref) },
       onProblem: text => { note?.(text) },

@@ -24,7 +24,12 @@ export interface CheckpointSaverOptions {
   /** Absolute path of the directory. */
   dir: string
   everyMs: number
-  store: { ingest: (path: string, options?: { signal?: AbortSignal, label?: string, memo?: FileDigestMemo }) => Promise<ArtifactRef> }
+  store: { ingest: (path: string, options?: { signal?: AbortSignal, label?: string, memo?: FileDigestMemo, adopt?: boolean }) => Promise<ArtifactRef> }
+  /**
+   * The last save (finish()) may move the directory's files into the store instead of copying
+   * them (IngestOptions.adopt): the directory is deleted with the attempt's working directory.
+   */
+  adoptLast?: boolean
   /** Store label of each save (shown by `pipemesh store` and in logs). */
   label: string
   /** Digest of what the directory held at start (a restored save): it is not reported again. */
@@ -155,8 +160,10 @@ export class CheckpointSaver {
         // Nothing written since the last save: hashing a 20 GiB directory again would find the
         // same. (Not for the last save: the step may have written within a timestamp's tick.)
         if (!final && this.lastState !== undefined && diffTrees(this.lastState, before).length === 0) return undefined
-        const ref = await store.ingest(dir, { label, memo: this.savedFiles, ...(signal === undefined ? {} : { signal }) })
-        const changed = diffTrees(before, await snapshotTree(dir))
+        const adopt = final && this.options.adoptLast === true
+        const ref = await store.ingest(dir, { label, memo: this.savedFiles, ...(adopt ? { adopt } : {}), ...(signal === undefined ? {} : { signal }) })
+        // The last save's files may have moved into the store; nothing was writing them anyway.
+        const changed = adopt ? [] : diffTrees(before, await snapshotTree(dir))
         if (changed.length === 0) {
           // File times are coarse (a few ms): a file rewritten in place, same size, in the same
           // tick as it was last written looks unchanged. Trust the entries only when all were

@@ -219,6 +219,9 @@ async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, statSize: num
 async function adoptFile (ctx: IngestContext, abs: string): Promise<IngestedFile | undefined> {
   const st = await lstat(abs).catch(() => undefined)
   if (st === undefined || !st.isFile() || st.size < ctx.chunkSize) return undefined
+  // A file the memo knows is stored already: taken from the memo without a read (ingestFile).
+  const known = ctx.memo?.get(abs, st)
+  if (known !== undefined && await ctx.db.manifests.get(known.digest) !== undefined) return undefined
   const packs = ctx.chunks.files.packs
   const pack = await packs.adopt(abs)
   if (pack === undefined) return undefined

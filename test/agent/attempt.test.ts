@@ -355,6 +355,25 @@ i=$((i+1)); echo $i > ckpt/epoch; echo "end $i"; exit 3`
     expect(await leftovers()).toEqual([])
   })
 
+  it('moves a failed step\'s checkpoint files into the store for its last save instead of copying them, unless the workdir is kept', async () => {
+    // No periodic save within the step's life: the one save is the last, after it failed.
+    const command = 'head -c 3145733 /dev/urandom > ckpt/model.pt && echo 1 > ckpt/epoch && exit 1'
+    const r = await runAttempt(task({ command, checkpoint: { path: 'ckpt', everyMs: 600_000 } }), deps)
+    expect(r.status).toBe('failed')
+    const save = r.checkpoint!
+    expect(await materializedText(save, 'epoch')).toBe('1\n')
+    // The model's whole chunks lie in one pack at their offsets in the file: that file itself.
+    const model = (await store.listChunks(save.digest)).filter(c => c.size === 1048576)
+    const places = await Promise.all(model.map(async c => await store.chunkLocation(c.digest)))
+    expect(places.map(p => p?.offset)).toEqual([0, 1048576, 2097152])
+    expect(new Set(places.map(p => p?.file)).size).toBe(1)
+
+    const kept = task({ command, checkpoint: { path: 'ckpt', everyMs: 600_000 } })
+    const rk = await runAttempt(kept, { ...deps, workdirs: new WorkdirPool(workRoot, { keep: true }) })
+    expect(rk.checkpoint).toBeDefined()
+    expect(existsSync(join(workRoot, 'run-1', `train.${kept.attempt}`, 'ckpt', 'model.pt'))).toBe(true)
+  })
+
   it('says in the step\'s log when its checkpoint directory cannot be saved, and the step goes on', async () => {
     const go = join(dir, 'go-note')
     const r = await runAttempt(task({
