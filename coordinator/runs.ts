@@ -270,15 +270,15 @@ export class RunManager {
   /** Progress of an input an attempt's agent is fetching: passed on to whoever follows the run. */
   attemptFetching (agentId: string, progress: Extract<AgentMessage, { type: 'fetching' }>): void {
     const { type: _, attemptId, input, ...moving } = progress
-    const at = this.followed(agentId, attemptId)
-    if (at !== undefined) this.emit({ type: 'fetch', ...at, input, ...moving, at: Date.now() })
+    const where = this.followed(agentId, attemptId)
+    if (where !== undefined) this.emit({ type: 'fetch', ...where, input, ...moving, at: Date.now() })
   }
 
   /** Progress of an output an attempt's agent is storing: passed on like attemptFetching's. */
   attemptStoring (agentId: string, progress: Extract<AgentMessage, { type: 'storing' }>): void {
     const { type: _, attemptId, output, ...moving } = progress
-    const at = this.followed(agentId, attemptId)
-    if (at !== undefined) this.emit({ type: 'store', ...at, output, ...moving, at: Date.now() })
+    const where = this.followed(agentId, attemptId)
+    if (where !== undefined) this.emit({ type: 'store', ...where, output, ...moving, at: Date.now() })
   }
 
   /** The run, step and attempt number of `agentId`'s attempt, while anyone follows runs. */

@@ -137,7 +137,6 @@ const attemptResult: z.ZodType<AttemptResult> = z.object({
   checkpoint: artifactRef.optional()
 }) as z.ZodType<AttemptResult>
 
-/** Messages an agent sends to the coordinator. */
 /** An attempt's progress moving an artifact (an input fetched, an output stored). */
 const movingFields = {
   attemptId: name,
@@ -147,6 +146,7 @@ const movingFields = {
   done: z.boolean()
 }
 
+/** Messages an agent sends to the coordinator. */
 export const agentMessageSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('hello'),

@@ -7,7 +7,7 @@
 // Only regular files, directories and symlinks that stay inside the tree are accepted.
 
 import type { Stats } from 'node:fs'
-import { lstat, type FileHandle } from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
 import { PipemeshError, UnsafePathError, throwIfAborted } from '../errors.js'
 import type { IngestedChunk } from './chunk-files.js'
 import { chunkWorkers, type JobResult } from './chunk-workers.js'
@@ -75,10 +75,6 @@ async function storeIfNew (ctx: IngestContext, digest: Digest, bytes: Buffer): P
 
 /** Chunks one regular file and queues its chunks and manifest; the file digest is returned. */
 export async function ingestFile (ctx: IngestContext, abs: string): Promise<IngestedFile> {
-  if (ctx.adopt === true) {
-    const adopted = await adoptFile(ctx, abs)
-    if (adopted !== undefined) return adopted
-  }
   const fh = await openWalkedFile(abs)
   const chunks: ChunkRef[] = []
   let size = 0
@@ -94,6 +90,11 @@ export async function ingestFile (ctx: IngestContext, abs: string): Promise<Inge
     if (known !== undefined && known.executable === executable && await ctx.db.manifests.get(known.digest) !== undefined) {
       countBytes(ctx, known.size)
       return known
+    }
+    if (ctx.adopt === true && st.size >= ctx.chunkSize) {
+      // `fh` stays open: if the file cannot be adopted, it is copied through it as usual.
+      const adopted = await adoptFile(ctx, abs, st)
+      if (adopted !== undefined) return adopted
     }
     let done = false
     if (st.size < ctx.chunkSize) {
@@ -216,14 +217,9 @@ async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, statSize: num
  * would be mostly dead space: its new chunks are copied to the group's packs and it is deleted.
  * If storing fails, the file is put back where it was.
  */
-async function adoptFile (ctx: IngestContext, abs: string): Promise<IngestedFile | undefined> {
-  const st = await lstat(abs).catch(() => undefined)
-  if (st === undefined || !st.isFile() || st.size < ctx.chunkSize) return undefined
-  // A file the memo knows is stored already: taken from the memo without a read (ingestFile).
-  const known = ctx.memo?.get(abs, st)
-  if (known !== undefined && await ctx.db.manifests.get(known.digest) !== undefined) return undefined
+async function adoptFile (ctx: IngestContext, abs: string, st: Stats): Promise<IngestedFile | undefined> {
   const packs = ctx.chunks.files.packs
-  const pack = await packs.adopt(abs)
+  const pack = await packs.adopt(abs, st)
   if (pack === undefined) return undefined
   const size = pack.end
   const cs = ctx.chunkSize

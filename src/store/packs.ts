@@ -22,6 +22,7 @@
 
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
+import type { Stats } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 
@@ -115,9 +116,9 @@ export class Packs {
    * undefined, leaving the file where it is, when it is not a regular file with a single link
    * (another name could still change its bytes) or not on this store's filesystem. The caller
    * hashes it at pack.fd, places it before indexing any region of it, then calls settleAdopted().
+   * `st` is what the caller's stat of the file said; the file renamed is checked against it.
    */
-  async adopt (file: string): Promise<OpenPack | undefined> {
-    const st = await fs.lstat(file)
+  async adopt (file: string, st: Stats): Promise<OpenPack | undefined> {
     if (!st.isFile() || st.nlink !== 1) return undefined
     this.dev ??= (await fs.stat(this.dir)).dev
     if (st.dev !== this.dev) return undefined
@@ -138,7 +139,7 @@ export class Packs {
       await fs.chmod(staged, 0o644)
       handle = await fs.open(staged, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
       const now = await handle.stat()
-      // Replaced between the lstat and the rename: not the file that was checked.
+      // Replaced between the caller's stat and the rename: not the file that was checked.
       if (!now.isFile() || now.ino !== st.ino || now.nlink !== 1) throw new Error('changed while being adopted')
       const pack = new OpenPack(name, path.join(this.dir, name), handle)
       pack.end = now.size
@@ -166,22 +167,21 @@ export class Packs {
   /**
    * Ends an adoption with the number of regions indexed in it. A pack that kept none is
    * deleted, or, with `restoreTo`, renamed back there with its own mode (an ingest that failed
-   * leaves the file as it found it).
+   * leaves the file as it found it). One that cannot be put back while still staged stays in
+   * tmp/ until the store next opens; once placed, it goes as any pack that kept nothing.
    */
   async settleAdopted (pack: OpenPack, kept: number, restoreTo?: string): Promise<void> {
     pack.kept += kept
-    if (pack.kept === 0) {
-      const at = pack.staged ?? pack.file
-      try {
-        if (restoreTo === undefined) throw new Error('nowhere to put it back')
-        await fs.rename(at, restoreTo)
-        if (pack.adoptedMode !== undefined) await fs.chmod(restoreTo, pack.adoptedMode)
-      } catch {
-        await fs.rm(at, { force: true })
-      }
-      pack.staged = undefined
-    }
     pack.users--
+    if (pack.kept === 0 && restoreTo !== undefined) {
+      const at = pack.staged ?? pack.file
+      if (await fs.rename(at, restoreTo).then(() => true, () => false)) {
+        pack.staged = undefined
+        if (pack.adoptedMode !== undefined) await fs.chmod(restoreTo, pack.adoptedMode).catch(() => {})
+      }
+    } else if (pack.kept === 0 && pack.staged !== undefined) {
+      await fs.rm(pack.staged, { force: true })
+    }
     await this.closeIfDone(pack)
   }
 

@@ -561,7 +561,7 @@ describe('adopting files given up by the caller (a step\'s outputs)', () => {
     const store = await openStore('s')
     await fs.writeFile(path.join(dir, 'out'), randomBytes(3 * CHUNK))
     // What a crash while hashing leaves: the file staged, never placed nor settled.
-    const pack = await store['chunks'].files.packs.adopt(path.join(dir, 'out'))
+    const pack = await store['chunks'].files.packs.adopt(path.join(dir, 'out'), await fs.lstat(path.join(dir, 'out')))
     expect(pack).toBeDefined()
     expect(await fs.readdir(path.join(dir, 's', 'packs'))).toEqual([])
     expect(await fs.readdir(path.join(dir, 's', 'tmp'))).toHaveLength(1)
@@ -576,7 +576,7 @@ describe('adopting files given up by the caller (a step\'s outputs)', () => {
   it('a second opening of a store in use is refused before it touches the outputs being adopted', async () => {
     const store = await openStore('s')
     await fs.writeFile(path.join(dir, 'out'), randomBytes(3 * CHUNK))
-    const pack = await store['chunks'].files.packs.adopt(path.join(dir, 'out'))
+    const pack = await store['chunks'].files.packs.adopt(path.join(dir, 'out'), await fs.lstat(path.join(dir, 'out')))
     // `pipemesh store stats` on an agent's data dir while the agent stores an output.
     await expect(ContentStore.open(path.join(dir, 's'), { chunkSize: CHUNK })).rejects.toThrow(/in use by another process/)
     expect(await fs.readdir(path.join(dir, 's', 'tmp'))).toHaveLength(1)
