@@ -59,7 +59,11 @@ process.on('exit', () => { for (const child of live) { try { child.kill('SIGKILL
 interface Spawned extends Daemon { child: ChildProcess, exited: Promise<void>, waitFor: (pattern: RegExp) => Promise<RegExpMatchArray> }
 
 function startDaemon (name: string, args: string[], env: NodeJS.ProcessEnv, nodeArgs: readonly string[]): Spawned {
-  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  // Through the bin, as users start daemons; node options (profiling) need node named first,
+  // which skips the bin's shell line, so the same malloc setting is given here.
+  const child = nodeArgs.length === 0
+    ? spawn(CLI, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, [...nodeArgs, CLI, ...args], { env: { MALLOC_MMAP_THRESHOLD_: '131072', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   if (child.pid === undefined) throw new Error(`could not start ${name}`)
   live.add(child)
   let out = ''

@@ -54,7 +54,8 @@ export interface MeshVariant extends PipemeshVariant {
 const RUN_TIMEOUT_MS = 180_000
 
 export async function runCli (args: readonly string[], options: { signal?: AbortSignal, env?: NodeJS.ProcessEnv } = {}): Promise<PipemeshRun> {
-  const result = await timed(process.execPath, [CLI, ...args], {
+  // Through the bin, as users run it (its shell line sets the malloc threshold, then execs node).
+  const result = await timed(CLI, args, {
     timeoutMs: RUN_TIMEOUT_MS,
     ...options.signal === undefined ? {} : { signal: options.signal },
     ...options.env === undefined ? {} : { env: options.env }

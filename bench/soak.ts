@@ -61,7 +61,7 @@ class Daemon {
   }
 
   static start (name: string, args: string[]): Daemon {
-    return new Daemon(name, spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PIPEMESH_LOG_LEVEL: 'warn' } }))
+    return new Daemon(name, spawn(CLI, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PIPEMESH_LOG_LEVEL: 'warn' } }))
   }
 
   get alive (): boolean { return this.child.exitCode === null && this.child.signalCode === null }

@@ -13,7 +13,7 @@ export const CLI = join(ROOT, 'dist', 'pipemesh.mjs')
 export interface CliResult { exitCode: number, stdout: string, stderr: string }
 
 export async function runCli (args: string[], options: { cwd?: string, env?: Record<string, string>, timeoutMs?: number } = {}): Promise<CliResult> {
-  const result = await execa(process.execPath, [CLI, ...args], {
+  const result = await execa(CLI, args, {
     cwd: options.cwd ?? ROOT,
     // A developer's own coordinator settings must not leak into a test (empty means unset).
     env: { PIPEMESH_LOG_LEVEL: 'warn', PIPEMESH_COORDINATOR: '', PIPEMESH_API_TOKEN: '', ...options.env },

@@ -32,7 +32,7 @@ export interface Mesh {
 }
 
 function spawn (name: string, args: string[], env: Record<string, string> = {}): MeshProcess {
-  const proc = execa(process.execPath, [CLI, ...args], {
+  const proc = execa(CLI, args, {
     env: { PIPEMESH_LOG_LEVEL: 'info', ...env },
     reject: false,
     stdin: 'ignore',

@@ -584,6 +584,54 @@ describe('adopting files given up by the caller (a step\'s outputs)', () => {
     expect((await fs.stat(path.join(dir, 'out'))).size).toBe(3 * CHUNK)
   })
 
+  it('copies a file on another filesystem than the store, and leaves it where it is', async () => {
+    // /dev/shm is a tmpfs on Linux: a rename from there into the store could only fail.
+    const elsewhere = await fs.mkdtemp('/dev/shm/pipemesh-test-')
+    try {
+      expect((await fs.stat(elsewhere)).dev, '/dev/shm should be another filesystem than the test\'s temp dir').not.toBe((await fs.stat(dir)).dev)
+      const data = randomBytes(3 * CHUNK)
+      const file = path.join(elsewhere, 'out')
+      await fs.writeFile(file, data)
+      const copied = await (await openStore('copied')).ingest(file)
+      const store = await openStore('s')
+      expect(await store.ingest(file, { adopt: true })).toEqual(copied)
+      expect((await fs.readFile(file)).equals(data)).toBe(true)
+      await store.materialize(copied.digest, path.join(dir, 'back'))
+      expect((await fs.readFile(path.join(dir, 'back'))).equals(data)).toBe(true)
+    } finally {
+      await fs.rm(elsewhere, { recursive: true, force: true })
+    }
+  })
+
+  it('copies a file that cannot be moved out of its directory, and leaves it where it is', async () => {
+    const outputs = path.join(dir, 'outputs')
+    await fs.mkdir(outputs)
+    const data = randomBytes(3 * CHUNK)
+    const file = path.join(outputs, 'out')
+    await fs.writeFile(file, data)
+    // A step that made its output directory read-only. Root renames out of one regardless, so
+    // there the directory is made immutable instead (ext4, tmpfs, xfs and btrfs all have the flag).
+    const root = process.getuid?.() === 0
+    const lock = (on: boolean): void => {
+      if (root) execFileSync('chattr', [on ? '+i' : '-i', outputs])
+      else execFileSync('chmod', [on ? '555' : '755', outputs])
+    }
+    lock(true)
+    try {
+      await expect(fs.rename(file, path.join(dir, 'moved')), 'the test could not stop renames out of its directory').rejects.toThrow(/EPERM|EACCES/)
+      const store = await openStore('s')
+      const ref = await store.ingest(file, { adopt: true })
+      expect((await fs.readFile(file)).equals(data)).toBe(true)
+      // Copied into the store's own pack, and the staging directory left empty.
+      expect(await fs.readdir(path.join(dir, 's', 'tmp')).catch(() => [])).toEqual([])
+      await store.materialize(ref.digest, path.join(dir, 'back'))
+      expect((await fs.readFile(path.join(dir, 'back'))).equals(data)).toBe(true)
+      expect(ref.digest).toBe((await (await openStore('copied')).ingest(file)).digest)
+    } finally {
+      lock(false)
+    }
+  })
+
   it('gc deletes an adopted file once nothing references it', async () => {
     const store = await openStore('s')
     await fs.writeFile(path.join(dir, 'out'), randomBytes(3 * CHUNK))
