@@ -1,10 +1,11 @@
 // Runs one subprocess and times it from spawn to exit, the way a user's shell would see it.
 // Plain child_process (not execa): its own overhead should not be part of what we measure.
+// Also what the host took from this VM meanwhile (stealMs), to tell its slow reps from ours.
 
 import { spawn } from 'node:child_process'
+import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 
-/** The built `pipemesh` command (dist/cli/main.js). */
 // The bundled bin, exactly what users run (dist/bench/ -> dist/pipemesh.mjs).
 export const CLI = fileURLToPath(new URL('../pipemesh.mjs', import.meta.url))
 
@@ -66,5 +67,16 @@ export function lastJsonLine<T> (what: string, stdout: string): T {
     return JSON.parse(line) as T
   } catch {
     throw new Error(`${what} did not report a JSON result line (got ${JSON.stringify(line.slice(0, 200))})`)
+  }
+}
+
+/** Steal time of all CPUs since boot, ms (the 8th field of /proc/stat's `cpu` line, in USER_HZ ticks of 10 ms). */
+export async function stealMs (): Promise<number | undefined> {
+  try {
+    const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0] ?? ''
+    const steal = Number(line.trim().split(/\s+/)[8])
+    return Number.isFinite(steal) ? steal * 10 : undefined
+  } catch {
+    return undefined
   }
 }

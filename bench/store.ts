@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { runCp, sync } from './baselines.js'
 import { levelMemoryFor } from './fresh-memory.js'
-import { ensureOk, lastJsonLine, timed } from './exec.js'
+import { ensureOk, lastJsonLine, stealMs, timed } from './exec.js'
 import type { Row } from './stats.js'
 import type { StoreReport } from './store-child.js'
 import { discard } from './scratch.js'
@@ -59,7 +59,10 @@ export async function benchStore (scratch: string, reps: number, bytes: number, 
       const copy = join(dir, 'copy.bin')
       await sync()
       await levelMemoryFor(dir, bytes)
+      const stolen = await stealMs()
       cp.push(mib / (await runCp(src, copy) / 1000))
+      const cpStolen = await stealMs()
+      const cpSteal = stolen === undefined || cpStolen === undefined ? '' : ` (host steal ${((cpStolen - stolen) / 1000).toFixed(2)} s)`
       await rm(copy, { force: true })
       await sync()
       const storeDir = join(dir, `store-${rep}`)
@@ -69,7 +72,8 @@ export async function benchStore (scratch: string, reps: number, bytes: number, 
       try {
         const report = lastJsonLine<StoreReport>('S1 store child', ensureOk('S1 store child', result).stdout)
         ingest.push(mib / (report.ingestMs / 1000))
-        ingestCpu = ` (CPU ${(report.ingestCpu.userMs / 1000).toFixed(2)} s user, ${(report.ingestCpu.systemMs / 1000).toFixed(2)} s kernel)`
+        const steal = report.ingestCpu.stealMs === undefined ? '' : `, host steal ${(report.ingestCpu.stealMs / 1000).toFixed(2)} s`
+        ingestCpu = ` (CPU ${(report.ingestCpu.userMs / 1000).toFixed(2)} s user, ${(report.ingestCpu.systemMs / 1000).toFixed(2)} s kernel${steal})`
         materialize.push(mib / (report.materializeMs / 1000))
         adopt.push(mib / (report.adoptMs / 1000))
         rss.push(report.maxRssBytes / 1e6)
@@ -82,7 +86,7 @@ export async function benchStore (scratch: string, reps: number, bytes: number, 
       await rm(dest, { force: true })
       await discard(storeDir)
       await discard(`${storeDir}-adopt`)
-      log(`S1 rep ${rep}/${reps}: cp ${cp.at(-1)?.toFixed(0) ?? '-'} MiB/s, ingest ${ingest.at(-1)?.toFixed(0) ?? '-'} MiB/s${ingestCpu}, materialize ${materialize.at(-1)?.toFixed(0) ?? '-'} MiB/s, adopt ${adopt.at(-1)?.toFixed(0) ?? '-'} MiB/s, peak RSS ${rss.at(-1)?.toFixed(0) ?? '-'} MB`)
+      log(`S1 rep ${rep}/${reps}: cp ${cp.at(-1)?.toFixed(0) ?? '-'} MiB/s${cpSteal}, ingest ${ingest.at(-1)?.toFixed(0) ?? '-'} MiB/s${ingestCpu}, materialize ${materialize.at(-1)?.toFixed(0) ?? '-'} MiB/s, adopt ${adopt.at(-1)?.toFixed(0) ?? '-'} MiB/s, peak RSS ${rss.at(-1)?.toFixed(0) ?? '-'} MB`)
     }
   } finally {
     await rm(dir, { recursive: true, force: true })
