@@ -85,6 +85,12 @@ export async function ensureEnrolled (node: Libp2p, dataDir: string, coordinator
   }
   if (!reply.ok) throw new PipemeshError('UNAUTHORIZED', `the coordinator refused to enroll this agent: ${reply.error.message}`, reply.error.hint === undefined ? {} : { hint: reply.error.hint })
   if (reply.coordinator !== coordinator) throw new PipemeshError('UNAUTHORIZED', `enrolled by ${reply.coordinator}, but expected coordinator ${coordinator}`)
+  await recordEnrollment(dataDir, coordinator)
+}
+
+/** Notes in the agent's data dir that it is enrolled with `coordinator` (a peer id), so that later starts need no token. */
+export async function recordEnrollment (dataDir: string, coordinator: string): Promise<void> {
+  const file = join(dataDir, ENROLLMENT_FILE)
   const record: Enrollment = { coordinator, enrolledAt: Date.now() }
   await writeFile(`${file}.tmp`, JSON.stringify(record), { mode: 0o600 })
   await rename(`${file}.tmp`, file)
