@@ -7,8 +7,8 @@
 // pass through come from its heap, which then fragments and never shrinks. An agent serving
 // and fetching chunks grew its heap by ~6 MB per GiB moved (42 -> 91 MB after 7.5 GiB, and
 // still growing); fixed at 128 KiB, large buffers are mapped and unmapped whole, and its heap
-// stayed at 42-58 MB. A value the user set is kept; musl and macOS
-// ignore the variable. `node dist/pipemesh.mjs` runs the same CLI without the setting.
+// stayed at 42-58 MB. A value the user set is kept; musl and macOS ignore the variable.
+// `node dist/pipemesh.mjs` runs the same CLI without the setting.
 //
 // The `pipemesh` bin (copied to dist/pipemesh.mjs by scripts/postbuild.mjs). It runs the bundled
 // CLI, dist/pipemesh-bundle.cjs, through a V8 code cache: compiling the bundle's JavaScript is a
