@@ -209,6 +209,9 @@ async function chunkLargeFile (ctx: IngestContext, fh: FileHandle, statSize: num
   return size
 }
 
+/** Why an output may change while it is stored, for the error that says it did. */
+const CHANGED_HINT = 'a process still running after the step exited may be writing to it'
+
 /**
  * Stores a file of at least one chunk by making the file itself a pack (Packs.adopt) and
  * indexing its chunks where they lie: hashed on the chunk workers, nothing written. Undefined
@@ -236,6 +239,13 @@ async function adoptFile (ctx: IngestContext, abs: string, st: Stats): Promise<I
       for (const [j, c] of pending.entries()) if (known[j] !== true) fresh.push(c)
       pending = []
     }
+    // A region copied out of the file (a short last chunk, or the new chunks of a file that is not
+    // kept), read and hashed again on a worker: what is copied must be the bytes that were hashed.
+    const copyOf = async (digest: Digest, at: number, n: number): Promise<Uint8Array> => {
+      const r = await chunkWorkers.read({ file: pack.staged ?? pack.file, position: at }, n)
+      if (r.digest !== digest || r.n !== n) throw new PipemeshError('CONFLICT', `${abs} changed while it was being stored (the chunk at offset ${at})`, { hint: CHANGED_HINT })
+      return r.bytes
+    }
     const jobs = new Map<number, Promise<JobResult & { digest: Digest }>>()
     const issue = (i: number): void => {
       const p = chunkWorkers.hash(pack.fd, i * cs, Math.min(cs, size - i * cs), i)
@@ -251,16 +261,14 @@ async function adoptFile (ctx: IngestContext, abs: string, st: Stats): Promise<I
         if (i + chunkWorkers.depth < count) issue(i + chunkWorkers.depth)
         const at = i * cs
         if (r.n !== Math.min(cs, size - at)) {
-          throw new PipemeshError('CONFLICT', `${abs} changed while it was being stored: ${r.n} bytes at offset ${at}, where ${size} bytes were expected in all`, { hint: 'a process still running after the step exited may be writing to it' })
+          throw new PipemeshError('CONFLICT', `${abs} changed while it was being stored: ${r.n} bytes at offset ${at}, where ${size} bytes were expected in all`, { hint: CHANGED_HINT })
         }
         chunks.push({ digest: r.digest, size: r.n })
         countBytes(ctx, r.n)
         if (!ctx.batch.claim(r.digest)) continue
         if (r.n < INLINE_MAX) {
           // Only a short last chunk: inline in the index, like any small body.
-          const bytes = Buffer.alloc(r.n)
-          await pack.handle.read(bytes, 0, r.n, at)
-          ctx.batch.add(await ctx.chunks.storeBody(r.digest, bytes, ctx.group), r.n)
+          ctx.batch.add(await ctx.chunks.storeBody(r.digest, await copyOf(r.digest, at, r.n), ctx.group), r.n)
           continue
         }
         pending.push({ digest: r.digest, at, n: r.n })
@@ -281,13 +289,7 @@ async function adoptFile (ctx: IngestContext, abs: string, st: Stats): Promise<I
         kept++
       }
     } else {
-      for (const c of fresh) {
-        const bytes = Buffer.alloc(c.n)
-        await pack.handle.read(bytes, 0, c.n, c.at)
-        // Hashed again: the copy must be of the bytes that were hashed.
-        if (sha256Digest(bytes) !== c.digest) throw new PipemeshError('CONFLICT', `${abs} changed while it was being stored (the chunk at offset ${c.at})`)
-        ctx.batch.add(await ctx.chunks.storeBody(c.digest, bytes, ctx.group))
-      }
+      for (const c of fresh) ctx.batch.add(await ctx.chunks.storeBody(c.digest, await copyOf(c.digest, c.at, c.n), ctx.group))
     }
     const manifest: FileManifest = { type: 'file', size, chunks }
     const bytes = encodeManifest(manifest)
